@@ -1,0 +1,92 @@
+"""`personadlg` command line: thin typer commands that parse, call the library and render.
+
+Start-up stays fast: command modules import only typer and rich at module level; torch,
+transformers and the library are imported inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from personadlg import __version__
+
+app = typer.Typer(
+    name="personadlg",
+    help="Personalized dialogue generation: synthesize, clean, train, generate and evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"personadlg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (DEBUG)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    """Personalized dialogue generation: synthesize, clean, train, generate and evaluate.
+
+    Every command has --help with examples. Exit codes: 0 ok, 1 runtime failure, 2 bad usage,
+    config or input data.
+    """
+    from personadlg.cli._console import setup_logging
+
+    setup_logging(-1 if quiet else verbose)
+
+
+def _register() -> None:
+    from personadlg.cli import data, methods, recipes
+
+    for module in (data, methods, recipes):
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the app, turning personadlg errors into one line and an exit code."""
+    import click
+
+    from personadlg.errors import PersonadlgError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        rc = app(args=args, prog_name="personadlg", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except PersonadlgError as e:
+        if debug:
+            raise
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as e:  # unexpected: a bug or an environment problem
+        if debug:
+            raise
+        _fail(f"{type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    from personadlg.cli._console import error
+
+    error(message)
+    sys.exit(code)

@@ -1,0 +1,86 @@
+"""The only place that talks to the terminal: consoles, logging setup, progress bars, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(soft_wrap=True, highlight=False)  # results (stdout)
+err = Console(stderr=True, highlight=False)  # logs, progress, errors (stderr)
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """INFO by default, DEBUG with -v, WARNING with -q. Rich handler on a terminal, plain lines otherwise."""
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    root = logging.getLogger("personadlg")
+    root.setLevel(level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    if err.is_terminal:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.propagate = False
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output: JSON on stdout and nothing else there."""
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress(description: str, total: float | None = None, unit: str = "records") -> Iterator[Callable[[float], None]]:
+    """A progress bar on stderr when it is a terminal; a no-op callback otherwise.
+
+    Yields `update(done)`, to be passed to library functions as `on_progress`.
+    """
+    if not err.is_terminal:
+        yield lambda done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns: list[Any] = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
+    if total:
+        columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    else:
+        columns += [TextColumn(f"{{task.completed:,.0f}} {unit}")]
+    columns.append(TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]], *, justify_numbers: bool = True) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="right" if justify_numbers and i > 0 else "left")
+    for r in rows:
+        t.add_row(*[fmt_value(v) for v in r])
+    return t
+
+
+def fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if v is None:
+        return "-"
+    return str(v)

@@ -1,0 +1,78 @@
+"""Parsing helpers shared by commands (no heavy imports)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from personadlg.errors import UsageError
+
+
+def parse_attribute_options(attributes: list[str] | None, aspects: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """`--attribute NAME=a,b` (or `--attribute NAME --aspects a,b`, paired by position) → [(NAME, [a, b])].
+
+    A bare MIRACLE attribute name (language_style, attitude, mental_characteristics) gets MIRACLE's aspects.
+    """
+    from personadlg.data.formats.miracle import known_aspects
+
+    attributes, aspects = list(attributes or []), list(aspects or [])
+    if len(aspects) > len(attributes):
+        raise UsageError("--aspects given more often than --attribute; pair each --aspects with an --attribute")
+    out = []
+    for i, text in enumerate(attributes):
+        name, sep, rest = text.partition("=")
+        name = name.strip()
+        if not name:
+            raise UsageError(f"--attribute {text!r}: expected NAME or NAME=aspect0,aspect1")
+        if sep:
+            names = [a.strip() for a in rest.split(",") if a.strip()]
+        elif i < len(aspects):
+            names = [a.strip() for a in aspects[i].split(",") if a.strip()]
+        else:
+            names = known_aspects(name) or []
+            if not names:
+                raise UsageError(f"--attribute {name}: give its aspects in tag order, e.g. --attribute {name}=aspect0,aspect1")
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise UsageError(f"--attribute {name}: expected at least two distinct aspects, got {names}")
+        out.append((name, names))
+    return out
+
+
+def parse_attribute_space(attributes: list[str] | None, attributes_file: Path | None) -> dict[str, list[str]]:
+    """An attribute space from `--attribute NAME=a,b` options and/or a YAML/JSON file {attr: [aspects]}."""
+    space: dict[str, list[str]] = {}
+    if attributes_file is not None:
+        import yaml
+
+        from personadlg.config import coerce
+
+        try:
+            data = yaml.safe_load(Path(attributes_file).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise UsageError(f"--attributes-file {attributes_file}: {err}") from None
+        if isinstance(data, dict) and "attributes" in data and isinstance(data["attributes"], dict):
+            data = data["attributes"]
+        space.update(coerce(data, dict[str, list[str]], str(attributes_file)))
+    for name, aspects in parse_attribute_options(attributes):
+        space[name] = aspects
+    return space
+
+
+def parse_targets(text: str | None) -> dict[str, str]:
+    """`language_style=lyrical,attitude=optimistic` → {"language_style": "lyrical", "attitude": "optimistic"}."""
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if not sep or not k.strip() or not v.strip():
+            raise UsageError(f"--attributes {text!r}: expected attr=aspect[,attr=aspect...]")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """Repeatable and comma-separated options → one list."""
+    out: list[str] = []
+    for v in values or []:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out

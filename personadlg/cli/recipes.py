@@ -1,0 +1,94 @@
+"""Recipe and registry commands: validate, ls."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from personadlg.cli._console import out, print_json, table
+
+LS_WHAT = ("methods", "metrics", "recipes", "formats", "filters")
+
+
+def validate(
+    recipe: Annotated[str, typer.Argument(help="A YAML path or a bundled recipe name (see `personadlg ls recipes`).")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides with dotted keys, e.g. train.lr=3e-5.", show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the resolved config as JSON.")] = False,
+) -> None:
+    """Load and check a recipe (types, unknown keys, cross-field rules); train nothing.
+
+    [bold]Examples[/]
+
+      personadlg validate finetune/tiny
+      personadlg validate recipes/finetune/gpt2.yaml train.lr=3e-5 model.max_length=256
+    """
+    from personadlg.config import dump_yaml, load_recipe
+
+    cfg = load_recipe(recipe, overrides or [])
+    if json_out:
+        print_json(cfg.to_dict())
+        return
+    out.print(f"# {cfg.source}: OK (method {cfg.method})")
+    out.print(dump_yaml(cfg.to_dict()), end="", markup=False)
+
+
+def ls(
+    what: Annotated[str, typer.Argument(help="methods | metrics | recipes | formats | filters")],
+    fields: Annotated[bool, typer.Option("--fields", help="For methods: list the fields of each method's `model:` section.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List what personadlg knows by name.
+
+    [bold]Examples[/]
+
+      personadlg ls methods
+      personadlg ls methods --fields
+      personadlg ls recipes
+    """
+    from personadlg.errors import UsageError
+    from personadlg.registry import FILTERS, FORMATS, METHODS, METRICS, did_you_mean
+
+    if what not in LS_WHAT:
+        raise UsageError(f"cannot list '{what}'{did_you_mean(what, LS_WHAT)}; choose one of {', '.join(LS_WHAT)}")
+    if what == "recipes":
+        from personadlg.config import bundled_recipes, recipe_summary, recipes_dir
+
+        rows = [[name, recipe_summary(recipes_dir() / f"{name}.yaml")] for name in bundled_recipes()]
+        if json_out:
+            print_json([{"name": n, "summary": s} for n, s in rows])
+        else:
+            out.print(table(f"recipes ({recipes_dir()})", ["name", "what it reproduces"], rows, justify_numbers=False))
+        return
+    registry = {"methods": METHODS, "metrics": METRICS, "formats": FORMATS, "filters": FILTERS}[what]
+    entries = registry.entries()
+    if json_out:
+        print_json([{"name": e.name, "help": e.help, "available": e.available, **{k: v for k, v in e.meta.items() if k != "config"}} for e in entries])
+        return
+    extra = {"metrics": "higher is better", "filters": "default"}.get(what)
+    rows = []
+    for e in entries:
+        row = [e.name, e.help]
+        if what == "metrics":
+            row.append("yes" if e.meta.get("higher_is_better") else "no")
+        elif what == "filters":
+            row.append("on" if e.meta.get("default") else "off")
+        row.append("yes" if e.available else "not yet")
+        rows.append(row)
+    cols = ["name", "what", *([extra] if extra else []), "available"]
+    out.print(table(what, cols, rows, justify_numbers=False))
+    if what == "methods" and fields:
+        from personadlg.config import ConfigError, field_help, method_config_class
+
+        for e in entries:
+            try:
+                cls = method_config_class(e.name)
+            except ConfigError:
+                continue
+            frows = [[n, t, repr(d), h] for n, t, d, h in field_help(cls)]
+            out.print(table(f"{e.name}: model.*", ["field", "type", "default", "help"], frows, justify_numbers=False))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Recipes")(validate)
+    app.command(rich_help_panel="Recipes")(ls)

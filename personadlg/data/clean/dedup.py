@@ -1,0 +1,167 @@
+"""Exact and near-duplicate detection over a stream of dialogues, in compact arrays.
+
+Exact: an 8-byte hash of the normalized (case-folded, whitespace-collapsed) messages.
+Near: MinHash signatures of word shingles, banded for LSH; candidate pairs come from sorting each
+band's hashes (no O(N²) comparison) and are verified by signature agreement (an unbiased estimate
+of Jaccard similarity). The first occurrence is kept; later ones are marked with its index.
+Signatures and band hashes can live in memory-mapped files, so memory stays small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from personadlg.data.schema import Dialogue
+
+_trapz = getattr(np, "trapezoid", None) or np.trapz
+
+
+def exact_key(d: Dialogue) -> int:
+    """64-bit key of the dialogue's messages, case- and whitespace-insensitive (signed, fits int64)."""
+    h = hashlib.blake2b(digest_size=8)
+    for m in d.messages:
+        h.update(m.role.encode())
+        h.update(b"\x00")
+        h.update(" ".join(m.content.casefold().split()).encode("utf-8"))
+        h.update(b"\x01")
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def exact_dup(keys: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """For each position, the index of the first earlier equal key, or -1. Shapes: (N,) -> (N,)."""
+    keys = np.asarray(keys)
+    dup_of = np.full(len(keys), -1, dtype=np.int64)
+    idx = np.arange(len(keys)) if exclude is None else np.nonzero(~exclude)[0]
+    if len(idx) == 0:
+        return dup_of
+    order = idx[np.argsort(keys[idx], kind="stable")]
+    k = keys[order]
+    starts = np.r_[True, k[1:] != k[:-1]]
+    first = order[starts][np.cumsum(starts) - 1]
+    later = ~starts
+    dup_of[order[later]] = first[later]
+    return dup_of
+
+
+def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tuple[int, int]:
+    """Bands b and rows r (b*r <= num_perm) minimising the weighted false-positive and -negative areas."""
+    xs = np.linspace(0.0, 1.0, 201)
+    best, best_err = (1, num_perm), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            p = 1.0 - (1.0 - xs**r) ** b
+            fp = _trapz(np.where(xs < threshold, p, 0.0), xs)
+            fn = _trapz(np.where(xs >= threshold, 1 - p, 0.0), xs)
+            err = fp_weight * fp + (1 - fp_weight) * fn
+            if err < best_err:
+                best, best_err = (b, r), err
+    return best
+
+
+class MinHasher:
+    """MinHash signatures of word shingles with seeded universal hashing.
+
+    Example:
+        >>> mh = MinHasher(num_perm=128, shingle_size=3, seed=1)
+        >>> sigs = mh.signatures([["a", "b", "c", "d"], ["x", "y"]])   # (2, 128) uint32
+    """
+
+    def __init__(self, *, num_perm: int = 128, shingle_size: int = 3, seed: int = 1) -> None:
+        rng = np.random.default_rng(seed)
+        self.num_perm, self.shingle_size = num_perm, shingle_size
+        # multiply-shift hashing (Dietzfelbinger): h(x) = ((a*x + b) mod 2**64) >> 32, a odd
+        self.a = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self.b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+        self.mix = rng.integers(0, 2**63, size=shingle_size, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+    @staticmethod
+    @lru_cache(maxsize=1 << 18)
+    def _word_hash(word: str) -> int:
+        return zlib.crc32(word.encode("utf-8"))
+
+    def shingle_hashes(self, tokens: Sequence[str]) -> np.ndarray:
+        """(S,) uint64 hashes of the word shingles of TOKENS (at least one, even for short texts)."""
+        hashes = np.fromiter((self._word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+        k = self.shingle_size
+        if len(hashes) < k:
+            hashes = np.pad(hashes, (0, k - len(hashes)))
+        n = len(hashes) - k + 1
+        out = np.zeros(n, dtype=np.uint64)
+        for j in range(k):
+            out += hashes[j:j + n] * self.mix[j]  # wraps mod 2**64
+        return out >> np.uint64(32)
+
+    def signatures(self, token_lists: Sequence[Sequence[str]], chunk_shingles: int = 1 << 15) -> np.ndarray:
+        """(N, num_perm) uint32 MinHash signatures, computed in vectorised chunks."""
+        out = np.empty((len(token_lists), self.num_perm), dtype=np.uint32)
+        i = 0
+        while i < len(token_lists):
+            parts, total, j = [], 0, i
+            while j < len(token_lists) and (total < chunk_shingles or j == i):
+                s = self.shingle_hashes(token_lists[j])
+                parts.append(s)
+                total += len(s)
+                j += 1
+            x = np.concatenate(parts)
+            offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+            h = (self.a[:, None] * x[None, :] + self.b[:, None]) >> np.uint64(32)  # (P, S), wraps mod 2**64
+            out[i:j] = np.minimum.reduceat(h, offsets, axis=1).T.astype(np.uint32)
+            i = j
+        return out
+
+
+def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(N, P) signatures -> (N, bands) uint64 hashes of each band of ROWS values."""
+    n = sigs.shape[0]
+    x = np.asarray(sigs[:, : bands * rows], dtype=np.uint64).reshape(n, bands, rows)
+    mult = (np.arange(rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        return (x * mult).sum(axis=2, dtype=np.uint64) ^ (np.arange(bands, dtype=np.uint64) << np.uint64(56))
+
+
+def near_dup(bands: np.ndarray, sigs: np.ndarray, threshold: float, exclude: np.ndarray | None = None, verify_chunk: int = 1 << 16) -> np.ndarray:
+    """For each position, the index of the earliest verified near-duplicate before it, or -1.
+
+    Args:
+        bands: (N, B) band hashes (may be a memmap).
+        sigs: (N, P) MinHash signatures (may be a memmap).
+        threshold: estimated Jaccard similarity needed to call two dialogues near-duplicates.
+        exclude: (N,) bool, positions to ignore (e.g. exact duplicates already removed).
+    """
+    n = bands.shape[0]
+    dup_of = np.full(n, -1, dtype=np.int64)
+    idx = np.arange(n) if exclude is None else np.nonzero(~np.asarray(exclude))[0]
+    if len(idx) < 2:
+        return dup_of
+    cand = []
+    for j in range(bands.shape[1]):
+        col = np.asarray(bands[idx, j])
+        order = np.argsort(col, kind="stable")
+        sc, si = col[order], idx[order]
+        same = sc[1:] == sc[:-1]
+        if not same.any():
+            continue
+        starts = np.r_[True, ~same]
+        first = si[starts][np.cumsum(starts) - 1]
+        member = ~starts
+        cand.append(first[member] * n + si[member])          # against the bucket's first member
+        cand.append(si[:-1][same] * n + si[1:][same])          # against the previous member
+    if not cand:
+        return dup_of
+    pairs = np.unique(np.concatenate(cand))
+    a_all, b_all = pairs // n, pairs % n
+    need = int(np.ceil(threshold * sigs.shape[1] - 1e-9))
+    earliest = np.full(n, n, dtype=np.int64)
+    for s in range(0, len(pairs), verify_chunk):
+        a, b = a_all[s:s + verify_chunk], b_all[s:s + verify_chunk]
+        agree = (np.asarray(sigs[a]) == np.asarray(sigs[b])).sum(axis=1)
+        ok = agree >= need
+        np.minimum.at(earliest, b[ok], a[ok])
+    found = earliest < n
+    dup_of[found] = earliest[found]
+    return dup_of

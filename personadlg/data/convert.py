@@ -1,0 +1,67 @@
+"""`personadlg convert`: read any supported format, write personadlg dialogues or an export format."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from personadlg.data.formats import FormatOptions, detect_format, get_format, iter_items, writable_formats
+from personadlg.data.jsonl import AtomicWriter, Bad
+from personadlg.errors import DataError, UsageError
+from personadlg.registry import FORMATS, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+
+def convert(
+    input: str | Path,
+    out: str | Path,
+    *,
+    fmt: str = "auto",
+    to: str = "jsonl",
+    options: FormatOptions | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Convert INPUT (format FMT, 'auto' to detect) into OUT (format TO), atomically.
+
+    Raises:
+        DataError: at the first bad input record or a dialogue the output format cannot express;
+            OUT is then not written.
+        UsageError: unknown formats or missing format options.
+    """
+    opts = options or FormatOptions()
+    if fmt != "auto" and fmt not in FORMATS:
+        raise UsageError(f"unknown input format '{fmt}'{did_you_mean(fmt, FORMATS.names())}; formats: {', '.join(FORMATS.names())}")
+    name = detect_format(input) if fmt == "auto" else fmt
+    writers = writable_formats()
+    if to not in writers:
+        raise UsageError(f"cannot write format '{to}'{did_you_mean(to, writers)}; output formats: {', '.join(writers)}")
+    out_path = Path(out)
+    opts.json_list = out_path.suffix == ".json" or to == "morpheus"
+    writer_factory = get_format(to).writer
+    assert writer_factory is not None
+    summary = {"input": str(input), "format": name, "to": to, "out": str(out_path), "raw_records": 0, "dialogues": 0, "assistant_messages": 0, "written": 0}
+    seen: set[str] = set()
+    with AtomicWriter(out_path) as f:
+        sink = writer_factory(f, opts)
+        for item in iter_items(input, name, opts):
+            if isinstance(item, Bad):
+                raise item.error
+            d = item.dialogue
+            if d.id in seen:
+                raise DataError(field="id", expected="a unique id", got=d.id, message="an earlier record has the same id").at(path=item.path, line=item.line)
+            seen.add(d.id)
+            try:
+                summary["written"] += sink.write(d)
+            except DataError as err:
+                raise err.at(path=item.path, line=item.line) from None
+            summary["dialogues"] += 1
+            summary["raw_records"] += item.n_raw
+            summary["assistant_messages"] += len(d.assistant_messages)
+            if on_progress and summary["dialogues"] % 1000 == 0:
+                on_progress(summary["dialogues"])
+        sink.close()
+    logger.info("converted %s (%s) -> %s (%s): %d dialogues", input, name, out_path, to, summary["dialogues"])
+    return summary

@@ -1,0 +1,71 @@
+"""Data formats: detection, reading any supported format as dialogues, and writing exports.
+
+    >>> for item in iter_items("valid_self_original_no_cands.txt"):   # format auto-detected
+    ...     ...
+    >>> dialogues = list(read_dialogues("convai2.txt", fmt="parlai"))  # strict: stops on bad input
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from personadlg.data.formats.base import Format, FormatOptions, Item, Ok
+from personadlg.data.jsonl import Bad, check_nonempty
+from personadlg.data.schema import Dialogue
+from personadlg.errors import DataError, UsageError
+from personadlg.registry import FORMATS
+
+__all__ = ["Format", "FormatOptions", "Item", "Ok", "Bad", "detect_format", "get_format", "iter_items", "read_dialogues"]
+
+# detection order matters: specific shapes before generic ones
+_DETECT_ORDER = ("rcdg", "parlai", "clv", "morpheus", "sharegpt", "miracle", "jsonl", "openai")
+
+
+def get_format(name: str) -> Format:
+    return FORMATS.get(name)
+
+
+def _head(path: Path, size: int = 1 << 16) -> str:
+    with open(path, "rb") as f:
+        return f.read(size).decode("utf-8", errors="replace").lstrip("\ufeff")
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format of PATH from its name and first bytes; UsageError when unsure."""
+    p = Path(path)
+    if p.is_dir():
+        if get_format("rcdg").sniff(p, ""):
+            return "rcdg"
+        raise UsageError(f"{p}: is a directory (only RCDG input may be a directory)")
+    check_nonempty(p)
+    head = _head(p)
+    for name in _DETECT_ORDER:
+        if get_format(name).sniff(p, head):
+            return name
+    if p.suffix == ".jsonl":
+        return "jsonl"  # let the reader say what is wrong with the first record
+    raise UsageError(f"{p}: cannot detect the data format; pass --from ({', '.join(FORMATS.names())})")
+
+
+def iter_items(path: str | Path, fmt: str = "auto", opts: FormatOptions | None = None) -> Iterator[Item]:
+    """Read PATH in format FMT ('auto' = detect), yielding Ok(dialogue) or Bad(raw, error) items."""
+    p = Path(path)
+    opts = opts or FormatOptions()
+    name = detect_format(p) if fmt == "auto" else fmt
+    if name != "rcdg" or not p.is_dir():
+        check_nonempty(p)
+    yield from get_format(name).read(p, opts)
+
+
+def read_dialogues(path: str | Path, fmt: str = "auto", opts: FormatOptions | None = None) -> Iterator[Dialogue]:
+    """Strict reading: yield dialogues, raise DataError (`FILE:LINE: ...`) on the first bad record."""
+    for item in iter_items(path, fmt, opts):
+        if isinstance(item, Bad):
+            raise item.error
+        yield item.dialogue
+
+
+def writable_formats() -> list[str]:
+    return [n for n in FORMATS.names() if FORMATS.entry(n).available and get_format(n).writer is not None]
+

@@ -1,0 +1,210 @@
+"""Test setup: offline guard, CLI runner, tiny models built from configs (never downloaded)."""
+
+from __future__ import annotations
+
+import os
+
+# before anything imports transformers / huggingface_hub
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import ipaddress
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DEMO = ROOT / "personadlg" / "assets" / "demo_dialogues.jsonl"
+
+
+# --------------------------------------------------------------------------------------------
+# offline guard: any outbound connection fails the test; loopback and unix sockets are allowed
+# --------------------------------------------------------------------------------------------
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+def _is_local(address: object) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    if isinstance(address, tuple) and address:
+        host = address[0]
+        if host in ("localhost", "", None):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+    return False
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _guarded_connect(self: socket.socket, address: object) -> object:
+    if not _is_local(address):
+        raise NetworkBlocked(f"test tried to open a network connection to {address!r}; tests must stay offline")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> object:
+    if not _is_local(address):
+        raise NetworkBlocked(f"test tried to open a network connection to {address!r}; tests must stay offline")
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+    if host is not None and not _is_local((host if not isinstance(host, bytes) else host.decode(), 0)):
+        raise NetworkBlocked(f"test tried to resolve {host!r}; tests must stay offline")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def offline(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Block outbound connections for every test not marked `network`."""
+    if request.node.get_closest_marker("network") is None:
+        monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+        monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+        monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+    yield
+
+
+# --------------------------------------------------------------------------------------------
+# CLI runner: the real entry point (exit codes, stdout / stderr separated)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """`cli("stats", path, "--json")` runs `personadlg` in-process and returns a CliResult."""
+    from personadlg.cli import main
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def demo_path() -> Path:
+    return DEMO
+
+
+def shared(*parts: str) -> Path:
+    """A file of ../shared/data; the calling test is skipped when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not present: {path}")
+    return path
+
+
+def write_jsonl(path: Path, records: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def dialogue(rid: str, *turns: str, **fields: object) -> dict:
+    """A dialogue record with alternating user/assistant TURNS (user first)."""
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+    return {"id": rid, "messages": messages, **fields}
+
+
+# --------------------------------------------------------------------------------------------
+# tiny models, built from configs and saved to temp dirs (session scope: built once)
+# --------------------------------------------------------------------------------------------
+
+
+def _demo_texts() -> list[str]:
+    texts = []
+    for line in DEMO.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        texts.extend(m["content"] for m in rec["messages"])
+        texts.extend(rec.get("persona", []))
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A byte-level BPE tokenizer (vocab 1,000) trained on the demo corpus text, saved with save_pretrained."""
+    from personadlg.models.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-tokenizer")
+    train_tokenizer(_demo_texts(), vocab_size=1000).save_pretrained(out)
+    return out
+
+
+def _save_model(config: object, auto_cls: str, tokenizer_dir: Path, out: Path) -> Path:
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(0)
+    model = getattr(transformers, auto_cls).from_config(config)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    """GPT2LMHeadModel: 2 layers, 2 heads, 32 dims, 128 positions, random weights (seed 0)."""
+    from transformers import AutoTokenizer, GPT2Config
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    cfg = GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=32, n_positions=128,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return _save_model(cfg, "AutoModelForCausalLM", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    """BertModel: 2 layers, 2 heads, 32 dims, 64-dim FFN, random weights (seed 0)."""
+    from transformers import AutoTokenizer, BertConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    return _save_model(cfg, "AutoModel", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    """T5ForConditionalGeneration: 2+2 layers, 2 heads, 32 dims, random weights (seed 0)."""
+    from transformers import AutoTokenizer, T5Config
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    cfg = T5Config(vocab_size=len(tok), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+    return _save_model(cfg, "AutoModelForSeq2SeqLM", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-t5"))
