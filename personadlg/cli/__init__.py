@@ -59,26 +59,26 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the app, turning personadlg errors into one line and an exit code."""
-    import click
-
     from personadlg.errors import PersonadlgError
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
         rc = app(args=args, prog_name="personadlg", standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
     except PersonadlgError as e:
         if debug:
             raise
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    except Exception as e:  # unexpected: a bug or an environment problem
+    except Exception as e:
+        # click's exceptions (typer may vendor its own copy of click, so match by class name)
+        kinds = {c.__name__ for c in type(e).__mro__}
+        if "Abort" in kinds:
+            _fail("aborted", 130)
+        if "ClickException" in kinds:
+            e.show()  # type: ignore[attr-defined]
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
         if debug:
             raise
         _fail(f"{type(e).__name__}: {e} (run with --debug for the traceback)", 1)

@@ -1,0 +1,93 @@
+"""The command line as users see it: help, version, exit codes, --json purity, start-up cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from personadlg import __version__
+
+COMMANDS = ["synth", "clean", "convert", "split", "stats", "train", "generate", "eval", "demo", "chat", "validate", "ls"]
+
+
+def test_help_lists_every_command(cli):
+    r = cli("--help")
+    assert r.code == 0
+    for cmd in COMMANDS:
+        assert f" {cmd} " in r.stdout, cmd
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help_with_examples(cli, cmd):
+    r = cli(cmd, "--help")
+    assert r.code == 0, r.stderr
+    assert "Usage: personadlg " + cmd in " ".join(r.stdout.split())
+    if cmd not in ("chat", "demo"):
+        assert "Examples" in r.stdout
+
+
+def test_version(cli):
+    r = cli("--version")
+    assert r.code == 0 and r.stdout.strip() == f"personadlg {__version__}"
+
+
+def test_python_dash_m_and_startup_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from personadlg.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'numpy', 'accelerate', 'peft', 'openai') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    r = subprocess.run([sys.executable, "-m", "personadlg", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"personadlg {__version__}"
+
+
+def test_usage_errors_exit_2(cli):
+    assert cli("convert").code == 2
+    assert cli("nosuchcommand").code == 2
+    r = cli("ls", "method")
+    assert r.code == 2 and "did you mean 'methods'" in r.stderr
+
+
+def test_ls_everything(cli):
+    r = cli("ls", "methods", "--json")
+    assert r.code == 0 and [m["name"] for m in r.json()] == ["finetune", "cvae", "codebook", "lora", "classifier"]
+    for what in ("metrics", "formats", "filters", "recipes"):
+        r = cli("ls", what)
+        assert r.code == 0 and r.stdout.strip()
+    r = cli("ls", "methods", "--fields")
+    assert "persona_in_prompt" in r.stdout
+
+
+def test_validate_prints_the_resolved_recipe(cli):
+    r = cli("validate", "finetune/tiny", "train.lr=3e-4", "--json")
+    assert r.code == 0 and r.json()["train"]["lr"] == 3e-4
+    r = cli("validate", "finetune/tiny", "train.lrr=1")
+    assert r.code == 2
+    assert "unknown key 'train.lrr' (did you mean 'lr'?)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_json_output_is_pure_json_on_stdout(cli, demo_path):
+    r = cli("stats", demo_path, "--json")
+    json.loads(r.stdout)  # nothing else on stdout
+
+
+def test_unlanded_commands_say_so(cli, tmp_path):
+    r = cli("train", "finetune/tiny")
+    assert r.code == 1 and "not available" in r.stderr
+    assert cli("train", "finetune/tiny", "train.lr=-1").code == 2  # the recipe is still validated
+
+
+def test_debug_shows_traceback(cli, tmp_path):
+    bad = tmp_path / "x.jsonl"
+    bad.write_text("[1]\n")
+    r = cli("stats", bad)
+    assert r.code == 2 and r.stderr.startswith(f"error: {bad}:1:")
+    with pytest.raises(Exception, match="expected a JSON object"):
+        cli("--debug", "stats", bad)
