@@ -57,9 +57,13 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if is_dataclass(tp):
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        Path: "a path",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def coerce(value: Any, tp: Any, path: str) -> Any:
@@ -94,9 +98,13 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         for a in allowed:
-            if value == a or (isinstance(a, str) and not isinstance(value, str) and str(value) == a):
+            if value == a or (
+                isinstance(a, str) and not isinstance(value, str) and str(value) == a
+            ):
                 return a
-        problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}{did_you_mean(str(value), [str(a) for a in allowed])}")
+        problems.append(
+            f"{path}: expected {_type_name(tp)}, got {value!r}{did_you_mean(str(value), [str(a) for a in allowed])}"
+        )
         return None
     if is_dataclass(tp) and isinstance(tp, type):
         return _build(tp, value, path, problems)
@@ -170,7 +178,9 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
         try:
             return tp(value)
         except ValueError:
-            problems.append(f"{path}: expected one of {', '.join(str(m.value) for m in tp)}, got {value!r}")
+            problems.append(
+                f"{path}: expected one of {', '.join(str(m.value) for m in tp)}, got {value!r}"
+            )
             return None
     if isinstance(tp, type) and isinstance(value, tp):
         return value
@@ -191,7 +201,7 @@ def _build(cls: type[T], data: Any, path: str, problems: list[str]) -> T:
         problems.append(f"{path or 'recipe'}: expected a mapping, got {data!r}")
         return None  # type: ignore[return-value]
     hints = _hints(cls)
-    names = [f.name for f in fields(cls) if f.init]
+    names = [f.name for f in fields(cls) if f.init]  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         key = str(key)
@@ -202,8 +212,13 @@ def _build(cls: type[T], data: Any, path: str, problems: list[str]) -> T:
             )
             continue
         kwargs[key] = _coerce(value, hints[key], sub, problems)
-    for f in fields(cls):
-        if f.init and f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
+    for f in fields(cls):  # type: ignore[arg-type]
+        if (
+            f.init
+            and f.name not in kwargs
+            and f.default is MISSING
+            and f.default_factory is MISSING
+        ):
             problems.append(f"missing required key '{path + '.' if path else ''}{f.name}'")
     if problems:
         return None  # type: ignore[return-value]
@@ -216,7 +231,9 @@ def _build(cls: type[T], data: Any, path: str, problems: list[str]) -> T:
     return None  # type: ignore[return-value]
 
 
-def build_config(cls: type[T], data: Mapping[str, Any] | None, *, path: str = "", source: str | None = None) -> T:
+def build_config(
+    cls: type[T], data: Mapping[str, Any] | None, *, path: str = "", source: str | None = None
+) -> T:
     """Build dataclass CLS from DATA (a mapping), coercing types; raise ConfigError listing every problem."""
     problems: list[str] = []
     out = _build(cls, data or {}, path, problems)
@@ -291,7 +308,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if nxt is None:
                 nxt = node[k] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {text!r}: '{'.'.join(keys[: i + 1])}' is not a section")
+                raise ConfigError(
+                    f"override {text!r}: '{'.'.join(keys[: i + 1])}' is not a section"
+                )
             node = nxt
         node[keys[-1]] = value
     return data
@@ -306,13 +325,31 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 class DataConfig:
     """`data:` section: where the dialogues are and how to read them."""
 
-    train: str | None = field(default=None, metadata={"help": "training dialogues (any supported format); 'demo' = the bundled demo corpus"})
-    valid: str | None = field(default=None, metadata={"help": "validation dialogues, evaluated every train.eval_every steps"})
-    test: str | None = field(default=None, metadata={"help": "test dialogues (used by generate / eval defaults)"})
-    format: str = field(default="auto", metadata={"help": "input format of the files (auto-detected by default)"})
-    attributes: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "declared attribute space: attribute -> aspects"})
-    turns: Literal["all", "last"] = field(default="all", metadata={"help": "train on every assistant message or only the last one"})
-    max_context_turns: int = field(default=0, metadata={"help": "keep only the last N context messages (0 = all)"})
+    train: str | None = field(
+        default=None,
+        metadata={
+            "help": "training dialogues (any supported format); 'demo' = the bundled demo corpus"
+        },
+    )
+    valid: str | None = field(
+        default=None,
+        metadata={"help": "validation dialogues, evaluated every train.eval_every steps"},
+    )
+    test: str | None = field(
+        default=None, metadata={"help": "test dialogues (used by generate / eval defaults)"}
+    )
+    format: str = field(
+        default="auto", metadata={"help": "input format of the files (auto-detected by default)"}
+    )
+    attributes: dict[str, list[str]] = field(
+        default_factory=dict, metadata={"help": "declared attribute space: attribute -> aspects"}
+    )
+    turns: Literal["all", "last"] = field(
+        default="all", metadata={"help": "train on every assistant message or only the last one"}
+    )
+    max_context_turns: int = field(
+        default=0, metadata={"help": "keep only the last N context messages (0 = all)"}
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -320,7 +357,9 @@ class DataConfig:
             problems.append(f"data.max_context_turns must be >= 0, got {self.max_context_turns}")
         for attr, aspects in self.attributes.items():
             if len(aspects) < 2 or len(set(aspects)) != len(aspects):
-                problems.append(f"data.attributes.{attr}: expected at least two distinct aspects, got {aspects}")
+                problems.append(
+                    f"data.attributes.{attr}: expected at least two distinct aspects, got {aspects}"
+                )
         check(problems)
 
 
@@ -328,25 +367,49 @@ class DataConfig:
 class TrainConfig:
     """`train:` section, shared by every method."""
 
-    output_dir: str = field(default="runs/run", metadata={"help": "run directory: step-NNNNNN/, final/, metrics.jsonl"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the training data (ignored when max_steps > 0)"})
+    output_dir: str = field(
+        default="runs/run", metadata={"help": "run directory: step-NNNNNN/, final/, metrics.jsonl"}
+    )
+    epochs: float = field(
+        default=1.0, metadata={"help": "passes over the training data (ignored when max_steps > 0)"}
+    )
     max_steps: int = field(default=0, metadata={"help": "optimizer steps to run (0 = use epochs)"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=5e-5, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    scheduler: Literal["linear", "cosine", "constant"] = field(default="linear", metadata={"help": "learning-rate schedule after warm-up"})
-    warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of steps for linear warm-up"})
-    warmup_steps: int = field(default=0, metadata={"help": "warm-up steps (overrides warmup_ratio when > 0)"})
+    scheduler: Literal["linear", "cosine", "constant"] = field(
+        default="linear", metadata={"help": "learning-rate schedule after warm-up"}
+    )
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "fraction of steps for linear warm-up"}
+    )
+    warmup_steps: int = field(
+        default=0, metadata={"help": "warm-up steps (overrides warmup_ratio when > 0)"}
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
-    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = field(default="no", metadata={"help": "mixed precision; 'auto' = bf16 where the device has it"})
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = field(
+        default="no", metadata={"help": "mixed precision; 'auto' = bf16 where the device has it"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for weights, data order, dropout"})
-    log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
-    eval_every: int = field(default=0, metadata={"help": "steps between validation passes (0 = at the end only)"})
-    save_every: int = field(default=0, metadata={"help": "steps between checkpoints (0 = final only)"})
-    keep_last: int = field(default=2, metadata={"help": "step checkpoints to keep (final/ is always kept)"})
-    early_stopping_patience: int = field(default=0, metadata={"help": "stop after N evaluations without improvement (0 = off)"})
-    tensorboard: bool = field(default=False, metadata={"help": "also log to TensorBoard under output_dir/tb"})
+    log_every: int = field(
+        default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"}
+    )
+    eval_every: int = field(
+        default=0, metadata={"help": "steps between validation passes (0 = at the end only)"}
+    )
+    save_every: int = field(
+        default=0, metadata={"help": "steps between checkpoints (0 = final only)"}
+    )
+    keep_last: int = field(
+        default=2, metadata={"help": "step checkpoints to keep (final/ is always kept)"}
+    )
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "stop after N evaluations without improvement (0 = off)"}
+    )
+    tensorboard: bool = field(
+        default=False, metadata={"help": "also log to TensorBoard under output_dir/tb"}
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -362,7 +425,14 @@ class TrainConfig:
             problems.append("train.max_steps and train.epochs must be >= 0")
         if self.max_steps == 0 and self.epochs == 0:
             problems.append("set train.max_steps or train.epochs")
-        for name in ("log_every", "eval_every", "save_every", "keep_last", "warmup_steps", "early_stopping_patience"):
+        for name in (
+            "log_every",
+            "eval_every",
+            "save_every",
+            "keep_last",
+            "warmup_steps",
+            "early_stopping_patience",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"train.{name} must be >= 0, got {getattr(self, name)}")
         check(problems)
@@ -373,15 +443,23 @@ class GenerateConfig:
     """`generate:` section: decoding defaults for `personadlg generate` and `chat`."""
 
     max_new_tokens: int = field(default=64, metadata={"help": "longest response in tokens"})
-    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy / beam search"})
+    do_sample: bool = field(
+        default=False, metadata={"help": "sample instead of greedy / beam search"}
+    )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     top_k: int = field(default=0, metadata={"help": "top-k sampling (0 = off)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1.0 = off)"})
     num_beams: int = field(default=1, metadata={"help": "beam search width"})
-    repetition_penalty: float = field(default=1.0, metadata={"help": "repetition penalty (1.0 = off)"})
-    no_repeat_ngram_size: int = field(default=0, metadata={"help": "forbid repeating n-grams of this size (0 = off)"})
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "repetition penalty (1.0 = off)"}
+    )
+    no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "forbid repeating n-grams of this size (0 = off)"}
+    )
     batch_size: int = field(default=16, metadata={"help": "examples per generation batch"})
-    seed: int = field(default=0, metadata={"help": "base seed; each example gets its own derived seed"})
+    seed: int = field(
+        default=0, metadata={"help": "base seed; each example gets its own derived seed"}
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -409,7 +487,10 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, sections in recipe order (what `config.yaml` in a checkpoint holds)."""
-        return {"method": self.method, **{k: to_dict(getattr(self, k)) for k in ("data", "model", "train", "generate")}}
+        return {
+            "method": self.method,
+            **{k: to_dict(getattr(self, k)) for k in ("data", "model", "train", "generate")},
+        }
 
 
 RECIPE_SECTIONS = ("method", "data", "model", "train", "generate")
@@ -425,7 +506,9 @@ def method_config_class(method: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError:
-        raise ConfigError(f"method '{method}' is not available in this version of personadlg") from None
+        raise ConfigError(
+            f"method '{method}' is not available in this version of personadlg"
+        ) from None
     return getattr(module, attr)
 
 
@@ -517,17 +600,26 @@ def build_run_config(data: Mapping[str, Any], *, source: str | None = None) -> R
     problems: list[str] = []
     for key in data:
         if key not in RECIPE_SECTIONS:
-            problems.append(f"unknown key '{key}'{did_you_mean(str(key), RECIPE_SECTIONS)}; valid keys: {', '.join(RECIPE_SECTIONS)}")
+            problems.append(
+                f"unknown key '{key}'{did_you_mean(str(key), RECIPE_SECTIONS)}; valid keys: {', '.join(RECIPE_SECTIONS)}"
+            )
     method = data.get("method")
     if not isinstance(method, str) or not method:
         problems.append(f"missing required key 'method' (one of: {', '.join(METHODS.names())})")
         raise ConfigError(problems, source=source)
     if method not in METHODS:
-        problems.append(f"method: unknown method '{method}'{did_you_mean(method, METHODS.names())}; available: {', '.join(METHODS.names())}")
+        problems.append(
+            f"method: unknown method '{method}'{did_you_mean(method, METHODS.names())}; available: {', '.join(METHODS.names())}"
+        )
         raise ConfigError(problems, source=source)
     model_cls = method_config_class(method)
-    sections = {}
-    for name, cls in (("data", DataConfig), ("model", model_cls), ("train", TrainConfig), ("generate", GenerateConfig)):
+    sections: dict[str, Any] = {}
+    for name, cls in (
+        ("data", DataConfig),
+        ("model", model_cls),
+        ("train", TrainConfig),
+        ("generate", GenerateConfig),
+    ):
         sections[name] = _build(cls, data.get(name) or {}, name, problems)
     if problems:
         raise ConfigError(problems, source=source)

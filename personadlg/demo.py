@@ -24,8 +24,13 @@ def run_demo(out_dir: str | Path) -> dict[str, Any]:
     logger.info("demo corpus: %s", corpus)
     st = stats(corpus)
     rep = clean(
-        [corpus], out=out / "clean.jsonl", rejects=out / "clean.rejects.jsonl", report=out / "clean.report.json",
+        [corpus],
+        out=out / "clean.jsonl",
+        rejects=out / "clean.rejects.jsonl",
+        report=out / "clean.report.json",
         config=CleanConfig(attributes=DEMO_ATTRIBUTES, min_assistant_turns=4),
     )
-    sp = split(out / "clean.jsonl", out_dir=out / "data", valid=0.1, test=0.1, by="dialogue", seed=0)
+    sp = split(
+        out / "clean.jsonl", out_dir=out / "data", valid=0.1, test=0.1, by="dialogue", seed=0
+    )
     return {"out_dir": str(out), "stats": st, "clean": rep.to_dict(), "split": sp.to_dict()}

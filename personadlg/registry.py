@@ -104,7 +104,9 @@ class Registry(Generic[T]):
         try:
             obj = getattr(module, attr)
         except AttributeError:
-            raise NotAvailableError(f"{self.kind} '{name}': {entry.target} does not exist") from None
+            raise NotAvailableError(
+                f"{self.kind} '{name}': {entry.target} does not exist"
+            ) from None
         declared = getattr(obj, "name", name)
         if isinstance(declared, str) and declared != name:
             raise ValueError(f"{self.kind} '{name}' resolves to an object named '{declared}'")
@@ -118,40 +120,130 @@ FORMATS: Registry[Any] = Registry("format")
 FILTERS: Registry[Any] = Registry("filter")
 
 # --- methods (models/<name>/__init__.py defines SPEC) ---------------------------------------------
-METHODS.register("finetune", "personadlg.models.finetune:SPEC", config="personadlg.models.finetune.config:FinetuneConfig",
-                 help="causal-LM / seq2seq fine-tune on context -> response; optional persona or profile in the prompt (the papers' baselines)")
-METHODS.register("cvae", "personadlg.models.cvae:SPEC", config="personadlg.models.cvae.config:CVAEConfig",
-                 help="MIRACLE: CVAE with latent multi-attribute control, EBM composition and ODE sampling (arXiv 2310.18342)")
-METHODS.register("codebook", "personadlg.models.codebook:SPEC", config="personadlg.models.codebook.config:CodebookConfig",
-                 help="MORPHEUS: persona codebook, EM init, VQ + contrastive + code prediction (arXiv 2407.02345)")
-METHODS.register("lora", "personadlg.models.lora:SPEC", config="personadlg.models.lora.config:LoRAFinetuneConfig",
-                 help="profile-aware base model + one peft LoRA adapter per user (arXiv 2409.00887)")
-METHODS.register("classifier", "personadlg.models.classifier:SPEC", config="personadlg.models.classifier.config:ClassifierConfig",
-                 help="sequence classifiers for evaluation: per-attribute aspect classifiers, NLI")
+METHODS.register(
+    "finetune",
+    "personadlg.models.finetune:SPEC",
+    config="personadlg.models.finetune.config:FinetuneConfig",
+    help="causal-LM / seq2seq fine-tune on context -> response; optional persona or profile in the prompt (the papers' baselines)",
+)
+METHODS.register(
+    "cvae",
+    "personadlg.models.cvae:SPEC",
+    config="personadlg.models.cvae.config:CVAEConfig",
+    help="MIRACLE: CVAE with latent multi-attribute control, EBM composition and ODE sampling (arXiv 2310.18342)",
+)
+METHODS.register(
+    "codebook",
+    "personadlg.models.codebook:SPEC",
+    config="personadlg.models.codebook.config:CodebookConfig",
+    help="MORPHEUS: persona codebook, EM init, VQ + contrastive + code prediction (arXiv 2407.02345)",
+)
+METHODS.register(
+    "lora",
+    "personadlg.models.lora:SPEC",
+    config="personadlg.models.lora.config:LoRAFinetuneConfig",
+    help="profile-aware base model + one peft LoRA adapter per user (arXiv 2409.00887)",
+)
+METHODS.register(
+    "classifier",
+    "personadlg.models.classifier:SPEC",
+    config="personadlg.models.classifier.config:ClassifierConfig",
+    help="sequence classifiers for evaluation: per-attribute aspect classifiers, NLI",
+)
 
 # --- data formats (data/formats/<name>.py defines FORMAT) -----------------------------------------
 _F = "personadlg.data.formats"
-FORMATS.register("jsonl", f"{_F}.native:FORMAT", help="personadlg dialogue or example records, one JSON object per line", extensions=(".jsonl",))
-FORMATS.register("miracle", f"{_F}.miracle:FORMAT", help="MIRACLE JSONL: {input, output, personas, tag} dialogues or {text, labels} texts")
-FORMATS.register("morpheus", f"{_F}.morpheus:FORMAT", help="MORPHEUS JSON list of {persona, context, response}")
-FORMATS.register("parlai", f"{_F}.parlai:FORMAT", help="ParlAI FbDialog text, e.g. ConvAI2 *_self_original_no_cands.txt")
-FORMATS.register("rcdg", f"{_F}.rcdg:FORMAT", help="RCDG line-aligned per-/src-/tgt- files (persona joined by </s>)")
-FORMATS.register("clv", f"{_F}.clv:FORMAT", help="CLV / MORPHEUS Person_Dialog text: 3-line blocks separated by [SEP]")
-FORMATS.register("sharegpt", f"{_F}.sharegpt:FORMAT", help="ShareGPT JSON/JSONL: {conversations: [{from, value}]}")
-FORMATS.register("openai", f"{_F}.openai:FORMAT", help="OpenAI chat fine-tuning JSONL: {messages: [{role, content}]}")
+FORMATS.register(
+    "jsonl",
+    f"{_F}.native:FORMAT",
+    help="personadlg dialogue or example records, one JSON object per line",
+    extensions=(".jsonl",),
+)
+FORMATS.register(
+    "miracle",
+    f"{_F}.miracle:FORMAT",
+    help="MIRACLE JSONL: {input, output, personas, tag} dialogues or {text, labels} texts",
+)
+FORMATS.register(
+    "morpheus", f"{_F}.morpheus:FORMAT", help="MORPHEUS JSON list of {persona, context, response}"
+)
+FORMATS.register(
+    "parlai",
+    f"{_F}.parlai:FORMAT",
+    help="ParlAI FbDialog text, e.g. ConvAI2 *_self_original_no_cands.txt",
+)
+FORMATS.register(
+    "rcdg",
+    f"{_F}.rcdg:FORMAT",
+    help="RCDG line-aligned per-/src-/tgt- files (persona joined by </s>)",
+)
+FORMATS.register(
+    "clv",
+    f"{_F}.clv:FORMAT",
+    help="CLV / MORPHEUS Person_Dialog text: 3-line blocks separated by [SEP]",
+)
+FORMATS.register(
+    "sharegpt",
+    f"{_F}.sharegpt:FORMAT",
+    help="ShareGPT JSON/JSONL: {conversations: [{from, value}]}",
+)
+FORMATS.register(
+    "openai",
+    f"{_F}.openai:FORMAT",
+    help="OpenAI chat fine-tuning JSONL: {messages: [{role, content}]}",
+)
 
 # --- clean filters (data/clean/filters.py) ----------------------------------------------------------
 _C = "personadlg.data.clean.filters"
 FILTERS.register("length", f"{_C}:length", help="message length bounds in words", default=True)
-FILTERS.register("min_turns", f"{_C}:min_turns", help="minimum number of assistant messages", default=True)
-FILTERS.register("refusal", f"{_C}:refusal", help="refusals and AI disclaimers ('as an AI language model') in assistant messages", default=True)
-FILTERS.register("repetition", f"{_C}:repetition", help="degenerate repetition (a word or phrase looping)", default=True)
-FILTERS.register("script", f"{_C}:script", help="text in the wrong writing system (default: Latin)", default=True)
-FILTERS.register("language", f"{_C}:language", help="text in the wrong language (stop-word profile; off unless --lang is given)", default=False)
-FILTERS.register("persona_copy", f"{_C}:persona_copy", help="assistant messages that parrot their persona sentences", default=True)
-FILTERS.register("attributes", f"{_C}:attributes", help="attribute/aspect names outside the declared attribute space (on when a space is given)", default=False)
-FILTERS.register("exact_dup", "personadlg.data.clean.dedup:exact_dup", help="exact duplicates after normalization (first kept)", default=True)
-FILTERS.register("near_dup", "personadlg.data.clean.dedup:near_dup", help="near-duplicates: MinHash + LSH above a Jaccard threshold (first kept)", default=True)
+FILTERS.register(
+    "min_turns", f"{_C}:min_turns", help="minimum number of assistant messages", default=True
+)
+FILTERS.register(
+    "refusal",
+    f"{_C}:refusal",
+    help="refusals and AI disclaimers ('as an AI language model') in assistant messages",
+    default=True,
+)
+FILTERS.register(
+    "repetition",
+    f"{_C}:repetition",
+    help="degenerate repetition (a word or phrase looping)",
+    default=True,
+)
+FILTERS.register(
+    "script", f"{_C}:script", help="text in the wrong writing system (default: Latin)", default=True
+)
+FILTERS.register(
+    "language",
+    f"{_C}:language",
+    help="text in the wrong language (stop-word profile; off unless --lang is given)",
+    default=False,
+)
+FILTERS.register(
+    "persona_copy",
+    f"{_C}:persona_copy",
+    help="assistant messages that parrot their persona sentences",
+    default=True,
+)
+FILTERS.register(
+    "attributes",
+    f"{_C}:attributes",
+    help="attribute/aspect names outside the declared attribute space (on when a space is given)",
+    default=False,
+)
+FILTERS.register(
+    "exact_dup",
+    "personadlg.data.clean.dedup:exact_dup",
+    help="exact duplicates after normalization (first kept)",
+    default=True,
+)
+FILTERS.register(
+    "near_dup",
+    "personadlg.data.clean.dedup:near_dup",
+    help="near-duplicates: MinHash + LSH above a Jaccard threshold (first kept)",
+    default=True,
+)
 
 # --- metrics (metrics/*.py; defined in methods/metrics.md) -----------------------------------------
 _M = "personadlg.metrics"
@@ -163,16 +255,56 @@ for _name, _target, _hib, _help in [
     ("rouge-l", "lexical:ROUGE_L", True, "mean ROUGE-L F-measure (rouge-score, our tokenizer)"),
     ("dist-1", "lexical:DIST1", True, "corpus distinct unigrams / unigrams"),
     ("dist-2", "lexical:DIST2", True, "corpus distinct bigrams / bigrams"),
-    ("sbleu", "lexical:SBLEU", False, "self-BLEU-4 against all other generations (exact, O(n-grams))"),
-    ("p-co", "persona:PCO", True, "persona coverage (idf-weighted persona words in the generation)"),
-    ("persona-copy", "persona:PERSONA_COPY", False, "% generations copying >= 5 tokens of their persona"),
-    ("persona-cos", "persona:PERSONA_COS", True, "max cosine between generation and persona sentences (--embedder)"),
+    (
+        "sbleu",
+        "lexical:SBLEU",
+        False,
+        "self-BLEU-4 against all other generations (exact, O(n-grams))",
+    ),
+    (
+        "p-co",
+        "persona:PCO",
+        True,
+        "persona coverage (idf-weighted persona words in the generation)",
+    ),
+    (
+        "persona-copy",
+        "persona:PERSONA_COPY",
+        False,
+        "% generations copying >= 5 tokens of their persona",
+    ),
+    (
+        "persona-cos",
+        "persona:PERSONA_COS",
+        True,
+        "max cosine between generation and persona sentences (--embedder)",
+    ),
     ("nli-prob", "model_based:NLI_PROB", True, "mean P(entailment | context, generation) (--nli)"),
     ("nli-acc", "model_based:NLI_ACC", True, "% generations entailed by the context (--nli)"),
-    ("c-score", "model_based:C_SCORE", True, "persona consistency: entail 1, neutral 0, contradict -1 (--nli)"),
-    ("personalization-acc", "model_based:PERS_ACC", True, "% generations classified as the target aspect (--classifier)"),
-    ("personalization-prob", "model_based:PERS_PROB", True, "mean probability of the target aspect (--classifier)"),
+    (
+        "c-score",
+        "model_based:C_SCORE",
+        True,
+        "persona consistency: entail 1, neutral 0, contradict -1 (--nli)",
+    ),
+    (
+        "personalization-acc",
+        "model_based:PERS_ACC",
+        True,
+        "% generations classified as the target aspect (--classifier)",
+    ),
+    (
+        "personalization-prob",
+        "model_based:PERS_PROB",
+        True,
+        "mean probability of the target aspect (--classifier)",
+    ),
     ("ppl", "model_based:PPL", False, "perplexity of the generations under an LM (--lm)"),
-    ("emb-sim", "model_based:EMB_SIM", True, "cosine of generation and reference embeddings (--embedder)"),
+    (
+        "emb-sim",
+        "model_based:EMB_SIM",
+        True,
+        "cosine of generation and reference embeddings (--embedder)",
+    ),
 ]:
     METRICS.register(_name, f"{_M}.{_target}", help=_help, higher_is_better=_hib)

@@ -54,18 +54,24 @@ _real_getaddrinfo = socket.getaddrinfo
 
 def _guarded_connect(self: socket.socket, address: object) -> object:
     if not _is_local(address):
-        raise NetworkBlocked(f"test tried to open a network connection to {address!r}; tests must stay offline")
+        raise NetworkBlocked(
+            f"test tried to open a network connection to {address!r}; tests must stay offline"
+        )
     return _real_connect(self, address)
 
 
 def _guarded_connect_ex(self: socket.socket, address: object) -> object:
     if not _is_local(address):
-        raise NetworkBlocked(f"test tried to open a network connection to {address!r}; tests must stay offline")
+        raise NetworkBlocked(
+            f"test tried to open a network connection to {address!r}; tests must stay offline"
+        )
     return _real_connect_ex(self, address)
 
 
 def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
-    if host is not None and not _is_local((host if not isinstance(host, bytes) else host.decode(), 0)):
+    if host is not None and not _is_local(
+        (host if not isinstance(host, bytes) else host.decode(), 0)
+    ):
         raise NetworkBlocked(f"test tried to resolve {host!r}; tests must stay offline")
     return _real_getaddrinfo(host, *args, **kwargs)
 
@@ -127,17 +133,23 @@ def shared(*parts: str) -> Path:
 
 
 def write_jsonl(path: Path, records: list[object]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
     return path
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def dialogue(rid: str, *turns: str, **fields: object) -> dict:
     """A dialogue record with alternating user/assistant TURNS (user first)."""
-    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+    messages = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)
+    ]
     return {"id": rid, "messages": messages, **fields}
 
 
@@ -183,9 +195,19 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: 
     from transformers import AutoTokenizer, GPT2Config
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    cfg = GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=32, n_positions=128,
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return _save_model(cfg, "AutoModelForCausalLM", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-gpt2"))
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        n_positions=128,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return _save_model(
+        cfg, "AutoModelForCausalLM", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-gpt2")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -194,8 +216,15 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: 
     from transformers import AutoTokenizer, BertConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+    )
     return _save_model(cfg, "AutoModel", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-bert"))
 
 
@@ -205,6 +234,18 @@ def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Pa
     from transformers import AutoTokenizer, T5Config
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    cfg = T5Config(vocab_size=len(tok), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
-                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
-    return _save_model(cfg, "AutoModelForSeq2SeqLM", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-t5"))
+    cfg = T5Config(
+        vocab_size=len(tok),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+    )
+    return _save_model(
+        cfg, "AutoModelForSeq2SeqLM", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-t5")
+    )

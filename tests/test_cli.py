@@ -10,7 +10,20 @@ import pytest
 
 from personadlg import __version__
 
-COMMANDS = ["synth", "clean", "convert", "split", "stats", "train", "generate", "eval", "demo", "chat", "validate", "ls"]
+COMMANDS = [
+    "synth",
+    "clean",
+    "convert",
+    "split",
+    "stats",
+    "train",
+    "generate",
+    "eval",
+    "demo",
+    "chat",
+    "validate",
+    "ls",
+]
 
 
 def test_help_lists_every_command(cli):
@@ -42,9 +55,13 @@ def test_python_dash_m_and_startup_does_not_import_torch():
         "heavy = [m for m in ('torch', 'transformers', 'numpy', 'accelerate', 'peft', 'openai') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert "HEAVY []" in out
-    r = subprocess.run([sys.executable, "-m", "personadlg", "--version"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "personadlg", "--version"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and r.stdout.strip() == f"personadlg {__version__}"
 
 
@@ -57,7 +74,13 @@ def test_usage_errors_exit_2(cli):
 
 def test_ls_everything(cli):
     r = cli("ls", "methods", "--json")
-    assert r.code == 0 and [m["name"] for m in r.json()] == ["finetune", "cvae", "codebook", "lora", "classifier"]
+    assert r.code == 0 and [m["name"] for m in r.json()] == [
+        "finetune",
+        "cvae",
+        "codebook",
+        "lora",
+        "classifier",
+    ]
     for what in ("metrics", "formats", "filters", "recipes"):
         r = cli("ls", what)
         assert r.code == 0 and r.stdout.strip()
@@ -70,7 +93,9 @@ def test_validate_prints_the_resolved_recipe(cli):
     assert r.code == 0 and r.json()["train"]["lr"] == 3e-4
     r = cli("validate", "finetune/tiny", "train.lrr=1")
     assert r.code == 2
-    assert "unknown key 'train.lrr' (did you mean 'lr'?)" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        "unknown key 'train.lrr' (did you mean 'lr'?)" in r.stderr and "Traceback" not in r.stderr
+    )
 
 
 def test_json_output_is_pure_json_on_stdout(cli, demo_path):

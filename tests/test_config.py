@@ -37,19 +37,22 @@ class Outer:
     table: dict[str, list[str]] = field(default_factory=dict)
 
 
-@pytest.mark.parametrize("data,attr,expected", [
-    ({"lr": "1e-3"}, "lr", 0.001),          # PyYAML reads 1e-3 as a string
-    ({"lr": 2}, "lr", 2.0),
-    ({"steps": "20"}, "steps", 20),
-    ({"steps": 3.0}, "steps", 3),
-    ({"steps": "1e3"}, "steps", 1000),
-    ({"flag": "yes"}, "flag", True),
-    ({"flag": "off"}, "flag", False),
-    ({"flag": 1}, "flag", True),
-    ({"mode": "b"}, "mode", "b"),
-    ({"path": None}, "path", None),
-    ({"path": 12}, "path", "12"),
-])
+@pytest.mark.parametrize(
+    "data,attr,expected",
+    [
+        ({"lr": "1e-3"}, "lr", 0.001),  # PyYAML reads 1e-3 as a string
+        ({"lr": 2}, "lr", 2.0),
+        ({"steps": "20"}, "steps", 20),
+        ({"steps": 3.0}, "steps", 3),
+        ({"steps": "1e3"}, "steps", 1000),
+        ({"flag": "yes"}, "flag", True),
+        ({"flag": "off"}, "flag", False),
+        ({"flag": 1}, "flag", True),
+        ({"mode": "b"}, "mode", "b"),
+        ({"path": None}, "path", None),
+        ({"path": 12}, "path", "12"),
+    ],
+)
 def test_values_are_coerced_to_the_field_type(data, attr, expected):
     cfg = build_config(Outer, data)
     value = getattr(cfg, attr)
@@ -75,8 +78,20 @@ def test_all_problems_reported_at_once_with_suggestions():
 
 
 def test_overrides_use_dotted_keys_and_yaml_values():
-    data = apply_overrides({"train": {"lr": 1}}, ["train.lr=3e-5", "train.seed=7", "model.tokenizer.train=true", "data.attributes={a: [x, y]}"])
-    assert data == {"train": {"lr": "3e-5", "seed": 7}, "model": {"tokenizer": {"train": True}}, "data": {"attributes": {"a": ["x", "y"]}}}
+    data = apply_overrides(
+        {"train": {"lr": 1}},
+        [
+            "train.lr=3e-5",
+            "train.seed=7",
+            "model.tokenizer.train=true",
+            "data.attributes={a: [x, y]}",
+        ],
+    )
+    assert data == {
+        "train": {"lr": "3e-5", "seed": 7},
+        "model": {"tokenizer": {"train": True}},
+        "data": {"attributes": {"a": ["x", "y"]}},
+    }
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_overrides({}, ["train.lr"])
     with pytest.raises(ConfigError, match="is not a section"):
@@ -89,8 +104,12 @@ def test_every_bundled_recipe_loads_and_documents_itself():
     for name in names:
         path = recipes_dir() / f"{name}.yaml"
         lines = path.read_text().splitlines()
-        assert lines[0].startswith("# ") and recipe_summary(path), f"{name}: first line must say what it reproduces"
-        assert any("personadlg " in ln for ln in lines if ln.startswith("#")), f"{name}: header must give the command"
+        assert lines[0].startswith("# ") and recipe_summary(path), (
+            f"{name}: first line must say what it reproduces"
+        )
+        assert any("personadlg " in ln for ln in lines if ln.startswith("#")), (
+            f"{name}: header must give the command"
+        )
         try:
             cfg = load_recipe(name)
         except ConfigError as err:
@@ -114,17 +133,26 @@ def test_load_recipe_with_overrides_and_paths(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
-@pytest.mark.parametrize("text,match", [
-    ("method: finetun\n", r"unknown method 'finetun' \(did you mean 'finetune'\?\)"),
-    ("data: {}\n", "missing required key 'method'"),
-    ("method: finetune\nmodle: {}\n", r"unknown key 'modle' \(did you mean 'model'\?\)"),
-    ("method: finetune\nmodel: {backbone: gpt2}\ntrain: {lr: -1}\n", "train.lr must be > 0"),
-    ("method: finetune\nmodel: {}\n", "set exactly one of model.backbone"),
-    ("method: finetune\nmodel: {backbone: gpt2, from_config: {model_type: gpt2}}\n", "set exactly one"),
-    ("method: [\n", r"not valid YAML"),
-    ("- a\n- b\n", "expected a mapping at the top level"),
-    ("method: finetune\nmodel: {backbone: gpt2}\ndata: {attributes: {a: [x]}}\n", "at least two distinct aspects"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("method: finetun\n", r"unknown method 'finetun' \(did you mean 'finetune'\?\)"),
+        ("data: {}\n", "missing required key 'method'"),
+        ("method: finetune\nmodle: {}\n", r"unknown key 'modle' \(did you mean 'model'\?\)"),
+        ("method: finetune\nmodel: {backbone: gpt2}\ntrain: {lr: -1}\n", "train.lr must be > 0"),
+        ("method: finetune\nmodel: {}\n", "set exactly one of model.backbone"),
+        (
+            "method: finetune\nmodel: {backbone: gpt2, from_config: {model_type: gpt2}}\n",
+            "set exactly one",
+        ),
+        ("method: [\n", r"not valid YAML"),
+        ("- a\n- b\n", "expected a mapping at the top level"),
+        (
+            "method: finetune\nmodel: {backbone: gpt2}\ndata: {attributes: {a: [x]}}\n",
+            "at least two distinct aspects",
+        ),
+    ],
+)
 def test_bad_recipes_fail_with_a_clear_message(tmp_path, text, match):
     p = tmp_path / "bad.yaml"
     p.write_text(text)

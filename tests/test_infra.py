@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+
 def test_outbound_connection_fails_the_test():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     with pytest.raises(RuntimeError, match="tests must stay offline"):
@@ -44,14 +45,19 @@ def test_tiny_tokenizer_round_trips_text(tiny_tokenizer_dir):
     ids = tok(text)["input_ids"]
     assert tok.decode(ids) == text
     assert len(tok) == 1000
-    assert {tok.pad_token, tok.eos_token, tok.cls_token, tok.sep_token, tok.mask_token} <= set(tok.get_vocab())
+    assert {tok.pad_token, tok.eos_token, tok.cls_token, tok.sep_token, tok.mask_token} <= set(
+        tok.get_vocab()
+    )
 
 
-@pytest.mark.parametrize("fixture,auto_cls", [
-    ("tiny_gpt2_dir", "AutoModelForCausalLM"),
-    ("tiny_bert_dir", "AutoModel"),
-    ("tiny_t5_dir", "AutoModelForSeq2SeqLM"),
-])
+@pytest.mark.parametrize(
+    "fixture,auto_cls",
+    [
+        ("tiny_gpt2_dir", "AutoModelForCausalLM"),
+        ("tiny_bert_dir", "AutoModel"),
+        ("tiny_t5_dir", "AutoModelForSeq2SeqLM"),
+    ],
+)
 def test_tiny_models_load_and_reload_identically(request, fixture, auto_cls):
     import torch
     import transformers
@@ -62,7 +68,9 @@ def test_tiny_models_load_and_reload_identically(request, fixture, auto_cls):
     tok = AutoTokenizer.from_pretrained(path)
     a, b = cls.from_pretrained(path).eval(), cls.from_pretrained(path).eval()
     assert sum(p.numel() for p in a.parameters()) < 500_000
-    batch = tok(["I bake bread on Sundays.", "Pepper sleeps all day."], return_tensors="pt", padding=True)
+    batch = tok(
+        ["I bake bread on Sundays.", "Pepper sleeps all day."], return_tensors="pt", padding=True
+    )
     kwargs = dict(batch)
     kwargs.pop("token_type_ids", None)
     if auto_cls == "AutoModelForSeq2SeqLM":

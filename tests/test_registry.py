@@ -8,8 +8,29 @@ from personadlg.registry import FILTERS, FORMATS, METHODS, METRICS, Registry
 
 def test_registries_list_everything_by_name():
     assert METHODS.names() == ["finetune", "cvae", "codebook", "lora", "classifier"]
-    assert set(FORMATS.names()) == {"jsonl", "miracle", "morpheus", "parlai", "rcdg", "clv", "sharegpt", "openai"}
-    assert {"bleu-1", "bleu-2", "rouge-l", "dist-1", "dist-2", "sbleu", "p-co", "nli-prob", "personalization-acc", "ppl", "emb-sim"} <= set(METRICS.names())
+    assert set(FORMATS.names()) == {
+        "jsonl",
+        "miracle",
+        "morpheus",
+        "parlai",
+        "rcdg",
+        "clv",
+        "sharegpt",
+        "openai",
+    }
+    assert {
+        "bleu-1",
+        "bleu-2",
+        "rouge-l",
+        "dist-1",
+        "dist-2",
+        "sbleu",
+        "p-co",
+        "nli-prob",
+        "personalization-acc",
+        "ppl",
+        "emb-sim",
+    } <= set(METRICS.names())
     assert METRICS.entry("sbleu").meta["higher_is_better"] is False
     assert METRICS.entry("bleu-1").meta["higher_is_better"] is True
     assert "near_dup" in FILTERS and FILTERS.entry("language").meta["default"] is False

@@ -26,7 +26,9 @@ def setup_logging(verbosity: int = 0) -> None:
     if err.is_terminal:
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+        handler: logging.Handler = RichHandler(
+            console=err, show_path=False, show_time=False, markup=False
+        )
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -46,7 +48,9 @@ def print_json(obj: Any) -> None:
 
 
 @contextmanager
-def progress(description: str, total: float | None = None, unit: str = "records") -> Iterator[Callable[[float], None]]:
+def progress(
+    description: str, total: float | None = None, unit: str = "records"
+) -> Iterator[Callable[[float], None]]:
     """A progress bar on stderr when it is a terminal; a no-op callback otherwise.
 
     Yields `update(done)`, to be passed to library functions as `on_progress`.
@@ -54,7 +58,15 @@ def progress(description: str, total: float | None = None, unit: str = "records"
     if not err.is_terminal:
         yield lambda done: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns: list[Any] = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
     if total:
@@ -67,7 +79,9 @@ def progress(description: str, total: float | None = None, unit: str = "records"
         yield lambda done: bar.update(task, completed=done)
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]], *, justify_numbers: bool = True) -> Table:
+def table(
+    title: str | None, columns: list[str], rows: list[list[Any]], *, justify_numbers: bool = True
+) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, c in enumerate(columns):
         t.add_column(c, justify="right" if justify_numbers and i > 0 else "left")

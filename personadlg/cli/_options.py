@@ -7,7 +7,9 @@ from pathlib import Path
 from personadlg.errors import UsageError
 
 
-def parse_attribute_options(attributes: list[str] | None, aspects: list[str] | None = None) -> list[tuple[str, list[str]]]:
+def parse_attribute_options(
+    attributes: list[str] | None, aspects: list[str] | None = None
+) -> list[tuple[str, list[str]]]:
     """`--attribute NAME=a,b` (or `--attribute NAME --aspects a,b`, paired by position) → [(NAME, [a, b])].
 
     A bare MIRACLE attribute name (language_style, attitude, mental_characteristics) gets MIRACLE's aspects.
@@ -16,7 +18,9 @@ def parse_attribute_options(attributes: list[str] | None, aspects: list[str] | N
 
     attributes, aspects = list(attributes or []), list(aspects or [])
     if len(aspects) > len(attributes):
-        raise UsageError("--aspects given more often than --attribute; pair each --aspects with an --attribute")
+        raise UsageError(
+            "--aspects given more often than --attribute; pair each --aspects with an --attribute"
+        )
     out = []
     for i, text in enumerate(attributes):
         name, sep, rest = text.partition("=")
@@ -30,14 +34,20 @@ def parse_attribute_options(attributes: list[str] | None, aspects: list[str] | N
         else:
             names = known_aspects(name) or []
             if not names:
-                raise UsageError(f"--attribute {name}: give its aspects in tag order, e.g. --attribute {name}=aspect0,aspect1")
+                raise UsageError(
+                    f"--attribute {name}: give its aspects in tag order, e.g. --attribute {name}=aspect0,aspect1"
+                )
         if len(names) < 2 or len(set(names)) != len(names):
-            raise UsageError(f"--attribute {name}: expected at least two distinct aspects, got {names}")
+            raise UsageError(
+                f"--attribute {name}: expected at least two distinct aspects, got {names}"
+            )
         out.append((name, names))
     return out
 
 
-def parse_attribute_space(attributes: list[str] | None, attributes_file: Path | None) -> dict[str, list[str]]:
+def parse_attribute_space(
+    attributes: list[str] | None, attributes_file: Path | None
+) -> dict[str, list[str]]:
     """An attribute space from `--attribute NAME=a,b` options and/or a YAML/JSON file {attr: [aspects]}."""
     space: dict[str, list[str]] = {}
     if attributes_file is not None:

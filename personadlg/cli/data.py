@@ -10,19 +10,61 @@ import typer
 from personadlg.cli._console import err, out, print_json, progress, table
 from personadlg.cli._options import parse_attribute_options, parse_attribute_space, split_list
 
-FromOpt = Annotated[str, typer.Option("--from", "-f", help="Input format (auto-detected by default). See `personadlg ls formats`.")]
+FromOpt = Annotated[
+    str,
+    typer.Option(
+        "--from", "-f", help="Input format (auto-detected by default). See `personadlg ls formats`."
+    ),
+]
 
 
 def convert(
-    input: Annotated[Path, typer.Argument(help="Input file (RCDG: one of the per-/src-/tgt- files, or their directory).")],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Output file (written atomically).")],
+    input: Annotated[
+        Path,
+        typer.Argument(
+            help="Input file (RCDG: one of the per-/src-/tgt- files, or their directory)."
+        ),
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Output file (written atomically).")
+    ],
     from_: FromOpt = "auto",
-    to: Annotated[str, typer.Option("--to", help="Output format: jsonl (personadlg dialogues), miracle, morpheus, sharegpt.")] = "jsonl",
-    attribute: Annotated[Optional[list[str]], typer.Option("--attribute", "-a", help="MIRACLE tag attribute: NAME or NAME=aspect0,aspect1 (repeat for list tags).")] = None,
-    aspects: Annotated[Optional[list[str]], typer.Option("--aspects", help="Aspect names in tag order for the matching --attribute, e.g. plain,lyrical.")] = None,
-    id_prefix: Annotated[Optional[str], typer.Option("--id-prefix", help="Prefix of generated dialogue ids (default: input file stem).")] = None,
-    split: Annotated[str, typer.Option("--split", help="RCDG split when INPUT is a directory.")] = "train",
-    merge: Annotated[bool, typer.Option("--merge/--no-merge", help="Merge consecutive single-turn records of one dialogue.")] = True,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="Output format: jsonl (personadlg dialogues), miracle, morpheus, sharegpt."
+        ),
+    ] = "jsonl",
+    attribute: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--attribute",
+            "-a",
+            help="MIRACLE tag attribute: NAME or NAME=aspect0,aspect1 (repeat for list tags).",
+        ),
+    ] = None,
+    aspects: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--aspects",
+            help="Aspect names in tag order for the matching --attribute, e.g. plain,lyrical.",
+        ),
+    ] = None,
+    id_prefix: Annotated[
+        Optional[str],
+        typer.Option(
+            "--id-prefix", help="Prefix of generated dialogue ids (default: input file stem)."
+        ),
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="RCDG split when INPUT is a directory.")
+    ] = "train",
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge/--no-merge", help="Merge consecutive single-turn records of one dialogue."
+        ),
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Convert a dialogue dataset between formats. Stops at the first bad record (exit 2).
@@ -38,47 +80,127 @@ def convert(
     from personadlg.data.convert import convert as run
     from personadlg.data.formats import FormatOptions
 
-    opts = FormatOptions(attributes=parse_attribute_options(attribute, aspects), id_prefix=id_prefix, split=split, merge=merge)
+    opts = FormatOptions(
+        attributes=parse_attribute_options(attribute, aspects),
+        id_prefix=id_prefix,
+        split=split,
+        merge=merge,
+    )
     with progress("converting", unit="dialogues") as update:
         summary = run(input, out_path, fmt=from_, to=to, options=opts, on_progress=update)
     if json_out:
         print_json(summary)
         return
-    out.print(table(f"convert {summary['format']} → {summary['to']}", ["", "count"], [
-        ["input records", summary["raw_records"]],
-        ["dialogues", summary["dialogues"]],
-        ["assistant messages", summary["assistant_messages"]],
-        ["output records", summary["written"]],
-    ]))
+    out.print(
+        table(
+            f"convert {summary['format']} → {summary['to']}",
+            ["", "count"],
+            [
+                ["input records", summary["raw_records"]],
+                ["dialogues", summary["dialogues"]],
+                ["assistant messages", summary["assistant_messages"]],
+                ["output records", summary["written"]],
+            ],
+        )
+    )
     out.print(f"wrote {summary['out']}")
 
 
 def clean(
     inputs: Annotated[list[Path], typer.Argument(help="Input files, any supported format.")],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Clean dialogues (personadlg JSONL).")],
-    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Rejected units with filter and reason [default: OUT.rejects.jsonl].")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Report JSON [default: OUT.report.json].")] = None,
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Clean dialogues (personadlg JSONL).")
+    ],
+    rejects: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--rejects", help="Rejected units with filter and reason [default: OUT.rejects.jsonl]."
+        ),
+    ] = None,
+    report: Annotated[
+        Optional[Path], typer.Option("--report", help="Report JSON [default: OUT.report.json].")
+    ] = None,
     from_: FromOpt = "auto",
-    disable: Annotated[Optional[list[str]], typer.Option("--disable", help="Filters to turn off (comma-separated or repeated).")] = None,
-    enable: Annotated[Optional[list[str]], typer.Option("--enable", help="Filters to turn on that are off by default.")] = None,
+    disable: Annotated[
+        Optional[list[str]],
+        typer.Option("--disable", help="Filters to turn off (comma-separated or repeated)."),
+    ] = None,
+    enable: Annotated[
+        Optional[list[str]],
+        typer.Option("--enable", help="Filters to turn on that are off by default."),
+    ] = None,
     min_words: Annotated[int, typer.Option(help="[length] Shortest message in words.")] = 1,
     max_words: Annotated[int, typer.Option(help="[length] Longest message in words.")] = 256,
-    min_assistant_turns: Annotated[int, typer.Option(help="[min_turns] Fewest assistant messages.")] = 1,
-    refusal_pattern: Annotated[Optional[list[str]], typer.Option("--refusal-pattern", help="[refusal] Extra regex (repeatable).")] = None,
-    max_word_run: Annotated[int, typer.Option(help="[repetition] A word repeated this many times in a row is degenerate.")] = 5,
-    script: Annotated[str, typer.Option(help="[script] Expected writing system: latin, cjk, cyrillic, greek, arabic, hebrew, devanagari, thai, any.")] = "latin",
-    min_script_share: Annotated[float, typer.Option(help="[script] Share of letters that must be in that script.")] = 0.8,
-    lang: Annotated[Optional[str], typer.Option(help="[language] Expected language (en, de, fr, es, it, pt, nl); turns the filter on.")] = None,
-    persona_copy_ngram: Annotated[int, typer.Option(help="[persona_copy] Words copied in a row that count as a copy.")] = 8,
-    persona_copy_max_share: Annotated[float, typer.Option(help="[persona_copy] Reject above this share of copying assistant messages.")] = 0.5,
-    attribute: Annotated[Optional[list[str]], typer.Option("--attribute", "-a", help="[attributes] Declared attribute: NAME=aspect,aspect (repeatable).")] = None,
-    attributes_file: Annotated[Optional[Path], typer.Option(help="[attributes] YAML/JSON {attribute: [aspects]} (or a recipe with data.attributes).")] = None,
-    near_dup_threshold: Annotated[float, typer.Option(help="[near_dup] Estimated Jaccard similarity of word shingles.")] = 0.8,
+    min_assistant_turns: Annotated[
+        int, typer.Option(help="[min_turns] Fewest assistant messages.")
+    ] = 1,
+    refusal_pattern: Annotated[
+        Optional[list[str]],
+        typer.Option("--refusal-pattern", help="[refusal] Extra regex (repeatable)."),
+    ] = None,
+    max_word_run: Annotated[
+        int,
+        typer.Option(help="[repetition] A word repeated this many times in a row is degenerate."),
+    ] = 5,
+    script: Annotated[
+        str,
+        typer.Option(
+            help="[script] Expected writing system: latin, cjk, cyrillic, greek, arabic, hebrew, devanagari, thai, any."
+        ),
+    ] = "latin",
+    min_script_share: Annotated[
+        float, typer.Option(help="[script] Share of letters that must be in that script.")
+    ] = 0.8,
+    lang: Annotated[
+        Optional[str],
+        typer.Option(
+            help="[language] Expected language (en, de, fr, es, it, pt, nl); turns the filter on."
+        ),
+    ] = None,
+    persona_copy_ngram: Annotated[
+        int, typer.Option(help="[persona_copy] Words copied in a row that count as a copy.")
+    ] = 8,
+    persona_copy_max_share: Annotated[
+        float,
+        typer.Option(help="[persona_copy] Reject above this share of copying assistant messages."),
+    ] = 0.5,
+    attribute: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--attribute",
+            "-a",
+            help="[attributes] Declared attribute: NAME=aspect,aspect (repeatable).",
+        ),
+    ] = None,
+    attributes_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="[attributes] YAML/JSON {attribute: [aspects]} (or a recipe with data.attributes)."
+        ),
+    ] = None,
+    near_dup_threshold: Annotated[
+        float, typer.Option(help="[near_dup] Estimated Jaccard similarity of word shingles.")
+    ] = 0.8,
     num_perm: Annotated[int, typer.Option(help="[near_dup] MinHash permutations.")] = 128,
     shingle_size: Annotated[int, typer.Option(help="[near_dup] Words per shingle.")] = 3,
-    strip_prefixes: Annotated[bool, typer.Option("--strip-prefixes/--keep-prefixes", help="Remove speaker prefixes such as 'PersonB:'.")] = True,
-    merge_same_role: Annotated[bool, typer.Option("--merge-same-role/--keep-same-role", help="Merge consecutive same-role messages.")] = True,
-    attr_tags: Annotated[Optional[list[str]], typer.Option("--tag-attribute", help="For MIRACLE input: the tag attribute NAME or NAME=a,b.")] = None,
+    strip_prefixes: Annotated[
+        bool,
+        typer.Option(
+            "--strip-prefixes/--keep-prefixes", help="Remove speaker prefixes such as 'PersonB:'."
+        ),
+    ] = True,
+    merge_same_role: Annotated[
+        bool,
+        typer.Option(
+            "--merge-same-role/--keep-same-role", help="Merge consecutive same-role messages."
+        ),
+    ] = True,
+    attr_tags: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--tag-attribute", help="For MIRACLE input: the tag attribute NAME or NAME=a,b."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Validate, normalize, filter and dedup dialogues. Every input unit ends in OUT or in REJECTS.
@@ -99,19 +221,39 @@ def clean(
 
     space = parse_attribute_space(attribute, attributes_file)
     cfg = CleanConfig(
-        enable=split_list(enable), disable=split_list(disable),
-        strip_speaker_prefixes=strip_prefixes, merge_same_role=merge_same_role,
-        min_words=min_words, max_words=max_words, min_assistant_turns=min_assistant_turns,
-        extra_refusal_patterns=list(refusal_pattern or []), max_word_run=max_word_run,
-        script=script, min_script_share=min_script_share, lang=lang,
-        persona_copy_ngram=persona_copy_ngram, persona_copy_max_share=persona_copy_max_share,
-        attributes=space, near_dup_threshold=near_dup_threshold, num_perm=num_perm, shingle_size=shingle_size,
+        enable=split_list(enable),
+        disable=split_list(disable),
+        strip_speaker_prefixes=strip_prefixes,
+        merge_same_role=merge_same_role,
+        min_words=min_words,
+        max_words=max_words,
+        min_assistant_turns=min_assistant_turns,
+        extra_refusal_patterns=list(refusal_pattern or []),
+        max_word_run=max_word_run,
+        script=script,
+        min_script_share=min_script_share,
+        lang=lang,
+        persona_copy_ngram=persona_copy_ngram,
+        persona_copy_max_share=persona_copy_max_share,
+        attributes=space,
+        near_dup_threshold=near_dup_threshold,
+        num_perm=num_perm,
+        shingle_size=shingle_size,
     )
     rejects = rejects or out_path.with_name(out_path.name.removesuffix(".jsonl") + ".rejects.jsonl")
     report = report or out_path.with_name(out_path.name.removesuffix(".jsonl") + ".report.json")
     opts = FormatOptions(attributes=parse_attribute_options(attr_tags))
     with progress("cleaning", unit="dialogues") as update:
-        rep = run(inputs, out=out_path, rejects=rejects, report=report, config=cfg, fmt=from_, format_options=opts, on_progress=update)
+        rep = run(
+            inputs,
+            out=out_path,
+            rejects=rejects,
+            report=report,
+            config=cfg,
+            fmt=from_,
+            format_options=opts,
+            on_progress=update,
+        )
     if json_out:
         print_json(rep.to_dict())
         return
@@ -119,16 +261,28 @@ def clean(
     rows += [[f"  {name}", n] for name, n in rep.rejected_by_filter.items()]
     out.print(table(f"clean: {rep.units:,} dialogues in {rep.seconds:.1f}s", ["", "count"], rows))
     if rep.normalized:
-        out.print(table("normalized (repaired, kept)", ["", "count"], [[k, v] for k, v in rep.normalized.items()]))
+        out.print(
+            table(
+                "normalized (repaired, kept)",
+                ["", "count"],
+                [[k, v] for k, v in rep.normalized.items()],
+            )
+        )
     out.print(f"clean → {out_path}\nrejects → {rejects}\nreport → {report}")
 
 
 def split(
     input: Annotated[Path, typer.Argument(help="Dialogues, any supported format.")],
-    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Writes train.jsonl, valid.jsonl, test.jsonl here.")],
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out-dir", "-o", help="Writes train.jsonl, valid.jsonl, test.jsonl here."),
+    ],
     valid: Annotated[float, typer.Option(help="Share of dialogues for validation.")] = 0.05,
     test: Annotated[float, typer.Option(help="Share of dialogues for test.")] = 0.05,
-    by: Annotated[str, typer.Option(help="Group by dialogue, user or persona; a group never spans two splits.")] = "dialogue",
+    by: Annotated[
+        str,
+        typer.Option(help="Group by dialogue, user or persona; a group never spans two splits."),
+    ] = "dialogue",
     seed: Annotated[int, typer.Option(help="Seed of the group order.")] = 0,
     from_: FromOpt = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -143,19 +297,42 @@ def split(
     from personadlg.data.split import split as run
 
     with progress("splitting", unit="dialogues") as update:
-        rep = run(input, out_dir=out_dir, valid=valid, test=test, by=by, seed=seed, fmt=from_, on_progress=update)  # type: ignore[arg-type]
+        rep = run(
+            input,
+            out_dir=out_dir,
+            valid=valid,
+            test=test,
+            by=by,  # type: ignore[arg-type]
+            seed=seed,
+            fmt=from_,
+            on_progress=update,
+        )
     if json_out:
         print_json(rep.to_dict())
         return
-    rows = [[s, rep.dialogues[s], rep.groups[s], rep.assistant_messages[s]] for s in ("train", "valid", "test")]
-    out.print(table(f"split by {rep.by} (seed {rep.seed})", ["split", "dialogues", f"{rep.by} groups", "assistant msgs"], rows))
+    rows = [
+        [s, rep.dialogues[s], rep.groups[s], rep.assistant_messages[s]]
+        for s in ("train", "valid", "test")
+    ]
+    out.print(
+        table(
+            f"split by {rep.by} (seed {rep.seed})",
+            ["split", "dialogues", f"{rep.by} groups", "assistant msgs"],
+            rows,
+        )
+    )
     if rep.ungrouped:
-        err.print(f"note: {rep.ungrouped} dialogue(s) have no {rep.by} key and were grouped by dialogue id")
+        err.print(
+            f"note: {rep.ungrouped} dialogue(s) have no {rep.by} key and were grouped by dialogue id"
+        )
     out.print(f"wrote {out_dir}/{{train,valid,test}}.jsonl")
 
 
 def stats(
-    file: Annotated[Path, typer.Argument(help="Dialogue file (any supported format) or example/generation file.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="Dialogue file (any supported format) or example/generation file."),
+    ],
     from_: FromOpt = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
@@ -184,22 +361,39 @@ def render_stats(s: dict) -> None:
 
     if s["kind"] == "examples":
         rows = [
-            ["examples", f"{s['examples']:,}"], ["dialogues", f"{s['dialogues']:,}"], ["with generation", f"{s['with_generation']:,}"],
-            ["context messages", dist(s["context_messages"])], ["words / reference", dist(s["words_per_reference"])],
+            ["examples", f"{s['examples']:,}"],
+            ["dialogues", f"{s['dialogues']:,}"],
+            ["with generation", f"{s['with_generation']:,}"],
+            ["context messages", dist(s["context_messages"])],
+            ["words / reference", dist(s["words_per_reference"])],
             ["words / generation", dist(s["words_per_generation"])],
         ]
         rows += [[f"target {k}", f"{v:,}"] for k, v in s["target_attributes"].items()]
         out.print(table(s["file"], ["", "value"], rows, justify_numbers=False))
         return
     rows = [
-        ["dialogues", f"{s['dialogues']:,}"], ["messages", f"{s['messages']:,}"],
+        ["dialogues", f"{s['dialogues']:,}"],
+        ["messages", f"{s['messages']:,}"],
         ["user / assistant messages", f"{s['user_messages']:,} / {s['assistant_messages']:,}"],
         ["messages / dialogue", dist(s["messages_per_dialogue"])],
         ["assistant messages / dialogue", dist(s["assistant_messages_per_dialogue"])],
         ["words / user message", dist(s["words_per_message"]["user"])],
         ["words / assistant message", dist(s["words_per_message"]["assistant"])],
-        ["users", f"{s['users']['count']:,} ({dist(s['users']['dialogues_per_user'])} dialogues each)" if s["users"]["count"] else "-"],
-        ["unique personas", f"{s['personas']['unique']:,}" + (f" ({dist(s['personas']['sentences_per_persona'])} sentences)" if s["personas"]["unique"] else "")],
+        [
+            "users",
+            f"{s['users']['count']:,} ({dist(s['users']['dialogues_per_user'])} dialogues each)"
+            if s["users"]["count"]
+            else "-",
+        ],
+        [
+            "unique personas",
+            f"{s['personas']['unique']:,}"
+            + (
+                f" ({dist(s['personas']['sentences_per_persona'])} sentences)"
+                if s["personas"]["unique"]
+                else ""
+            ),
+        ],
         ["topics", f"{s['topics']:,}"],
         ["profile keys", ", ".join(f"{k} ({v:,})" for k, v in s["profile_keys"].items()) or "-"],
     ]

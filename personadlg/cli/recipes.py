@@ -12,9 +12,19 @@ LS_WHAT = ("methods", "metrics", "recipes", "formats", "filters")
 
 
 def validate(
-    recipe: Annotated[str, typer.Argument(help="A YAML path or a bundled recipe name (see `personadlg ls recipes`).")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides with dotted keys, e.g. train.lr=3e-5.", show_default=False)] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the resolved config as JSON.")] = False,
+    recipe: Annotated[
+        str,
+        typer.Argument(help="A YAML path or a bundled recipe name (see `personadlg ls recipes`)."),
+    ],
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="KEY=VALUE overrides with dotted keys, e.g. train.lr=3e-5.", show_default=False
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the resolved config as JSON.")
+    ] = False,
 ) -> None:
     """Load and check a recipe (types, unknown keys, cross-field rules); train nothing.
 
@@ -35,7 +45,12 @@ def validate(
 
 def ls(
     what: Annotated[str, typer.Argument(help="methods | metrics | recipes | formats | filters")],
-    fields: Annotated[bool, typer.Option("--fields", help="For methods: list the fields of each method's `model:` section.")] = False,
+    fields: Annotated[
+        bool,
+        typer.Option(
+            "--fields", help="For methods: list the fields of each method's `model:` section."
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List what personadlg knows by name.
@@ -50,20 +65,43 @@ def ls(
     from personadlg.registry import FILTERS, FORMATS, METHODS, METRICS, did_you_mean
 
     if what not in LS_WHAT:
-        raise UsageError(f"cannot list '{what}'{did_you_mean(what, LS_WHAT)}; choose one of {', '.join(LS_WHAT)}")
+        raise UsageError(
+            f"cannot list '{what}'{did_you_mean(what, LS_WHAT)}; choose one of {', '.join(LS_WHAT)}"
+        )
     if what == "recipes":
         from personadlg.config import bundled_recipes, recipe_summary, recipes_dir
 
-        rows = [[name, recipe_summary(recipes_dir() / f"{name}.yaml")] for name in bundled_recipes()]
+        rows = [
+            [name, recipe_summary(recipes_dir() / f"{name}.yaml")] for name in bundled_recipes()
+        ]
         if json_out:
             print_json([{"name": n, "summary": s} for n, s in rows])
         else:
-            out.print(table(f"recipes ({recipes_dir()})", ["name", "what it reproduces"], rows, justify_numbers=False))
+            out.print(
+                table(
+                    f"recipes ({recipes_dir()})",
+                    ["name", "what it reproduces"],
+                    rows,
+                    justify_numbers=False,
+                )
+            )
         return
-    registry = {"methods": METHODS, "metrics": METRICS, "formats": FORMATS, "filters": FILTERS}[what]
+    registry = {"methods": METHODS, "metrics": METRICS, "formats": FORMATS, "filters": FILTERS}[
+        what
+    ]
     entries = registry.entries()
     if json_out:
-        print_json([{"name": e.name, "help": e.help, "available": e.available, **{k: v for k, v in e.meta.items() if k != "config"}} for e in entries])
+        print_json(
+            [
+                {
+                    "name": e.name,
+                    "help": e.help,
+                    "available": e.available,
+                    **{k: v for k, v in e.meta.items() if k != "config"},
+                }
+                for e in entries
+            ]
+        )
         return
     extra = {"metrics": "higher is better", "filters": "default"}.get(what)
     rows = []
@@ -86,7 +124,14 @@ def ls(
             except ConfigError:
                 continue
             frows = [[n, t, repr(d), h] for n, t, d, h in field_help(cls)]
-            out.print(table(f"{e.name}: model.*", ["field", "type", "default", "help"], frows, justify_numbers=False))
+            out.print(
+                table(
+                    f"{e.name}: model.*",
+                    ["field", "type", "default", "help"],
+                    frows,
+                    justify_numbers=False,
+                )
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from personadlg.data.formats import FormatOptions, detect_format, get_format, iter_items, writable_formats
+from personadlg.data.formats import (
+    FormatOptions,
+    detect_format,
+    get_format,
+    iter_items,
+    writable_formats,
+)
 from personadlg.data.jsonl import AtomicWriter, Bad
 from personadlg.errors import DataError, UsageError
 from personadlg.registry import FORMATS, did_you_mean
@@ -33,16 +39,29 @@ def convert(
     """
     opts = options or FormatOptions()
     if fmt != "auto" and fmt not in FORMATS:
-        raise UsageError(f"unknown input format '{fmt}'{did_you_mean(fmt, FORMATS.names())}; formats: {', '.join(FORMATS.names())}")
+        raise UsageError(
+            f"unknown input format '{fmt}'{did_you_mean(fmt, FORMATS.names())}; formats: {', '.join(FORMATS.names())}"
+        )
     name = detect_format(input) if fmt == "auto" else fmt
     writers = writable_formats()
     if to not in writers:
-        raise UsageError(f"cannot write format '{to}'{did_you_mean(to, writers)}; output formats: {', '.join(writers)}")
+        raise UsageError(
+            f"cannot write format '{to}'{did_you_mean(to, writers)}; output formats: {', '.join(writers)}"
+        )
     out_path = Path(out)
     opts.json_list = out_path.suffix == ".json" or to == "morpheus"
     writer_factory = get_format(to).writer
     assert writer_factory is not None
-    summary = {"input": str(input), "format": name, "to": to, "out": str(out_path), "raw_records": 0, "dialogues": 0, "assistant_messages": 0, "written": 0}
+    summary: dict[str, Any] = {
+        "input": str(input),
+        "format": name,
+        "to": to,
+        "out": str(out_path),
+        "raw_records": 0,
+        "dialogues": 0,
+        "assistant_messages": 0,
+        "written": 0,
+    }
     seen: set[str] = set()
     with AtomicWriter(out_path) as f:
         sink = writer_factory(f, opts)
@@ -51,7 +70,12 @@ def convert(
                 raise item.error
             d = item.dialogue
             if d.id in seen:
-                raise DataError(field="id", expected="a unique id", got=d.id, message="an earlier record has the same id").at(path=item.path, line=item.line)
+                raise DataError(
+                    field="id",
+                    expected="a unique id",
+                    got=d.id,
+                    message="an earlier record has the same id",
+                ).at(path=item.path, line=item.line)
             seen.add(d.id)
             try:
                 summary["written"] += sink.write(d)
@@ -63,5 +87,12 @@ def convert(
             if on_progress and summary["dialogues"] % 1000 == 0:
                 on_progress(summary["dialogues"])
         sink.close()
-    logger.info("converted %s (%s) -> %s (%s): %d dialogues", input, name, out_path, to, summary["dialogues"])
+    logger.info(
+        "converted %s (%s) -> %s (%s): %d dialogues",
+        input,
+        name,
+        out_path,
+        to,
+        summary["dialogues"],
+    )
     return summary

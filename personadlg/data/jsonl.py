@@ -19,7 +19,9 @@ from typing import IO, Any
 from personadlg.errors import DataError
 
 MAX_LINE_BYTES = int(os.environ.get("PERSONADLG_MAX_LINE_BYTES", 16 * 1024 * 1024))
-RAW_KEEP_CHARS = 100_000  # raw text kept for a rejected line (longer lines are truncated in the rejects file)
+RAW_KEEP_CHARS = (
+    100_000  # raw text kept for a rejected line (longer lines are truncated in the rejects file)
+)
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -44,7 +46,9 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
-def iter_text_lines(path: str | Path, *, max_line_bytes: int | None = None) -> Iterator[tuple[int, str] | Bad]:
+def iter_text_lines(
+    path: str | Path, *, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, str] | Bad]:
     """Yield (line number, text without the newline) or Bad, for every line of a UTF-8 text file.
 
     Lines longer than `max_line_bytes` are skipped in constant memory and reported as Bad.
@@ -59,7 +63,7 @@ def iter_text_lines(path: str | Path, *, max_line_bytes: int | None = None) -> I
                 break
             lineno += 1
             if lineno == 1 and chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM):]
+                chunk = chunk[len(_BOM) :]
             if len(chunk) > limit and not chunk.endswith(b"\n"):
                 total = len(chunk)
                 while True:
@@ -68,22 +72,40 @@ def iter_text_lines(path: str | Path, *, max_line_bytes: int | None = None) -> I
                     if not more or more.endswith(b"\n"):
                         break
                 raw = chunk[:RAW_KEEP_CHARS].decode("utf-8", errors="replace")
-                yield Bad(name, lineno, raw, DataError(
-                    f"line is {_fmt_bytes(total)}, longer than the limit of {_fmt_bytes(limit)} "
-                    "(set PERSONADLG_MAX_LINE_BYTES to raise it)", path=name, line=lineno))
+                yield Bad(
+                    name,
+                    lineno,
+                    raw,
+                    DataError(
+                        f"line is {_fmt_bytes(total)}, longer than the limit of {_fmt_bytes(limit)} "
+                        "(set PERSONADLG_MAX_LINE_BYTES to raise it)",
+                        path=name,
+                        line=lineno,
+                    ),
+                )
                 continue
             try:
                 text = chunk.decode("utf-8")
             except UnicodeDecodeError as err:
                 raw = chunk[:RAW_KEEP_CHARS].decode("utf-8", errors="replace")
-                bad = chunk[err.start:err.start + 1].hex()
-                yield Bad(name, lineno, raw.rstrip("\r\n"), DataError(
-                    f"not valid UTF-8: byte 0x{bad} at byte offset {err.start} of the line", path=name, line=lineno))
+                bad = chunk[err.start : err.start + 1].hex()
+                yield Bad(
+                    name,
+                    lineno,
+                    raw.rstrip("\r\n"),
+                    DataError(
+                        f"not valid UTF-8: byte 0x{bad} at byte offset {err.start} of the line",
+                        path=name,
+                        line=lineno,
+                    ),
+                )
                 continue
             yield lineno, text.rstrip("\r\n")
 
 
-def iter_json_lines(path: str | Path, *, max_line_bytes: int | None = None) -> Iterator[tuple[int, str, Any] | Bad]:
+def iter_json_lines(
+    path: str | Path, *, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, str, Any] | Bad]:
     """Yield (line number, raw text, parsed JSON value) or Bad for each non-blank line of a JSONL file."""
     name = str(path)
     for item in iter_text_lines(path, max_line_bytes=max_line_bytes):
@@ -96,16 +118,29 @@ def iter_json_lines(path: str | Path, *, max_line_bytes: int | None = None) -> I
         try:
             yield lineno, text, json.loads(text)
         except json.JSONDecodeError as err:
-            yield Bad(name, lineno, text[:RAW_KEEP_CHARS], DataError(
-                f"not valid JSON: {err.msg} (column {err.colno})", path=name, line=lineno))
+            yield Bad(
+                name,
+                lineno,
+                text[:RAW_KEEP_CHARS],
+                DataError(
+                    f"not valid JSON: {err.msg} (column {err.colno})", path=name, line=lineno
+                ),
+            )
         except RecursionError:
-            yield Bad(name, lineno, text[:RAW_KEEP_CHARS], DataError("not valid JSON: nested too deeply", path=name, line=lineno))
+            yield Bad(
+                name,
+                lineno,
+                text[:RAW_KEEP_CHARS],
+                DataError("not valid JSON: nested too deeply", path=name, line=lineno),
+            )
 
 
 _WS = " \t\r\n"
 
 
-def iter_json_array(path: str | Path, *, max_record_bytes: int | None = None) -> Iterator[tuple[int, str, Any] | Bad]:
+def iter_json_array(
+    path: str | Path, *, max_record_bytes: int | None = None
+) -> Iterator[tuple[int, str, Any] | Bad]:
     """Stream the elements of a top-level JSON list: (line where the element starts, raw text, value) or Bad.
 
     Constant memory in the file size (one element at a time). After a syntax error the rest of the
@@ -153,18 +188,28 @@ def iter_json_array(path: str | Path, *, max_record_bytes: int | None = None) ->
         if pos >= len(buf):
             raise DataError("empty file: expected a JSON list of records", path=name)
         if buf[pos] != "[":
-            raise DataError(f"expected a JSON list ('['), got {buf[pos]!r}; is this a JSONL file?", path=name, line=line_at(pos))
+            raise DataError(
+                f"expected a JSON list ('['), got {buf[pos]!r}; is this a JSONL file?",
+                path=name,
+                line=line_at(pos),
+            )
         pos += 1
         first = True
         while True:
             skip_ws()
             if pos >= len(buf):
-                raise DataError("unexpected end of file inside the JSON list", path=name, line=line_at(pos))
+                raise DataError(
+                    "unexpected end of file inside the JSON list", path=name, line=line_at(pos)
+                )
             if buf[pos] == "]":
                 return
             if not first:
                 if buf[pos] != ",":
-                    raise DataError(f"expected ',' or ']' between list elements, got {buf[pos]!r}", path=name, line=line_at(pos))
+                    raise DataError(
+                        f"expected ',' or ']' between list elements, got {buf[pos]!r}",
+                        path=name,
+                        line=line_at(pos),
+                    )
                 pos += 1
                 skip_ws()
             first = False
@@ -176,10 +221,18 @@ def iter_json_array(path: str | Path, *, max_record_bytes: int | None = None) ->
                 except json.JSONDecodeError as err:
                     if (len(buf) - pos) < limit and more():
                         continue
-                    raw = buf[pos:pos + RAW_KEEP_CHARS]
-                    yield Bad(name, start_line, raw, DataError(
-                        f"not valid JSON: {err.msg} (line {err.lineno - buf.count(chr(10), 0, pos)} of the element); "
-                        "the rest of the file cannot be read", path=name, line=start_line))
+                    raw = buf[pos : pos + RAW_KEEP_CHARS]
+                    yield Bad(
+                        name,
+                        start_line,
+                        raw,
+                        DataError(
+                            f"not valid JSON: {err.msg} (line {err.lineno - buf.count(chr(10), 0, pos)} of the element); "
+                            "the rest of the file cannot be read",
+                            path=name,
+                            line=start_line,
+                        ),
+                    )
                     return
             raw = buf[pos:end]
             pos = end
@@ -215,14 +268,18 @@ class AtomicWriter:
 
     def __init__(self, path: str | Path, *, mode: str = "w") -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        self.tmp = self.path.with_name(
+            f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        )
         self.mode = mode
         self._f: IO[Any] | None = None
 
     def open(self) -> IO[Any]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {} if "b" in self.mode else {"encoding": "utf-8", "newline": "\n"}
-        self._f = open(self.tmp, self.mode, **kwargs)  # noqa: SIM115
+        if "b" in self.mode:
+            self._f = open(self.tmp, self.mode)  # noqa: SIM115
+        else:
+            self._f = open(self.tmp, self.mode, encoding="utf-8", newline="\n")  # noqa: SIM115
         return self._f
 
     def commit(self) -> None:

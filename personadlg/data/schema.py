@@ -17,8 +17,22 @@ ROLES = ("user", "assistant")
 
 DIALOGUE_KEYS = ("id", "messages", "persona", "attributes", "user_id", "profile", "topic", "meta")
 EXAMPLE_KEYS = (
-    "id", "dialogue_id", "context", "reference", "persona", "attributes", "user_id", "profile", "topic", "meta",
-    "generation", "target_attributes", "method", "checkpoint", "decoding", "seed",
+    "id",
+    "dialogue_id",
+    "context",
+    "reference",
+    "persona",
+    "attributes",
+    "user_id",
+    "profile",
+    "topic",
+    "meta",
+    "generation",
+    "target_attributes",
+    "method",
+    "checkpoint",
+    "decoding",
+    "seed",
 )
 
 
@@ -79,7 +93,9 @@ class Dialogue:
         if not isinstance(obj, Mapping):
             raise DataError(expected="a JSON object (dialogue record)", got=obj)
         rid = _req_id(obj, "id")
-        messages = _messages(obj.get("messages", _MISSING), "messages", strict=strict_roles, need_assistant=True)
+        messages = _messages(
+            obj.get("messages", _MISSING), "messages", strict=strict_roles, need_assistant=True
+        )
         return cls(
             id=rid,
             messages=messages,
@@ -151,7 +167,13 @@ class Example:
             dialogue_id = rid.split("#", 1)[0]
         elif not isinstance(dialogue_id, str) or not dialogue_id:
             raise DataError(field="dialogue_id", expected="a non-empty string", got=dialogue_id)
-        context = _messages(obj.get("context", _MISSING), "context", strict=False, need_assistant=False, allow_empty=True)
+        context = _messages(
+            obj.get("context", _MISSING),
+            "context",
+            strict=False,
+            need_assistant=False,
+            allow_empty=True,
+        )
         reference = obj.get("reference")
         if reference is not None and not isinstance(reference, str):
             raise DataError(field="reference", expected="a string or null", got=reference)
@@ -193,7 +215,9 @@ def record_kind(obj: Any) -> str | None:
     return None
 
 
-def expand_dialogue(dialogue: Dialogue, *, turns: str = "all", max_context_turns: int = 0) -> list[Example]:
+def expand_dialogue(
+    dialogue: Dialogue, *, turns: str = "all", max_context_turns: int = 0
+) -> list[Example]:
     """One example per assistant message (or only the last, `turns="last"`).
 
     The example id is `<dialogue id>#<index of the assistant message in messages>`.
@@ -241,7 +265,9 @@ def _req_id(obj: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _messages(value: Any, key: str, *, strict: bool, need_assistant: bool, allow_empty: bool = False) -> list[Message]:
+def _messages(
+    value: Any, key: str, *, strict: bool, need_assistant: bool, allow_empty: bool = False
+) -> list[Message]:
     if value is _MISSING:
         raise DataError(field=key, expected="a list of messages", got_text="nothing (missing)")
     if not isinstance(value, list):
@@ -256,15 +282,26 @@ def _messages(value: Any, key: str, *, strict: bool, need_assistant: bool, allow
             raise DataError(field=where, expected="an object with 'role' and 'content'", got=m)
         role = m.get("role", _MISSING)
         if role is _MISSING:
-            raise DataError(field=f"{where}.role", expected="'user' or 'assistant'", got_text="nothing (missing)")
+            raise DataError(
+                field=f"{where}.role",
+                expected="'user' or 'assistant'",
+                got_text="nothing (missing)",
+            )
         if role not in ROLES:
             raise DataError(field=f"{where}.role", expected="'user' or 'assistant'", got=role)
         if strict and prev is not None and role == prev:
             other = "assistant" if prev == "user" else "user"
-            raise DataError(field=f"{where}.role", expected=f"'{other}'", got=role, message="roles must alternate")
+            raise DataError(
+                field=f"{where}.role",
+                expected=f"'{other}'",
+                got=role,
+                message="roles must alternate",
+            )
         content = m.get("content", _MISSING)
         if content is _MISSING:
-            raise DataError(field=f"{where}.content", expected="a string", got_text="nothing (missing)")
+            raise DataError(
+                field=f"{where}.content", expected="a string", got_text="nothing (missing)"
+            )
         if not isinstance(content, str):
             raise DataError(field=f"{where}.content", expected="a string", got=content)
         if strict and not content.strip():

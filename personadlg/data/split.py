@@ -71,7 +71,7 @@ def assign_groups(sizes: dict[str, int], *, valid: float, test: float, seed: int
     targets = {}
     for name, frac in (("test", test), ("valid", valid)):
         targets[name] = max(1, round(frac * total)) if frac > 0 else 0
-    counts = Counter()
+    counts: Counter[str] = Counter()
     out = {}
     remaining = len(order)
     for key in order:
@@ -107,7 +107,9 @@ def split(
         UsageError: on bad fractions or grouping.
     """
     if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
-        raise UsageError(f"--valid and --test must be in [0, 1) with a sum below 1, got {valid} and {test}")
+        raise UsageError(
+            f"--valid and --test must be in [0, 1) with a sum below 1, got {valid} and {test}"
+        )
     group_key(Dialogue(id="x", messages=[]), by)  # validates BY
     sizes: Counter[str] = Counter()
     seen_ids: set[bytes] = set()
@@ -115,7 +117,10 @@ def split(
     for n, d in enumerate(read_dialogues(input, fmt, format_options), 1):
         h = hashlib.blake2b(d.id.encode(), digest_size=8).digest()
         if h in seen_ids:
-            raise DataError(f"id {d.id!r} is used by more than one dialogue; ids must be unique (run `personadlg clean`)", path=str(input))
+            raise DataError(
+                f"id {d.id!r} is used by more than one dialogue; ids must be unique (run `personadlg clean`)",
+                path=str(input),
+            )
         seen_ids.add(h)
         key = group_key(d, by)
         if key is None:
@@ -128,7 +133,13 @@ def split(
     if len(sizes) < 2 and (valid > 0 or test > 0):
         raise UsageError(f"{input}: only {len(sizes)} {by} group(s); cannot split")
     where = assign_groups(dict(sizes), valid=valid, test=test, seed=seed)
-    rep = SplitReport(input=str(input), by=by, seed=seed, fractions={"valid": valid, "test": test}, ungrouped=ungrouped)
+    rep = SplitReport(
+        input=str(input),
+        by=by,
+        seed=seed,
+        fractions={"valid": valid, "test": test},
+        ungrouped=ungrouped,
+    )
     rep.dialogues = dict.fromkeys(SPLITS, 0)
     rep.assistant_messages = dict.fromkeys(SPLITS, 0)
     rep.groups = {s: sum(1 for v in where.values() if v == s) for s in SPLITS}

@@ -35,7 +35,14 @@ def summary(counts: Counter[int]) -> dict[str, float]:
         assert lo is not None and hi is not None
         return lo + (hi - lo) * (rank - int(rank))
 
-    return {"n": n, "min": values[0], "mean": round(total / n, 2), "median": round(quantile(0.5), 2), "p90": round(quantile(0.9), 2), "max": values[-1]}
+    return {
+        "n": n,
+        "min": values[0],
+        "mean": round(total / n, 2),
+        "median": round(quantile(0.5), 2),
+        "p90": round(quantile(0.9), 2),
+        "max": values[-1],
+    }
 
 
 def _words(text: str) -> int:
@@ -56,11 +63,18 @@ def file_kind(path: str | Path, fmt: str) -> str:
     return "dialogue"
 
 
-def dialogue_stats(path: str | Path, *, fmt: str = "auto", format_options: FormatOptions | None = None, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def dialogue_stats(
+    path: str | Path,
+    *,
+    fmt: str = "auto",
+    format_options: FormatOptions | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Statistics of a dialogue file in any supported format. Stops on the first bad record."""
     n = 0
-    msgs, a_msgs = Counter(), Counter()
-    words = {"user": Counter(), "assistant": Counter()}
+    msgs: Counter[int] = Counter()
+    a_msgs: Counter[int] = Counter()
+    words: dict[str, Counter[int]] = {"user": Counter(), "assistant": Counter()}
     attrs: dict[str, Counter[str]] = {}
     unlabelled = 0
     users: Counter[str] = Counter()
@@ -68,7 +82,7 @@ def dialogue_stats(path: str | Path, *, fmt: str = "auto", format_options: Forma
     persona_len: Counter[int] = Counter()
     topics: set[str] = set()
     profile_keys: Counter[str] = Counter()
-    first_role = Counter()
+    first_role: Counter[str] = Counter()
     for d in read_dialogues(path, fmt, format_options):
         n += 1
         msgs[len(d.messages)] += 1
@@ -100,11 +114,18 @@ def dialogue_stats(path: str | Path, *, fmt: str = "auto", format_options: Forma
         "assistant_messages": sum(words["assistant"].values()),
         "messages_per_dialogue": summary(msgs),
         "assistant_messages_per_dialogue": summary(a_msgs),
-        "words_per_message": {"user": summary(words["user"]), "assistant": summary(words["assistant"])},
+        "words_per_message": {
+            "user": summary(words["user"]),
+            "assistant": summary(words["assistant"]),
+        },
         "first_speaker": dict(first_role),
         "attributes": {k: dict(sorted(v.items())) for k, v in sorted(attrs.items())},
         "unlabelled_dialogues": unlabelled,
-        "users": {"count": len(users), "dialogues_without_user": n - sum(users.values()), "dialogues_per_user": summary(Counter(users.values()))},
+        "users": {
+            "count": len(users),
+            "dialogues_without_user": n - sum(users.values()),
+            "dialogues_per_user": summary(Counter(users.values())),
+        },
         "personas": {
             "unique": len(personas),
             "dialogues_with_persona": sum(personas.values()),
@@ -116,10 +137,14 @@ def dialogue_stats(path: str | Path, *, fmt: str = "auto", format_options: Forma
     }
 
 
-def example_stats(path: str | Path, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def example_stats(
+    path: str | Path, on_progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """Statistics of an example (generation) file. Stops on the first bad record."""
     n = 0
-    ctx, ref_w, gen_w = Counter(), Counter(), Counter()
+    ctx: Counter[int] = Counter()
+    ref_w: Counter[int] = Counter()
+    gen_w: Counter[int] = Counter()
     dialogues: set[str] = set()
     targets: Counter[str] = Counter()
     methods: Counter[str] = Counter()
@@ -156,7 +181,13 @@ def example_stats(path: str | Path, on_progress: Callable[[int], None] | None = 
     }
 
 
-def stats(path: str | Path, *, fmt: str = "auto", format_options: FormatOptions | None = None, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def stats(
+    path: str | Path,
+    *,
+    fmt: str = "auto",
+    format_options: FormatOptions | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Dialogue or example statistics, whichever PATH holds."""
     if file_kind(path, fmt) == "example":
         return example_stats(path, on_progress)

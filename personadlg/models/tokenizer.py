@@ -21,7 +21,13 @@ SPECIAL_TOKENS = {
 }
 
 
-def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 4000, min_frequency: int = 2, model_max_length: int = 1024) -> Any:
+def train_tokenizer(
+    texts: Iterable[str],
+    *,
+    vocab_size: int = 4000,
+    min_frequency: int = 2,
+    model_max_length: int = 1024,
+) -> Any:
     """Train a byte-level BPE tokenizer on TEXTS; return a `transformers.PreTrainedTokenizerFast`.
 
     Args:
@@ -46,4 +52,6 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 4000, min_frequen
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS
+    )

@@ -5,7 +5,15 @@ import os
 
 import pytest
 
-from personadlg.data.jsonl import AtomicWriter, Bad, atomic_outputs, check_nonempty, iter_json_array, iter_json_lines, write_jsonl
+from personadlg.data.jsonl import (
+    AtomicWriter,
+    Bad,
+    atomic_outputs,
+    check_nonempty,
+    iter_json_array,
+    iter_json_lines,
+    write_jsonl,
+)
 from personadlg.errors import DataError
 
 
@@ -16,11 +24,14 @@ def test_lines_are_numbered_and_blank_lines_skipped(tmp_path):
     assert [(i[0], i[2]) for i in items] == [(1, {"a": 1}), (4, {"b": 2})]
 
 
-@pytest.mark.parametrize("content,message", [
-    (b'{"a": 1\n', "not valid JSON: Expecting ',' delimiter (column 8)"),
-    (b'{"a": "\xff"}\n', "not valid UTF-8: byte 0xff at byte offset 7"),
-    (b"[" * 100_000 + b"\n", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b'{"a": 1\n', "not valid JSON: Expecting ',' delimiter (column 8)"),
+        (b'{"a": "\xff"}\n', "not valid UTF-8: byte 0xff at byte offset 7"),
+        (b"[" * 100_000 + b"\n", "not valid JSON"),
+    ],
+)
 def test_bad_lines_become_bad_items_with_raw_text(tmp_path, content, message):
     p = tmp_path / "a.jsonl"
     p.write_bytes(b'{"ok": true}\n' + content + b'{"ok": 2}\n')
@@ -57,7 +68,11 @@ def test_empty_and_missing_files(tmp_path):
 def test_json_array_streams_elements_with_start_lines(tmp_path):
     p = tmp_path / "a.json"
     p.write_text('[\n  {"a": 1},\n  {"b": [1,\n 2]},\n  "s"\n]\n')
-    assert [(i[0], i[2]) for i in iter_json_array(p)] == [(2, {"a": 1}), (3, {"b": [1, 2]}), (5, "s")]
+    assert [(i[0], i[2]) for i in iter_json_array(p)] == [
+        (2, {"a": 1}),
+        (3, {"b": [1, 2]}),
+        (5, "s"),
+    ]
     p.write_text('[\n {"a": 1},\n {"b": [1,\n 2}\n]')
     items = list(iter_json_array(p))
     assert items[0][2] == {"a": 1} and isinstance(items[1], Bad) and items[1].line == 3

@@ -13,11 +13,21 @@ def _records(n_users=40, per_user=5):
     recs = []
     for u in range(n_users):
         for k in range(per_user):
-            recs.append(dialogue(f"d{u}-{k}", "hi", f"reply {u} {k}", user_id=f"u{u}", persona=[f"i am person {u % 20} ."]))
+            recs.append(
+                dialogue(
+                    f"d{u}-{k}",
+                    "hi",
+                    f"reply {u} {k}",
+                    user_id=f"u{u}",
+                    persona=[f"i am person {u % 20} ."],
+                )
+            )
     return recs
 
 
-@pytest.mark.parametrize("by,key", [("dialogue", "id"), ("user", "user_id"), ("persona", "persona")])
+@pytest.mark.parametrize(
+    "by,key", [("dialogue", "id"), ("user", "user_id"), ("persona", "persona")]
+)
 def test_groups_never_span_two_splits(tmp_path, by, key):
     src = write_jsonl(tmp_path / "in.jsonl", _records())
     rep = split(src, out_dir=tmp_path / "out", valid=0.1, test=0.1, by=by, seed=3)
@@ -75,7 +85,19 @@ def test_split_errors(tmp_path):
 
 
 def test_cli_split(cli, tmp_path, demo_path):
-    r = cli("split", demo_path, "--out-dir", tmp_path, "--by", "user", "--valid", "0.1", "--test", "0.1", "--json")
+    r = cli(
+        "split",
+        demo_path,
+        "--out-dir",
+        tmp_path,
+        "--by",
+        "user",
+        "--valid",
+        "0.1",
+        "--test",
+        "0.1",
+        "--json",
+    )
     assert r.code == 0, r.stderr
     rep = r.json()
     assert sum(rep["dialogues"].values()) == 252 and rep["groups"]["test"] >= 1

@@ -14,33 +14,79 @@ SCRIPTS = ("latin", "cjk", "cyrillic", "greek", "arabic", "hebrew", "devanagari"
 class CleanConfig:
     """What `clean` normalizes and which filters it applies, with their options."""
 
-    enable: list[str] = field(default_factory=list, metadata={"help": "filters to turn on that are off by default"})
+    enable: list[str] = field(
+        default_factory=list, metadata={"help": "filters to turn on that are off by default"}
+    )
     disable: list[str] = field(default_factory=list, metadata={"help": "filters to turn off"})
     # normalization
-    strip_speaker_prefixes: bool = field(default=True, metadata={"help": "remove 'PersonB:', 'Assistant:', '[PersonA]:' at the start of messages"})
-    merge_same_role: bool = field(default=True, metadata={"help": "merge consecutive messages of the same role"})
+    strip_speaker_prefixes: bool = field(
+        default=True,
+        metadata={"help": "remove 'PersonB:', 'Assistant:', '[PersonA]:' at the start of messages"},
+    )
+    merge_same_role: bool = field(
+        default=True, metadata={"help": "merge consecutive messages of the same role"}
+    )
     # length
     min_words: int = field(default=1, metadata={"help": "shortest message, in words"})
     max_words: int = field(default=256, metadata={"help": "longest message, in words"})
     # min_turns
-    min_assistant_turns: int = field(default=1, metadata={"help": "fewest assistant messages per dialogue"})
+    min_assistant_turns: int = field(
+        default=1, metadata={"help": "fewest assistant messages per dialogue"}
+    )
     # refusal
-    extra_refusal_patterns: list[str] = field(default_factory=list, metadata={"help": "more regexes marking refusals / AI disclaimers"})
+    extra_refusal_patterns: list[str] = field(
+        default_factory=list, metadata={"help": "more regexes marking refusals / AI disclaimers"}
+    )
     # repetition
-    max_word_run: int = field(default=5, metadata={"help": "a word repeated this many times in a row is degenerate"})
-    max_ngram_repeats: int = field(default=4, metadata={"help": "a 2-4-gram repeated back to back this many times is degenerate"})
-    min_distinct_ratio: float = field(default=0.25, metadata={"help": "distinct/total words below this (messages of 20+ words) is degenerate"})
+    max_word_run: int = field(
+        default=5, metadata={"help": "a word repeated this many times in a row is degenerate"}
+    )
+    max_ngram_repeats: int = field(
+        default=4,
+        metadata={"help": "a 2-4-gram repeated back to back this many times is degenerate"},
+    )
+    min_distinct_ratio: float = field(
+        default=0.25,
+        metadata={"help": "distinct/total words below this (messages of 20+ words) is degenerate"},
+    )
     # script / language
-    script: str = field(default="latin", metadata={"help": "expected writing system: " + ", ".join(SCRIPTS)})
-    min_script_share: float = field(default=0.8, metadata={"help": "share of letters that must be in the expected script"})
-    lang: str | None = field(default=None, metadata={"help": "expected language (en, de, fr, es, it, pt, nl); turns the language filter on"})
+    script: str = field(
+        default="latin", metadata={"help": "expected writing system: " + ", ".join(SCRIPTS)}
+    )
+    min_script_share: float = field(
+        default=0.8, metadata={"help": "share of letters that must be in the expected script"}
+    )
+    lang: str | None = field(
+        default=None,
+        metadata={
+            "help": "expected language (en, de, fr, es, it, pt, nl); turns the language filter on"
+        },
+    )
     # persona copying
-    persona_copy_ngram: int = field(default=8, metadata={"help": "copying this many consecutive persona words (or a whole shorter sentence) counts as a copy"})
-    persona_copy_max_share: float = field(default=0.5, metadata={"help": "reject when more than this share of assistant messages copy the persona"})
+    persona_copy_ngram: int = field(
+        default=8,
+        metadata={
+            "help": "copying this many consecutive persona words (or a whole shorter sentence) counts as a copy"
+        },
+    )
+    persona_copy_max_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "reject when more than this share of assistant messages copy the persona"
+        },
+    )
     # attribute space
-    attributes: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "declared attribute space; turns the attributes filter on"})
+    attributes: dict[str, list[str]] = field(
+        default_factory=dict,
+        metadata={"help": "declared attribute space; turns the attributes filter on"},
+    )
     # near duplicates
-    near_dup_threshold: float = field(default=0.8, metadata={"help": "estimated Jaccard similarity of word shingles above which a dialogue is a near-duplicate"})
+    near_dup_threshold: float = field(
+        default=0.8,
+        metadata={
+            "help": "estimated Jaccard similarity of word shingles above which a dialogue is a near-duplicate"
+        },
+    )
     num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
     shingle_size: int = field(default=3, metadata={"help": "words per shingle"})
     seed: int = field(default=1, metadata={"help": "seed of the MinHash permutations"})
@@ -49,11 +95,17 @@ class CleanConfig:
         problems = []
         for name in (*self.enable, *self.disable):
             if name not in FILTERS:
-                problems.append(f"unknown filter '{name}'{did_you_mean(name, FILTERS.names())}; filters: {', '.join(FILTERS.names())}")
+                problems.append(
+                    f"unknown filter '{name}'{did_you_mean(name, FILTERS.names())}; filters: {', '.join(FILTERS.names())}"
+                )
         if self.script not in SCRIPTS:
-            problems.append(f"script: expected one of {', '.join(SCRIPTS)}, got {self.script!r}{did_you_mean(self.script, SCRIPTS)}")
+            problems.append(
+                f"script: expected one of {', '.join(SCRIPTS)}, got {self.script!r}{did_you_mean(self.script, SCRIPTS)}"
+            )
         if self.min_words < 0 or self.max_words < self.min_words:
-            problems.append(f"need 0 <= min_words <= max_words, got {self.min_words} and {self.max_words}")
+            problems.append(
+                f"need 0 <= min_words <= max_words, got {self.min_words} and {self.max_words}"
+            )
         if not 0 < self.near_dup_threshold <= 1:
             problems.append(f"near_dup_threshold must be in (0, 1], got {self.near_dup_threshold}")
         if self.num_perm < 8 or self.shingle_size < 1:

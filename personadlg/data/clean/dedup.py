@@ -18,7 +18,7 @@ import numpy as np
 
 from personadlg.data.schema import Dialogue
 
-_trapz = getattr(np, "trapezoid", None) or np.trapz
+_trapz = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]
 
 
 def exact_key(d: Dialogue) -> int:
@@ -79,9 +79,13 @@ class MinHasher:
         rng = np.random.default_rng(seed)
         self.num_perm, self.shingle_size = num_perm, shingle_size
         # multiply-shift hashing (Dietzfelbinger): h(x) = ((a*x + b) mod 2**64) >> 32, a odd
-        self.a = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self.a = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(
+            1
+        )
         self.b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
-        self.mix = rng.integers(0, 2**63, size=shingle_size, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self.mix = rng.integers(0, 2**63, size=shingle_size, dtype=np.uint64) * np.uint64(
+            2
+        ) + np.uint64(1)
 
     @staticmethod
     @lru_cache(maxsize=1 << 18)
@@ -90,17 +94,21 @@ class MinHasher:
 
     def shingle_hashes(self, tokens: Sequence[str]) -> np.ndarray:
         """(S,) uint64 hashes of the word shingles of TOKENS (at least one, even for short texts)."""
-        hashes = np.fromiter((self._word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+        hashes = np.fromiter(
+            (self._word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens)
+        )
         k = self.shingle_size
         if len(hashes) < k:
             hashes = np.pad(hashes, (0, k - len(hashes)))
         n = len(hashes) - k + 1
         out = np.zeros(n, dtype=np.uint64)
         for j in range(k):
-            out += hashes[j:j + n] * self.mix[j]  # wraps mod 2**64
+            out += hashes[j : j + n] * self.mix[j]  # wraps mod 2**64
         return out >> np.uint64(32)
 
-    def signatures(self, token_lists: Sequence[Sequence[str]], chunk_shingles: int = 1 << 15) -> np.ndarray:
+    def signatures(
+        self, token_lists: Sequence[Sequence[str]], chunk_shingles: int = 1 << 15
+    ) -> np.ndarray:
         """(N, num_perm) uint32 MinHash signatures, computed in vectorised chunks."""
         out = np.empty((len(token_lists), self.num_perm), dtype=np.uint32)
         i = 0
@@ -113,7 +121,9 @@ class MinHasher:
                 j += 1
             x = np.concatenate(parts)
             offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
-            h = (self.a[:, None] * x[None, :] + self.b[:, None]) >> np.uint64(32)  # (P, S), wraps mod 2**64
+            h = (self.a[:, None] * x[None, :] + self.b[:, None]) >> np.uint64(
+                32
+            )  # (P, S), wraps mod 2**64
             out[i:j] = np.minimum.reduceat(h, offsets, axis=1).T.astype(np.uint32)
             i = j
         return out
@@ -125,10 +135,18 @@ def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     x = np.asarray(sigs[:, : bands * rows], dtype=np.uint64).reshape(n, bands, rows)
     mult = (np.arange(rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
     with np.errstate(over="ignore"):
-        return (x * mult).sum(axis=2, dtype=np.uint64) ^ (np.arange(bands, dtype=np.uint64) << np.uint64(56))
+        return (x * mult).sum(axis=2, dtype=np.uint64) ^ (
+            np.arange(bands, dtype=np.uint64) << np.uint64(56)
+        )
 
 
-def near_dup(bands: np.ndarray, sigs: np.ndarray, threshold: float, exclude: np.ndarray | None = None, verify_chunk: int = 1 << 16) -> np.ndarray:
+def near_dup(
+    bands: np.ndarray,
+    sigs: np.ndarray,
+    threshold: float,
+    exclude: np.ndarray | None = None,
+    verify_chunk: int = 1 << 16,
+) -> np.ndarray:
     """For each position, the index of the earliest verified near-duplicate before it, or -1.
 
     Args:
@@ -153,8 +171,8 @@ def near_dup(bands: np.ndarray, sigs: np.ndarray, threshold: float, exclude: np.
         starts = np.r_[True, ~same]
         first = si[starts][np.cumsum(starts) - 1]
         member = ~starts
-        cand.append(first[member] * n + si[member])          # against the bucket's first member
-        cand.append(si[:-1][same] * n + si[1:][same])          # against the previous member
+        cand.append(first[member] * n + si[member])  # against the bucket's first member
+        cand.append(si[:-1][same] * n + si[1:][same])  # against the previous member
     if not cand:
         return dup_of
     pairs = np.unique(np.concatenate(cand))
@@ -162,7 +180,7 @@ def near_dup(bands: np.ndarray, sigs: np.ndarray, threshold: float, exclude: np.
     need = int(np.ceil(threshold * sigs.shape[1] - 1e-9))
     earliest = np.full(n, n, dtype=np.int64)
     for s in range(0, len(pairs), verify_chunk):
-        a, b = a_all[s:s + verify_chunk], b_all[s:s + verify_chunk]
+        a, b = a_all[s : s + verify_chunk], b_all[s : s + verify_chunk]
         agree = (np.asarray(sigs[a]) == np.asarray(sigs[b])).sum(axis=1)
         ok = agree >= need
         np.minimum.at(earliest, b[ok], a[ok])

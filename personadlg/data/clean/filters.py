@@ -6,6 +6,7 @@ Dedup filters need the whole stream and live in `dedup.py`. Filters are register
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from functools import lru_cache
@@ -81,7 +82,7 @@ def refusal(d: Dialogue, cfg: CleanConfig) -> str | None:
 def repetition_reason(tokens: list[str], cfg: CleanConfig) -> str | None:
     """Why a token list is degenerate: a word run, a looping n-gram, or too few distinct words."""
     run = 1
-    for a, b in zip(tokens, tokens[1:]):
+    for a, b in itertools.pairwise(tokens):
         run = run + 1 if a == b else 1
         if run >= cfg.max_word_run:
             return f"the word {a!r} repeats {run} times in a row"
@@ -90,7 +91,7 @@ def repetition_reason(tokens: list[str], cfg: CleanConfig) -> str | None:
         if len(tokens) < need:
             break
         for start in range(len(tokens) - need + 1):
-            gram = tokens[start:start + n]
+            gram = tokens[start : start + n]
             if len(set(gram)) > 1 and all(tokens[start + k] == gram[k % n] for k in range(need)):
                 return f"{' '.join(gram)!r} repeats {cfg.max_ngram_repeats} times in a row"
     if len(tokens) >= 20 and len(set(tokens)) / len(tokens) < cfg.min_distinct_ratio:
@@ -109,9 +110,18 @@ def repetition(d: Dialogue, cfg: CleanConfig) -> str | None:
 # -- writing system and language -------------------------------------------------------------------
 
 _SCRIPT_OF_NAME = {
-    "LATIN": "latin", "CJK": "cjk", "HIRAGANA": "cjk", "KATAKANA": "cjk", "HANGUL": "cjk", "BOPOMOFO": "cjk",
-    "CYRILLIC": "cyrillic", "GREEK": "greek", "ARABIC": "arabic", "HEBREW": "hebrew",
-    "DEVANAGARI": "devanagari", "THAI": "thai",
+    "LATIN": "latin",
+    "CJK": "cjk",
+    "HIRAGANA": "cjk",
+    "KATAKANA": "cjk",
+    "HANGUL": "cjk",
+    "BOPOMOFO": "cjk",
+    "CYRILLIC": "cyrillic",
+    "GREEK": "greek",
+    "ARABIC": "arabic",
+    "HEBREW": "hebrew",
+    "DEVANAGARI": "devanagari",
+    "THAI": "thai",
 }
 
 
@@ -156,13 +166,256 @@ def script(d: Dialogue, cfg: CleanConfig) -> str | None:
 
 
 STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset("the a an and or but of to in on at for with is are was were be been it this that i you he she we they my your not do does did have has had what so if just".split()),
-    "de": frozenset("der die das und oder aber ich du er sie wir ihr nicht ist sind war ein eine zu mit auf für von den dem des auch sich es wie was mein dein".split()),
-    "fr": frozenset("le la les et ou mais je tu il elle nous vous ils pas est sont était un une de du des à en pour avec sur ce que qui mon ton".split()),
-    "es": frozenset("el la los las y o pero yo tú él ella nosotros no es son era un una de del en para con por que qué mi tu muy también".split()),
-    "it": frozenset("il lo la gli le e o ma io tu lui lei noi non è sono era un una di del della in per con che mio tuo molto anche".split()),
-    "pt": frozenset("o a os as e ou mas eu tu ele ela nós não é são era um uma de do da em para com por que meu teu muito também".split()),
-    "nl": frozenset("de het een en of maar ik jij hij zij wij niet is zijn was van in op voor met dat die wat mijn jouw ook".split()),
+    "en": frozenset(
+        [
+            "the",
+            "a",
+            "an",
+            "and",
+            "or",
+            "but",
+            "of",
+            "to",
+            "in",
+            "on",
+            "at",
+            "for",
+            "with",
+            "is",
+            "are",
+            "was",
+            "were",
+            "be",
+            "been",
+            "it",
+            "this",
+            "that",
+            "i",
+            "you",
+            "he",
+            "she",
+            "we",
+            "they",
+            "my",
+            "your",
+            "not",
+            "do",
+            "does",
+            "did",
+            "have",
+            "has",
+            "had",
+            "what",
+            "so",
+            "if",
+            "just",
+        ]
+    ),
+    "de": frozenset(
+        [
+            "der",
+            "die",
+            "das",
+            "und",
+            "oder",
+            "aber",
+            "ich",
+            "du",
+            "er",
+            "sie",
+            "wir",
+            "ihr",
+            "nicht",
+            "ist",
+            "sind",
+            "war",
+            "ein",
+            "eine",
+            "zu",
+            "mit",
+            "auf",
+            "für",
+            "von",
+            "den",
+            "dem",
+            "des",
+            "auch",
+            "sich",
+            "es",
+            "wie",
+            "was",
+            "mein",
+            "dein",
+        ]
+    ),
+    "fr": frozenset(
+        [
+            "le",
+            "la",
+            "les",
+            "et",
+            "ou",
+            "mais",
+            "je",
+            "tu",
+            "il",
+            "elle",
+            "nous",
+            "vous",
+            "ils",
+            "pas",
+            "est",
+            "sont",
+            "était",
+            "un",
+            "une",
+            "de",
+            "du",
+            "des",
+            "à",
+            "en",
+            "pour",
+            "avec",
+            "sur",
+            "ce",
+            "que",
+            "qui",
+            "mon",
+            "ton",
+        ]
+    ),
+    "es": frozenset(
+        [
+            "el",
+            "la",
+            "los",
+            "las",
+            "y",
+            "o",
+            "pero",
+            "yo",
+            "tú",
+            "él",
+            "ella",
+            "nosotros",
+            "no",
+            "es",
+            "son",
+            "era",
+            "un",
+            "una",
+            "de",
+            "del",
+            "en",
+            "para",
+            "con",
+            "por",
+            "que",
+            "qué",
+            "mi",
+            "tu",
+            "muy",
+            "también",
+        ]
+    ),
+    "it": frozenset(
+        [
+            "il",
+            "lo",
+            "la",
+            "gli",
+            "le",
+            "e",
+            "o",
+            "ma",
+            "io",
+            "tu",
+            "lui",
+            "lei",
+            "noi",
+            "non",
+            "è",
+            "sono",
+            "era",
+            "un",
+            "una",
+            "di",
+            "del",
+            "della",
+            "in",
+            "per",
+            "con",
+            "che",
+            "mio",
+            "tuo",
+            "molto",
+            "anche",
+        ]
+    ),
+    "pt": frozenset(
+        [
+            "o",
+            "a",
+            "os",
+            "as",
+            "e",
+            "ou",
+            "mas",
+            "eu",
+            "tu",
+            "ele",
+            "ela",
+            "nós",
+            "não",
+            "é",
+            "são",
+            "era",
+            "um",
+            "uma",
+            "de",
+            "do",
+            "da",
+            "em",
+            "para",
+            "com",
+            "por",
+            "que",
+            "meu",
+            "teu",
+            "muito",
+            "também",
+        ]
+    ),
+    "nl": frozenset(
+        [
+            "de",
+            "het",
+            "een",
+            "en",
+            "of",
+            "maar",
+            "ik",
+            "jij",
+            "hij",
+            "zij",
+            "wij",
+            "niet",
+            "is",
+            "zijn",
+            "was",
+            "van",
+            "in",
+            "op",
+            "voor",
+            "met",
+            "dat",
+            "die",
+            "wat",
+            "mijn",
+            "jouw",
+            "ook",
+        ]
+    ),
 }
 
 
@@ -176,7 +429,9 @@ def language(d: Dialogue, cfg: CleanConfig) -> str | None:
     if not cfg.lang:
         return None
     if cfg.lang not in STOPWORDS:
-        raise ValueError(f"--lang {cfg.lang!r} is not supported{did_you_mean(cfg.lang, list(STOPWORDS))}; supported: {', '.join(STOPWORDS)}")
+        raise ValueError(
+            f"--lang {cfg.lang!r} is not supported{did_you_mean(cfg.lang, list(STOPWORDS))}; supported: {', '.join(STOPWORDS)}"
+        )
     tokens = words(" ".join(m.content for m in d.messages))
     if len(tokens) < 8:
         return None
@@ -200,14 +455,14 @@ def copied_spans(message: list[str], persona: list[list[str]], ngram: int) -> li
             if len(sent) >= 3:
                 grams.add(tuple(sent))
         else:
-            grams.update(tuple(sent[i:i + ngram]) for i in range(len(sent) - ngram + 1))
+            grams.update(tuple(sent[i : i + ngram]) for i in range(len(sent) - ngram + 1))
     if not grams:
         return []
     sizes = sorted({len(g) for g in grams})
     hits = []
     for n in sizes:
         for i in range(len(message) - n + 1):
-            g = tuple(message[i:i + n])
+            g = tuple(message[i : i + n])
             if g in grams:
                 hits.append(" ".join(g))
     return hits
@@ -218,7 +473,11 @@ def persona_copy(d: Dialogue, cfg: CleanConfig) -> str | None:
         return None
     persona = [words(p) for p in d.persona]
     assistant = [(i, m.content) for i, m in enumerate(d.messages) if m.role == "assistant"]
-    copies = [(i, spans[0]) for i, text in assistant if (spans := copied_spans(words(text), persona, cfg.persona_copy_ngram))]
+    copies = [
+        (i, spans[0])
+        for i, text in assistant
+        if (spans := copied_spans(words(text), persona, cfg.persona_copy_ngram))
+    ]
     if assistant and len(copies) / len(assistant) > cfg.persona_copy_max_share:
         i, span = copies[0]
         return f"{len(copies)} of {len(assistant)} assistant messages copy the persona (e.g. messages[{i}]: {span!r})"

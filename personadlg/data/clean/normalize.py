@@ -48,10 +48,16 @@ def strip_speaker_prefix(text: str) -> tuple[str, bool]:
     m = SPEAKER_PREFIX.match(text)
     if m is None:
         return text, False
-    return text[m.end():].lstrip(), True
+    return text[m.end() :].lstrip(), True
 
 
-def normalize_dialogue(d: Dialogue, *, strip_prefixes: bool = True, merge_same_role: bool = True, counts: Counter[str] | None = None) -> Dialogue:
+def normalize_dialogue(
+    d: Dialogue,
+    *,
+    strip_prefixes: bool = True,
+    merge_same_role: bool = True,
+    counts: Counter[str] | None = None,
+) -> Dialogue:
     """Return a normalized copy of D. COUNTS (if given) gets one increment per kind of repair."""
     c: Counter[str] = counts if counts is not None else Counter()
     messages: list[Message] = []
@@ -72,6 +78,13 @@ def normalize_dialogue(d: Dialogue, *, strip_prefixes: bool = True, merge_same_r
     persona = [p for p in (normalize_text(s, c) for s in d.persona) if p]
     topic = normalize_text(d.topic, c) if d.topic is not None else None
     return Dialogue(
-        id=d.id, messages=messages, persona=persona, attributes=dict(d.attributes), user_id=d.user_id,
-        profile=dict(d.profile), topic=topic, meta=dict(d.meta), extra=dict(d.extra),
+        id=d.id,
+        messages=messages,
+        persona=persona,
+        attributes=dict(d.attributes),
+        user_id=d.user_id,
+        profile=dict(d.profile),
+        topic=topic,
+        meta=dict(d.meta),
+        extra=dict(d.extra),
     )

@@ -35,7 +35,16 @@ from personadlg.registry import FILTERS
 logger = logging.getLogger(__name__)
 
 INVALID = "invalid"
-_RECORD_FILTER_ORDER = ("attributes", "min_turns", "length", "script", "language", "refusal", "repetition", "persona_copy")
+_RECORD_FILTER_ORDER = (
+    "attributes",
+    "min_turns",
+    "length",
+    "script",
+    "language",
+    "refusal",
+    "repetition",
+    "persona_copy",
+)
 
 
 @dataclass
@@ -61,7 +70,14 @@ class CleanReport:
         return to_dict(self)
 
 
-def _reject(source: str, filter_name: str, reason: str, *, record: dict[str, Any] | None = None, raw: str | None = None) -> dict[str, Any]:
+def _reject(
+    source: str,
+    filter_name: str,
+    reason: str,
+    *,
+    record: dict[str, Any] | None = None,
+    raw: str | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"source": source, "filter": filter_name, "reason": reason}
     if record is not None:
         out["record"] = record
@@ -130,7 +146,12 @@ def clean(
         with open(spool_path, "w", encoding="utf-8") as spool:
             for path in inputs:
                 name = detect_format(path) if fmt == "auto" else fmt
-                info = {"path": str(path), "format": name, "units": 0, "raw_records": 0}
+                info: dict[str, Any] = {
+                    "path": str(path),
+                    "format": name,
+                    "units": 0,
+                    "raw_records": 0,
+                }
                 rep.inputs.append(info)
                 for item in iter_items(path, name, opts):
                     info["units"] += 1
@@ -140,14 +161,27 @@ def clean(
                     if isinstance(item, Bad):
                         info["raw_records"] += 1
                         by_filter[INVALID] += 1
-                        spool.write("R\t" + dumps(_reject(item.source, INVALID, item.error.detail, raw=item.raw)) + "\n")
+                        spool.write(
+                            "R\t"
+                            + dumps(_reject(item.source, INVALID, item.error.detail, raw=item.raw))
+                            + "\n"
+                        )
                         continue
                     info["raw_records"] += item.n_raw
-                    d = normalize_dialogue(item.dialogue, strip_prefixes=cfg.strip_speaker_prefixes, merge_same_role=cfg.merge_same_role, counts=norm)
+                    d = normalize_dialogue(
+                        item.dialogue,
+                        strip_prefixes=cfg.strip_speaker_prefixes,
+                        merge_same_role=cfg.merge_same_role,
+                        counts=norm,
+                    )
                     reason, which = _check(d, cfg, record_filters)
                     if reason is not None:
                         by_filter[which] += 1
-                        spool.write("R\t" + dumps(_reject(item.source, which, reason, record=d.to_dict())) + "\n")
+                        spool.write(
+                            "R\t"
+                            + dumps(_reject(item.source, which, reason, record=d.to_dict()))
+                            + "\n"
+                        )
                         continue
                     keys.append(dedup.exact_key(d))
                     id_keys.append(_id_key(d.id))
@@ -174,8 +208,12 @@ def clean(
             hit = id_dup >= 0
             verdict[hit], partner[hit] = 2, id_dup[hit]
             if use_near and n > 1:
-                sigs = np.memmap(Path(tmp) / "sigs.bin", dtype=np.uint32, mode="r", shape=(n, cfg.num_perm))
-                bands = np.memmap(Path(tmp) / "bands.bin", dtype=np.uint64, mode="r", shape=(n, bands_n))
+                sigs = np.memmap(
+                    Path(tmp) / "sigs.bin", dtype=np.uint32, mode="r", shape=(n, cfg.num_perm)
+                )
+                bands = np.memmap(
+                    Path(tmp) / "bands.bin", dtype=np.uint64, mode="r", shape=(n, bands_n)
+                )
                 near = dedup.near_dup(bands, sigs, cfg.near_dup_threshold, exclude=verdict != 0)
                 hit = near >= 0
                 verdict[hit], partner[hit] = 3, near[hit]
@@ -185,7 +223,10 @@ def clean(
 
         # ---- pass 2: spool → outputs ---------------------------------------------------------------
         ids: dict[int, str] = {}
-        with atomic_outputs(out_path, rejects) as (f_clean, f_rej), open(spool_path, encoding="utf-8") as spool:
+        with (
+            atomic_outputs(out_path, rejects) as (f_clean, f_rej),
+            open(spool_path, encoding="utf-8") as spool,
+        ):
             k = -1
             for line in spool:
                 kind, rest = line[0], line[2:]
@@ -201,21 +242,33 @@ def clean(
                 v = int(verdict[k])
                 if v == 0:
                     rep.clean += 1
-                    f_clean.write(payload)
+                    f_clean.write(payload)  # type: ignore[union-attr]
                     continue
                 rep.rejected += 1
                 other = ids.get(int(partner[k]), f"#{int(partner[k])}")
                 name, reason = {
                     1: ("exact_dup", f"same messages as {other!r}"),
-                    2: (INVALID, f"id repeats the id of an earlier record ({other!r}); ids must be unique"),
-                    3: ("near_dup", f"near-duplicate of {other!r} (estimated Jaccard >= {cfg.near_dup_threshold})"),
+                    2: (
+                        INVALID,
+                        f"id repeats the id of an earlier record ({other!r}); ids must be unique",
+                    ),
+                    3: (
+                        "near_dup",
+                        f"near-duplicate of {other!r} (estimated Jaccard >= {cfg.near_dup_threshold})",
+                    ),
                 }[v]
                 by_filter[name] += 1
                 if f_rej is not None:
-                    f_rej.write(dumps(_reject(source, name, reason, record=json.loads(payload))) + "\n")
+                    f_rej.write(
+                        dumps(_reject(source, name, reason, record=json.loads(payload))) + "\n"
+                    )
             rep.rejected_by_filter = dict(sorted(by_filter.items()))
             rep.normalized = dict(sorted(norm.items()))
-            rep.outputs = {"clean": str(out_path), "rejects": str(rejects) if rejects else None, "report": str(report) if report else None}
+            rep.outputs = {
+                "clean": str(out_path),
+                "rejects": str(rejects) if rejects else None,
+                "report": str(report) if report else None,
+            }
             rep.seconds = round(time.perf_counter() - started, 3)
             if report is not None:
                 with atomic_outputs(report) as (f_rep,):
@@ -229,10 +282,14 @@ def clean(
 
 
 def _id_key(rid: str) -> int:
-    return int.from_bytes(dedup.hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+    return int.from_bytes(
+        dedup.hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest(), "little", signed=True
+    )
 
 
-def _check(d: Dialogue, cfg: CleanConfig, record_filters: list[tuple[str, Any]]) -> tuple[str | None, str]:
+def _check(
+    d: Dialogue, cfg: CleanConfig, record_filters: list[tuple[str, Any]]
+) -> tuple[str | None, str]:
     if not d.messages:
         return "no message left after normalization", INVALID
     if not any(m.role == "assistant" for m in d.messages):

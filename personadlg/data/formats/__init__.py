@@ -1,8 +1,8 @@
 """Data formats: detection, reading any supported format as dialogues, and writing exports.
 
-    >>> for item in iter_items("valid_self_original_no_cands.txt"):   # format auto-detected
-    ...     ...
-    >>> dialogues = list(read_dialogues("convai2.txt", fmt="parlai"))  # strict: stops on bad input
+>>> for item in iter_items("valid_self_original_no_cands.txt"):   # format auto-detected
+...     ...
+>>> dialogues = list(read_dialogues("convai2.txt", fmt="parlai"))  # strict: stops on bad input
 """
 
 from __future__ import annotations
@@ -13,10 +13,20 @@ from pathlib import Path
 from personadlg.data.formats.base import Format, FormatOptions, Item, Ok
 from personadlg.data.jsonl import Bad, check_nonempty
 from personadlg.data.schema import Dialogue
-from personadlg.errors import DataError, UsageError
+from personadlg.errors import UsageError
 from personadlg.registry import FORMATS
 
-__all__ = ["Format", "FormatOptions", "Item", "Ok", "Bad", "detect_format", "get_format", "iter_items", "read_dialogues"]
+__all__ = [
+    "Bad",
+    "Format",
+    "FormatOptions",
+    "Item",
+    "Ok",
+    "detect_format",
+    "get_format",
+    "iter_items",
+    "read_dialogues",
+]
 
 # detection order matters: specific shapes before generic ones
 _DETECT_ORDER = ("rcdg", "parlai", "clv", "morpheus", "sharegpt", "miracle", "jsonl", "openai")
@@ -45,10 +55,14 @@ def detect_format(path: str | Path) -> str:
             return name
     if p.suffix == ".jsonl":
         return "jsonl"  # let the reader say what is wrong with the first record
-    raise UsageError(f"{p}: cannot detect the data format; pass --from ({', '.join(FORMATS.names())})")
+    raise UsageError(
+        f"{p}: cannot detect the data format; pass --from ({', '.join(FORMATS.names())})"
+    )
 
 
-def iter_items(path: str | Path, fmt: str = "auto", opts: FormatOptions | None = None) -> Iterator[Item]:
+def iter_items(
+    path: str | Path, fmt: str = "auto", opts: FormatOptions | None = None
+) -> Iterator[Item]:
     """Read PATH in format FMT ('auto' = detect), yielding Ok(dialogue) or Bad(raw, error) items."""
     p = Path(path)
     opts = opts or FormatOptions()
@@ -58,7 +72,9 @@ def iter_items(path: str | Path, fmt: str = "auto", opts: FormatOptions | None =
     yield from get_format(name).read(p, opts)
 
 
-def read_dialogues(path: str | Path, fmt: str = "auto", opts: FormatOptions | None = None) -> Iterator[Dialogue]:
+def read_dialogues(
+    path: str | Path, fmt: str = "auto", opts: FormatOptions | None = None
+) -> Iterator[Dialogue]:
     """Strict reading: yield dialogues, raise DataError (`FILE:LINE: ...`) on the first bad record."""
     for item in iter_items(path, fmt, opts):
         if isinstance(item, Bad):
@@ -67,5 +83,8 @@ def read_dialogues(path: str | Path, fmt: str = "auto", opts: FormatOptions | No
 
 
 def writable_formats() -> list[str]:
-    return [n for n in FORMATS.names() if FORMATS.entry(n).available and get_format(n).writer is not None]
-
+    return [
+        n
+        for n in FORMATS.names()
+        if FORMATS.entry(n).available and get_format(n).writer is not None
+    ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from personadlg.data.jsonl import Bad
-from personadlg.data.schema import Dialogue, Message
+from personadlg.data.schema import Dialogue
 from personadlg.errors import DataError
 
 
@@ -84,10 +84,19 @@ def make_id(prefix: str, n: int) -> str:
     return f"{prefix}-{n:06d}"
 
 
-def validate(dialogue_dict: dict[str, Any], path: str, line: int | None, raw: str, opts: FormatOptions, n_raw: int = 1) -> Item:
+def validate(
+    dialogue_dict: dict[str, Any],
+    path: str,
+    line: int | None,
+    raw: str,
+    opts: FormatOptions,
+    n_raw: int = 1,
+) -> Item:
     """Validate a dialogue dict built by a reader → Ok, or Bad with the location."""
     try:
-        return Ok(Dialogue.from_dict(dialogue_dict, strict_roles=opts.strict_roles), path, line, n_raw)
+        return Ok(
+            Dialogue.from_dict(dialogue_dict, strict_roles=opts.strict_roles), path, line, n_raw
+        )
     except DataError as err:
         return Bad(path, line, raw, err.at(path=path, line=line))
 
@@ -102,7 +111,10 @@ def messages_from_turns(context: list[str], response: str | None) -> list[dict[s
     The last context turn is the partner's (`user`); roles alternate backwards from there.
     """
     n = len(context)
-    out = [{"role": "user" if (n - 1 - i) % 2 == 0 else "assistant", "content": t} for i, t in enumerate(context)]
+    out = [
+        {"role": "user" if (n - 1 - i) % 2 == 0 else "assistant", "content": t}
+        for i, t in enumerate(context)
+    ]
     if response is not None:
         out.append({"role": "assistant", "content": response})
     return out
@@ -139,7 +151,12 @@ class TurnMerger:
     def _finish(self, d: _Open) -> Item:
         self._n += 1
         turns, response = d.texts[:-1], d.texts[-1]
-        rec = {"id": make_id(self.prefix, self._n), "messages": messages_from_turns(turns, response), "persona": list(d.persona), **d.extra}
+        rec = {
+            "id": make_id(self.prefix, self._n),
+            "messages": messages_from_turns(turns, response),
+            "persona": list(d.persona),
+            **d.extra,
+        }
         return validate(rec, self.path, d.line, "\n".join(d.raws), self.opts, n_raw=len(d.raws))
 
     def _drain(self) -> Iterator[Item]:
@@ -152,15 +169,26 @@ class TurnMerger:
                 del self._by_persona[first.persona]
             yield self._finish(first)
 
-    def add(self, persona: list[str], context: list[str], response: str, line: int | None, raw: str, extra: dict[str, Any] | None = None) -> Iterator[Item]:
+    def add(
+        self,
+        persona: list[str],
+        context: list[str],
+        response: str,
+        line: int | None,
+        raw: str,
+        extra: dict[str, Any] | None = None,
+    ) -> Iterator[Item]:
         """Feed one record; yield the dialogues that are complete."""
         self._count += 1
         key = tuple(persona)
         start = self._by_persona.get(key)
         d = self._open.get(start) if start is not None else None
         if (
-            self.opts.merge and d is not None and not d.closed
-            and len(context) == len(d.texts) + 1 and context[: len(d.texts)] == d.texts
+            self.opts.merge
+            and d is not None
+            and not d.closed
+            and len(context) == len(d.texts) + 1
+            and context[: len(d.texts)] == d.texts
         ):
             d.texts.extend([context[-1], response])
             d.raws.append(raw)
@@ -168,7 +196,9 @@ class TurnMerger:
         else:
             if d is not None:
                 d.closed = True
-            self._open[self._count] = _Open(key, [*context, response], line, [raw], dict(extra or {}), self._count)
+            self._open[self._count] = _Open(
+                key, [*context, response], line, [raw], dict(extra or {}), self._count
+            )
             self._by_persona[key] = self._count
         for o in self._open.values():
             if not o.closed and self._count - o.last_seen > self.window:

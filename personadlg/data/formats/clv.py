@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from personadlg.data.formats.base import Format, FormatOptions, Item, TurnMerger, bad, default_prefix, split_persona
+from personadlg.data.formats.base import (
+    Format,
+    FormatOptions,
+    Item,
+    TurnMerger,
+    bad,
+    default_prefix,
+    split_persona,
+)
 from personadlg.data.jsonl import Bad, iter_text_lines
 
 EOT = "<|endoftext|>"
@@ -32,12 +40,22 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
         lines = [ln for ln in block if ln.strip()]
         raw = "\n".join(block)
         if len(lines) != 3:
-            yield bad(name, start, raw, f"expected a block of 3 lines (persona, context, response), got {len(lines)}")
+            yield bad(
+                name,
+                start,
+                raw,
+                f"expected a block of 3 lines (persona, context, response), got {len(lines)}",
+            )
             return
         persona = split_persona(lines[0], ".")
         response = _turns(lines[2])
         if len(response) != 1:
-            yield bad(name, start, raw, f"expected one response on the third line, got {len(response)} turns")
+            yield bad(
+                name,
+                start,
+                raw,
+                f"expected one response on the third line, got {len(response)} turns",
+            )
             return
         yield from merger.add(persona, _turns(lines[1]), response[0], start, raw)
 
@@ -65,4 +83,9 @@ def sniff(path: Path, head: str) -> bool:
     return EOT in head and ("\n[SEP]" in head or head.count("\n") <= 3)
 
 
-FORMAT = Format(name="clv", description="CLV / MORPHEUS Person_Dialog text: 3-line blocks separated by [SEP]", read=read, sniff=sniff)
+FORMAT = Format(
+    name="clv",
+    description="CLV / MORPHEUS Person_Dialog text: 3-line blocks separated by [SEP]",
+    read=read,
+    sniff=sniff,
+)

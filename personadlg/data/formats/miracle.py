@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from personadlg.data.formats.base import Format, FormatOptions, Item, default_prefix, make_id, validate
+from personadlg.data.formats.base import (
+    Format,
+    FormatOptions,
+    Item,
+    default_prefix,
+    make_id,
+    validate,
+)
 from personadlg.data.jsonl import Bad, dumps, iter_json_lines
 from personadlg.data.schema import Dialogue
 from personadlg.errors import DataError, UsageError
@@ -79,10 +86,19 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
 
 
 def _extends(prev: dict[str, Any], rec: dict[str, Any]) -> bool:
-    if "input" not in rec or "input" not in prev or rec["tagv"] != prev["tagv"] or rec["topic"] != prev["topic"]:
+    if (
+        "input" not in rec
+        or "input" not in prev
+        or rec["tagv"] != prev["tagv"]
+        or rec["topic"] != prev["topic"]
+    ):
         return False
     t = len(prev["input"])
-    return len(rec["input"]) == t + 1 and rec["input"][:t] == prev["input"] and rec["output"][:t] == prev["output"]
+    return (
+        len(rec["input"]) == t + 1
+        and rec["input"][:t] == prev["input"]
+        and rec["output"][:t] == prev["output"]
+    )
 
 
 def _emit(p: dict[str, Any], name: str, opts: FormatOptions) -> Item:
@@ -102,7 +118,9 @@ def _emit(p: dict[str, Any], name: str, opts: FormatOptions) -> Item:
     return validate(rec, name, p["line"], "\n".join(p["raws"]), opts, n_raw=len(p["raws"]))
 
 
-def _tag_attrs(tag: Any, space: list[tuple[str, list[str]]], field: str, path: Path) -> dict[str, str]:
+def _tag_attrs(
+    tag: Any, space: list[tuple[str, list[str]]], field: str, path: Path
+) -> dict[str, str]:
     tags = tag if isinstance(tag, list) else [tag]
     if not space:
         if isinstance(tag, list) and len(tag) == len(MIRACLE_ATTRIBUTES):
@@ -113,11 +131,17 @@ def _tag_attrs(tag: Any, space: list[tuple[str, list[str]]], field: str, path: P
                 "(and --aspects A0,A1 unless it is language_style, attitude or mental_characteristics)"
             )
     if len(tags) != len(space):
-        raise DataError(field=field, expected=f"{len(space)} tag(s) for {', '.join(a for a, _ in space)}", got=tag)
+        raise DataError(
+            field=field,
+            expected=f"{len(space)} tag(s) for {', '.join(a for a, _ in space)}",
+            got=tag,
+        )
     out = {}
     for (attr, aspects), t in zip(space, tags, strict=True):
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < len(aspects):
-            raise DataError(field=field, expected=f"an aspect index 0..{len(aspects) - 1} of {attr}", got=t)
+            raise DataError(
+                field=field, expected=f"an aspect index 0..{len(aspects) - 1} of {attr}", got=t
+            )
         out[attr] = aspects[t]
     return out
 
@@ -130,13 +154,22 @@ def _record(obj: Any, space: list[tuple[str, list[str]]], path: Path) -> dict[st
         if not isinstance(text, str):
             raise DataError(field="text", expected="a string", got=text)
         label = obj.get("labels", obj.get("label"))
-        return {"text": text, "attributes": _tag_attrs(label, space, "labels", path), "tagv": label, "topic": None}
+        return {
+            "text": text,
+            "attributes": _tag_attrs(label, space, "labels", path),
+            "tagv": label,
+            "topic": None,
+        }
     for key in ("input", "output"):
         v = obj.get(key)
         if not isinstance(v, list) or not v or not all(isinstance(s, str) for s in v):
             raise DataError(field=key, expected="a non-empty list of strings", got=v)
     if len(obj["input"]) != len(obj["output"]):
-        raise DataError(field="output", expected=f"{len(obj['input'])} responses (one per input)", got=obj["output"])
+        raise DataError(
+            field="output",
+            expected=f"{len(obj['input'])} responses (one per input)",
+            got=obj["output"],
+        )
     personas = obj.get("personas")
     topic, persona = None, None
     if isinstance(personas, str):
@@ -147,7 +180,11 @@ def _record(obj: Any, space: list[tuple[str, list[str]]], path: Path) -> dict[st
         raise DataError(field="personas", expected="a string or a list of strings", got=personas)
     tag = obj.get("tag")
     return {
-        "input": obj["input"], "output": obj["output"], "topic": topic, "persona": persona, "tagv": tag,
+        "input": obj["input"],
+        "output": obj["output"],
+        "topic": topic,
+        "persona": persona,
+        "tagv": tag,
         "attributes": _tag_attrs(tag, space, "tag", path),
     }
 
@@ -157,7 +194,9 @@ class _Writer:
 
     def __init__(self, f: IO[str], opts: FormatOptions) -> None:
         if not opts.attributes:
-            raise UsageError("--to miracle needs --attribute NAME (repeat it for list tags) to write the tag")
+            raise UsageError(
+                "--to miracle needs --attribute NAME (repeat it for list tags) to write the tag"
+            )
         self.f, self.space = f, opts.attributes
 
     def write(self, dialogue: Dialogue) -> int:
@@ -165,7 +204,11 @@ class _Writer:
         for attr, aspects in self.space:
             aspect = dialogue.attributes.get(attr)
             if aspect not in aspects:
-                raise DataError(field=f"attributes.{attr}", expected=f"one of {', '.join(aspects)} (dialogue {dialogue.id!r})", got=aspect)
+                raise DataError(
+                    field=f"attributes.{attr}",
+                    expected=f"one of {', '.join(aspects)} (dialogue {dialogue.id!r})",
+                    got=aspect,
+                )
             tags.append(aspects.index(aspect))
         tag: int | list[int] = tags[0] if len(tags) == 1 else tags
         personas = dialogue.topic if dialogue.topic is not None else " ".join(dialogue.persona)
@@ -180,7 +223,17 @@ class _Writer:
             inputs.append(last_user)
             outputs.append(m.content)
             last_user = ""
-            self.f.write(dumps({"input": list(inputs), "output": list(outputs), "personas": personas, "tag": tag}) + "\n")
+            self.f.write(
+                dumps(
+                    {
+                        "input": list(inputs),
+                        "output": list(outputs),
+                        "personas": personas,
+                        "tag": tag,
+                    }
+                )
+                + "\n"
+            )
             n += 1
         return n
 
@@ -194,8 +247,16 @@ def sniff(path: Path, head: str) -> bool:
         obj = json.loads(first)
     except json.JSONDecodeError:
         return False
-    return isinstance(obj, dict) and (({"input", "output"} <= obj.keys()) or ({"text"} <= obj.keys() and ("labels" in obj or "label" in obj)))
+    return isinstance(obj, dict) and (
+        ({"input", "output"} <= obj.keys())
+        or ({"text"} <= obj.keys() and ("labels" in obj or "label" in obj))
+    )
 
 
-FORMAT = Format(name="miracle", description="MIRACLE JSONL: {input, output, personas, tag} or {text, labels}", read=read, sniff=sniff, writer=_Writer)
-
+FORMAT = Format(
+    name="miracle",
+    description="MIRACLE JSONL: {input, output, personas, tag} or {text, labels}",
+    read=read,
+    sniff=sniff,
+    writer=_Writer,
+)

@@ -63,7 +63,11 @@ class _Writer:
         for i, m in enumerate(dialogue.messages):
             if m.role != "assistant":
                 continue
-            rec = {"persona": list(dialogue.persona), "context": [x.content for x in dialogue.messages[:i]], "response": m.content}
+            rec = {
+                "persona": list(dialogue.persona),
+                "context": [x.content for x in dialogue.messages[:i]],
+                "response": m.content,
+            }
             self.f.write(("" if self.first else ",\n") + json.dumps(rec, ensure_ascii=False))
             self.first = False
             n += 1
@@ -78,4 +82,10 @@ def sniff(path: Path, head: str) -> bool:
     return text.startswith("[") and '"response"' in head and '"context"' in head
 
 
-FORMAT = Format(name="morpheus", description="MORPHEUS JSON list of {persona, context, response}", read=read, sniff=sniff, writer=_Writer)
+FORMAT = Format(
+    name="morpheus",
+    description="MORPHEUS JSON list of {persona, context, response}",
+    read=read,
+    sniff=sniff,
+    writer=_Writer,
+)

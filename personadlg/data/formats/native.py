@@ -27,7 +27,9 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
             yield Bad(name, lineno, text, err.at(path=name, line=lineno))
 
 
-def iter_examples(path: Path | str, *, turns: str = "all", max_context_turns: int = 0) -> Iterator[tuple[int, Example] | Bad]:
+def iter_examples(
+    path: Path | str, *, turns: str = "all", max_context_turns: int = 0
+) -> Iterator[tuple[int, Example] | Bad]:
     """Example records from a file of example records, or expanded from a file of dialogue records.
 
     The record kind is decided by the first record and then enforced for every line.
@@ -45,7 +47,9 @@ def iter_examples(path: Path | str, *, turns: str = "all", max_context_turns: in
             if kind == "example":
                 yield lineno, Example.from_dict(obj)
             else:
-                for ex in expand_dialogue(Dialogue.from_dict(obj), turns=turns, max_context_turns=max_context_turns):
+                for ex in expand_dialogue(
+                    Dialogue.from_dict(obj), turns=turns, max_context_turns=max_context_turns
+                ):
                     yield lineno, ex
         except DataError as err:
             yield Bad(name, lineno, text, err.at(path=name, line=lineno))
@@ -72,4 +76,10 @@ def sniff(path: Path, head: str) -> bool:
     return isinstance(obj, dict) and (("messages" in obj and "id" in obj) or "context" in obj)
 
 
-FORMAT = Format(name="jsonl", description="personadlg dialogue records, one JSON object per line", read=read, sniff=sniff, writer=_Writer)
+FORMAT = Format(
+    name="jsonl",
+    description="personadlg dialogue records, one JSON object per line",
+    read=read,
+    sniff=sniff,
+    writer=_Writer,
+)

@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from personadlg.data.formats.base import Format, FormatOptions, Item, default_prefix, make_id, validate
+from personadlg.data.formats.base import (
+    Format,
+    FormatOptions,
+    Item,
+    default_prefix,
+    make_id,
+    validate,
+)
 from personadlg.data.jsonl import Bad, iter_json_lines
 from personadlg.errors import DataError
 
@@ -37,20 +44,29 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
     if not isinstance(msgs, list):
         raise DataError(field="messages", expected="a list of messages", got=msgs)
     meta = dict(obj["meta"]) if isinstance(obj.get("meta"), dict) else {}
-    out = []
+    out: list[dict[str, Any]] = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
-            raise DataError(field=f"messages[{i}]", expected="an object with 'role' and 'content'", got=m)
+            raise DataError(
+                field=f"messages[{i}]", expected="an object with 'role' and 'content'", got=m
+            )
         role = m.get("role")
         content = _content(m.get("content"), f"messages[{i}].content")
         if role in ("system", "developer"):
             if out:
-                raise DataError(field=f"messages[{i}].role", expected="'user' or 'assistant' (system only first)", got=role)
+                raise DataError(
+                    field=f"messages[{i}].role",
+                    expected="'user' or 'assistant' (system only first)",
+                    got=role,
+                )
             meta["system"] = content
             continue
         out.append({"role": role, "content": content})
     rid = obj.get("id")
-    rec: dict[str, Any] = {"id": rid if isinstance(rid, str) and rid else fallback_id, "messages": out}
+    rec: dict[str, Any] = {
+        "id": rid if isinstance(rid, str) and rid else fallback_id,
+        "messages": out,
+    }
     if meta:
         rec["meta"] = meta
     for k in ("persona", "attributes", "user_id", "profile", "topic"):
@@ -86,4 +102,9 @@ def sniff(path: Path, head: str) -> bool:
     return isinstance(obj, dict) and "messages" in obj
 
 
-FORMAT = Format(name="openai", description="OpenAI chat fine-tuning JSONL: {messages: [{role, content}]}", read=read, sniff=sniff)
+FORMAT = Format(
+    name="openai",
+    description="OpenAI chat fine-tuning JSONL: {messages: [{role, content}]}",
+    read=read,
+    sniff=sniff,
+)

@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from personadlg.data.formats.base import Format, FormatOptions, Item, bad, default_prefix, make_id, validate
+from personadlg.data.formats.base import (
+    Format,
+    FormatOptions,
+    Item,
+    bad,
+    default_prefix,
+    make_id,
+    validate,
+)
 from personadlg.data.jsonl import Bad, iter_text_lines
 
 _LINE = re.compile(r"^(\d+) (.*)$", re.S)
@@ -40,9 +48,9 @@ class _Episode:
         for part in parts:
             low = part.strip()
             if low.startswith(_YOUR):
-                self.persona.append(low[len(_YOUR):].strip())
+                self.persona.append(low[len(_YOUR) :].strip())
             elif low.startswith(_PARTNER):
-                self.partner.append(low[len(_PARTNER):].strip())
+                self.partner.append(low[len(_PARTNER) :].strip())
             else:
                 kept.append(part)
         utterance = "\n".join(kept).strip()
@@ -68,7 +76,11 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
         raw = "\n".join(e.raws)
         if e.error:
             return bad(name, e.line, raw, e.error)
-        rec: dict[str, Any] = {"id": make_id(prefix, count), "messages": e.messages, "persona": e.persona}
+        rec: dict[str, Any] = {
+            "id": make_id(prefix, count),
+            "messages": e.messages,
+            "persona": e.persona,
+        }
         if e.partner:
             rec["meta"] = {"partner_persona": e.partner}
         return validate(rec, name, e.line, raw, opts)
@@ -89,7 +101,10 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
             if ep is None:
                 ep = _Episode(lineno)
             ep.raws.append(text)
-            ep.error = ep.error or f"line {lineno}: expected 'N text' with a turn number N, got {text[:40]!r}"
+            ep.error = (
+                ep.error
+                or f"line {lineno}: expected 'N text' with a turn number N, got {text[:40]!r}"
+            )
             continue
         n = int(m.group(1))
         if ep is None or n <= prev_n:
@@ -108,4 +123,9 @@ def sniff(path: Path, head: str) -> bool:
     return bool(re.match(r"^1 \S", first)) and not first.lstrip().startswith(("{", "["))
 
 
-FORMAT = Format(name="parlai", description="ParlAI FbDialog text (ConvAI2 *_self_original_no_cands.txt)", read=read, sniff=sniff)
+FORMAT = Format(
+    name="parlai",
+    description="ParlAI FbDialog text (ConvAI2 *_self_original_no_cands.txt)",
+    read=read,
+    sniff=sniff,
+)

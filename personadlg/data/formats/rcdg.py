@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from personadlg.data.formats.base import Format, FormatOptions, Item, make_id, split_persona, validate
+from personadlg.data.formats.base import (
+    Format,
+    FormatOptions,
+    Item,
+    make_id,
+    split_persona,
+    validate,
+)
 from personadlg.data.jsonl import Bad, iter_text_lines
 from personadlg.errors import DataError, UsageError
 
@@ -27,12 +34,16 @@ def files(path: Path, opts: FormatOptions) -> tuple[Path, Path, Path, str]:
     else:
         m = _NAME.match(path.name)
         if m is None:
-            raise UsageError(f"{path}: RCDG input must be a per-/src-/tgt-SPLIT.txt file or their directory")
+            raise UsageError(
+                f"{path}: RCDG input must be a per-/src-/tgt-SPLIT.txt file or their directory"
+            )
         split, base = m.group(2), path.parent
     out = tuple(base / f"{kind}-{split}.txt" for kind in ("per", "src", "tgt"))
     for p in out:
         if not p.is_file():
-            raise DataError("RCDG file missing (per-, src- and tgt- files must sit together)", path=str(p))
+            raise DataError(
+                "RCDG file missing (per-, src- and tgt- files must sit together)", path=str(p)
+            )
     return out[0], out[1], out[2], split
 
 
@@ -46,7 +57,11 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
     def finish(s: dict[str, Any]) -> Item:
         nonlocal count
         count += 1
-        rec = {"id": make_id(prefix, count), "messages": s["messages"], "persona": split_persona(s["per"], "</s>")}
+        rec = {
+            "id": make_id(prefix, count),
+            "messages": s["messages"],
+            "persona": split_persona(s["per"], "</s>"),
+        }
         return validate(rec, name, s["line"], "\n".join(s["raws"]), opts, n_raw=len(s["raws"]))
 
     streams = [iter_text_lines(p) for p in (per, src, tgt)]
@@ -56,7 +71,10 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
             break
         if any(r is None for r in rows):
             short = [p.name for p, r in zip((per, src, tgt), rows, strict=True) if r is None]
-            raise DataError(f"{', '.join(short)} ended before the other RCDG files: the three files must have the same number of lines", path=name)
+            raise DataError(
+                f"{', '.join(short)} ended before the other RCDG files: the three files must have the same number of lines",
+                path=name,
+            )
         bads = [r for r in rows if isinstance(r, Bad)]
         lineno = bads[0].line if bads else rows[0][0]  # type: ignore[index]
         if bads:
@@ -67,7 +85,10 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
             continue
         p_text, s_text, t_text = (r[1] for r in rows)  # type: ignore[index]
         raw = f"{p_text}\t{s_text}\t{t_text}"
-        turn = [{"role": "user", "content": s_text.strip()}, {"role": "assistant", "content": t_text.strip()}]
+        turn = [
+            {"role": "user", "content": s_text.strip()},
+            {"role": "assistant", "content": t_text.strip()},
+        ]
         if state is not None and opts.merge and state["per"] == p_text:
             state["messages"].extend(turn)
             state["raws"].append(raw)
@@ -85,4 +106,6 @@ def sniff(path: Path, head: str) -> bool:
     return bool(_NAME.match(path.name))
 
 
-FORMAT = Format(name="rcdg", description="RCDG line-aligned per-/src-/tgt- files", read=read, sniff=sniff)
+FORMAT = Format(
+    name="rcdg", description="RCDG line-aligned per-/src-/tgt- files", read=read, sniff=sniff
+)

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from personadlg.data.formats.base import Format, FormatOptions, Item, default_prefix, make_id, validate
+from personadlg.data.formats.base import (
+    Format,
+    FormatOptions,
+    Item,
+    default_prefix,
+    make_id,
+    validate,
+)
 from personadlg.data.jsonl import Bad, dumps, iter_json_array, iter_json_lines
 from personadlg.data.schema import Dialogue
 from personadlg.errors import DataError
@@ -43,7 +50,9 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
     system = obj.get("system")
     for i, turn in enumerate(conv):
         if not isinstance(turn, dict):
-            raise DataError(field=f"{key}[{i}]", expected="an object with 'from' and 'value'", got=turn)
+            raise DataError(
+                field=f"{key}[{i}]", expected="an object with 'from' and 'value'", got=turn
+            )
         who = turn.get("from", turn.get("role"))
         value = turn.get("value", turn.get("content"))
         if who == "system":
@@ -59,7 +68,10 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
     if system:
         meta["system"] = system
     rid = obj.get("id")
-    rec: dict[str, Any] = {"id": rid if isinstance(rid, str) and rid else fallback_id, "messages": messages}
+    rec: dict[str, Any] = {
+        "id": rid if isinstance(rid, str) and rid else fallback_id,
+        "messages": messages,
+    }
     for k in _OURS:
         if k in obj:
             rec[k] = obj[k]
@@ -97,7 +109,10 @@ class _Writer:
         rec: dict[str, Any] = {"id": dialogue.id}
         if dialogue.meta.get("system"):
             rec["system"] = dialogue.meta["system"]
-        rec["conversations"] = [{"from": "human" if m.role == "user" else "gpt", "value": m.content} for m in dialogue.messages]
+        rec["conversations"] = [
+            {"from": "human" if m.role == "user" else "gpt", "value": m.content}
+            for m in dialogue.messages
+        ]
         full = dialogue.to_dict()
         for k in (*_OURS, "meta"):
             if k in full:
@@ -118,4 +133,10 @@ def sniff(path: Path, head: str) -> bool:
     return '"conversations"' in head and ('"from"' in head or '"value"' in head)
 
 
-FORMAT = Format(name="sharegpt", description="ShareGPT JSON/JSONL: {conversations: [{from, value}]}", read=read, sniff=sniff, writer=_Writer)
+FORMAT = Format(
+    name="sharegpt",
+    description="ShareGPT JSON/JSONL: {conversations: [{from, value}]}",
+    read=read,
+    sniff=sniff,
+    writer=_Writer,
+)

@@ -12,40 +12,98 @@ from personadlg.config import check
 class TokenizerConfig:
     """Where the tokenizer comes from: the backbone, a path, or trained on the training data."""
 
-    path: str | None = field(default=None, metadata={"help": "tokenizer hub id or dir (default: the backbone's)"})
-    train: bool = field(default=False, metadata={"help": "train a new tokenizer on the training data with `tokenizers`"})
-    vocab_size: int = field(default=4000, metadata={"help": "vocabulary size of a trained tokenizer"})
-    min_frequency: int = field(default=2, metadata={"help": "minimum pair frequency of a trained BPE tokenizer"})
+    path: str | None = field(
+        default=None, metadata={"help": "tokenizer hub id or dir (default: the backbone's)"}
+    )
+    train: bool = field(
+        default=False,
+        metadata={"help": "train a new tokenizer on the training data with `tokenizers`"},
+    )
+    vocab_size: int = field(
+        default=4000, metadata={"help": "vocabulary size of a trained tokenizer"}
+    )
+    min_frequency: int = field(
+        default=2, metadata={"help": "minimum pair frequency of a trained BPE tokenizer"}
+    )
 
     def __post_init__(self) -> None:
-        check([] if self.vocab_size >= 64 else [f"model.tokenizer.vocab_size must be >= 64, got {self.vocab_size}"])
+        check(
+            []
+            if self.vocab_size >= 64
+            else [f"model.tokenizer.vocab_size must be >= 64, got {self.vocab_size}"]
+        )
 
 
 @dataclass
 class FinetuneConfig:
     """A causal LM or encoder-decoder fine-tuned on context -> assistant reply."""
 
-    backbone: str | None = field(default=None, metadata={"help": "Hugging Face hub id or local dir, loaded with from_pretrained"})
-    from_config: dict[str, Any] = field(default_factory=dict, metadata={"help": "build from scratch from a transformers config, e.g. {model_type: gpt2, n_layer: 2}"})
-    arch: Literal["auto", "causal", "seq2seq"] = field(default="auto", metadata={"help": "causal LM or encoder-decoder (auto: from the config)"})
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "Hugging Face hub id or local dir, loaded with from_pretrained"},
+    )
+    from_config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "build from scratch from a transformers config, e.g. {model_type: gpt2, n_layer: 2}"
+        },
+    )
+    arch: Literal["auto", "causal", "seq2seq"] = field(
+        default="auto", metadata={"help": "causal LM or encoder-decoder (auto: from the config)"}
+    )
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    persona_in_prompt: bool = field(default=False, metadata={"help": "put the persona sentences in the prompt (persona-concatenation baseline)"})
-    profile_in_prompt: bool = field(default=False, metadata={"help": "put the user profile in the prompt"})
-    attributes_in_prompt: bool = field(default=False, metadata={"help": "put the target attributes in the prompt"})
-    chat_template: Literal["auto", "plain"] = field(default="auto", metadata={"help": "use the tokenizer's chat template when it has one (auto) or the plain template"})
-    max_length: int = field(default=256, metadata={"help": "longest training sequence in tokens (context truncated from the oldest turn)"})
-    max_response_tokens: int = field(default=64, metadata={"help": "longest trained response in tokens"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "allow custom model code from the hub (off unless asked)"})
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": "weights dtype when loading a pretrained backbone"})
+    persona_in_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "put the persona sentences in the prompt (persona-concatenation baseline)"
+        },
+    )
+    profile_in_prompt: bool = field(
+        default=False, metadata={"help": "put the user profile in the prompt"}
+    )
+    attributes_in_prompt: bool = field(
+        default=False, metadata={"help": "put the target attributes in the prompt"}
+    )
+    chat_template: Literal["auto", "plain"] = field(
+        default="auto",
+        metadata={
+            "help": "use the tokenizer's chat template when it has one (auto) or the plain template"
+        },
+    )
+    max_length: int = field(
+        default=256,
+        metadata={
+            "help": "longest training sequence in tokens (context truncated from the oldest turn)"
+        },
+    )
+    max_response_tokens: int = field(
+        default=64, metadata={"help": "longest trained response in tokens"}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "allow custom model code from the hub (off unless asked)"}
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "weights dtype when loading a pretrained backbone"}
+    )
 
     def __post_init__(self) -> None:
         problems = []
         if bool(self.backbone) == bool(self.from_config):
-            problems.append("set exactly one of model.backbone (a pretrained model) and model.from_config (build from scratch)")
+            problems.append(
+                "set exactly one of model.backbone (a pretrained model) and model.from_config (build from scratch)"
+            )
         if self.from_config and "model_type" not in self.from_config:
             problems.append("model.from_config needs a model_type, e.g. gpt2 or t5")
         if self.from_config and not self.tokenizer.train and not self.tokenizer.path:
-            problems.append("a from-scratch model needs model.tokenizer.train: true or model.tokenizer.path")
-        if self.max_length < 8 or self.max_response_tokens < 1 or self.max_response_tokens >= self.max_length:
-            problems.append("need model.max_length >= 8 and 1 <= model.max_response_tokens < model.max_length")
+            problems.append(
+                "a from-scratch model needs model.tokenizer.train: true or model.tokenizer.path"
+            )
+        if (
+            self.max_length < 8
+            or self.max_response_tokens < 1
+            or self.max_response_tokens >= self.max_length
+        ):
+            problems.append(
+                "need model.max_length >= 8 and 1 <= model.max_response_tokens < model.max_length"
+            )
         check(problems)
