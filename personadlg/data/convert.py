@@ -15,6 +15,7 @@ from personadlg.data.formats import (
     writable_formats,
 )
 from personadlg.data.jsonl import AtomicWriter, Bad
+from personadlg.data.unique import IdTracker
 from personadlg.errors import DataError, UsageError
 from personadlg.registry import FORMATS, did_you_mean
 
@@ -62,21 +63,14 @@ def convert(
         "assistant_messages": 0,
         "written": 0,
     }
-    seen: set[str] = set()
+    ids = IdTracker()
     with AtomicWriter(out_path) as f:
         sink = writer_factory(f, opts)
         for item in iter_items(input, name, opts):
             if isinstance(item, Bad):
                 raise item.error
             d = item.dialogue
-            if d.id in seen:
-                raise DataError(
-                    field="id",
-                    expected="a unique id",
-                    got=d.id,
-                    message="an earlier record has the same id",
-                ).at(path=item.path, line=item.line)
-            seen.add(d.id)
+            ids.add(d.id, item.path, item.line)
             try:
                 summary["written"] += sink.write(d)
             except DataError as err:
@@ -87,6 +81,7 @@ def convert(
             if on_progress and summary["dialogues"] % 1000 == 0:
                 on_progress(summary["dialogues"])
         sink.close()
+        ids.check()  # before the output is committed
     logger.info(
         "converted %s (%s) -> %s (%s): %d dialogues",
         input,

@@ -68,18 +68,7 @@ class Dialogue:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; empty optional fields are left out, unknown keys kept."""
         out: dict[str, Any] = {"id": self.id, "messages": [m.to_dict() for m in self.messages]}
-        if self.persona:
-            out["persona"] = list(self.persona)
-        if self.attributes:
-            out["attributes"] = dict(self.attributes)
-        if self.user_id is not None:
-            out["user_id"] = self.user_id
-        if self.profile:
-            out["profile"] = dict(self.profile)
-        if self.topic is not None:
-            out["topic"] = self.topic
-        if self.meta:
-            out["meta"] = dict(self.meta)
+        _put_speaker_fields(out, self)
         out.update(self.extra)
         return out
 
@@ -138,18 +127,7 @@ class Example:
             "context": [m.to_dict() for m in self.context],
             "reference": self.reference,
         }
-        if self.persona:
-            out["persona"] = list(self.persona)
-        if self.attributes:
-            out["attributes"] = dict(self.attributes)
-        if self.user_id is not None:
-            out["user_id"] = self.user_id
-        if self.profile:
-            out["profile"] = dict(self.profile)
-        if self.topic is not None:
-            out["topic"] = self.topic
-        if self.meta:
-            out["meta"] = dict(self.meta)
+        _put_speaker_fields(out, self)
         for key in ("generation", "target_attributes", "method", "checkpoint", "decoding", "seed"):
             value = getattr(self, key)
             if value is not None:
@@ -203,6 +181,22 @@ class Example:
             seed=seed,
             extra={k: v for k, v in obj.items() if k not in EXAMPLE_KEYS},
         )
+
+
+def _put_speaker_fields(out: dict[str, Any], rec: Dialogue | Example) -> None:
+    """Add the non-empty optional fields that describe the assistant (persona ... meta) to OUT."""
+    if rec.persona:
+        out["persona"] = list(rec.persona)
+    if rec.attributes:
+        out["attributes"] = dict(rec.attributes)
+    if rec.user_id is not None:
+        out["user_id"] = rec.user_id
+    if rec.profile:
+        out["profile"] = dict(rec.profile)
+    if rec.topic is not None:
+        out["topic"] = rec.topic
+    if rec.meta:
+        out["meta"] = dict(rec.meta)
 
 
 def record_kind(obj: Any) -> str | None:

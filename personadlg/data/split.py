@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 from personadlg import __version__
 from personadlg.config import to_dict
-from personadlg.data.formats import FormatOptions, read_dialogues
+from personadlg.data.formats import Bad, FormatOptions, iter_items, read_dialogues
 from personadlg.data.jsonl import atomic_outputs, dumps
 from personadlg.data.schema import Dialogue
-from personadlg.errors import DataError, UsageError
+from personadlg.data.unique import IdTracker
+from personadlg.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +113,13 @@ def split(
         )
     group_key(Dialogue(id="x", messages=[]), by)  # validates BY
     sizes: Counter[str] = Counter()
-    seen_ids: set[bytes] = set()
+    ids = IdTracker()
     ungrouped = 0
-    for n, d in enumerate(read_dialogues(input, fmt, format_options), 1):
-        h = hashlib.blake2b(d.id.encode(), digest_size=8).digest()
-        if h in seen_ids:
-            raise DataError(
-                f"id {d.id!r} is used by more than one dialogue; ids must be unique (run `personadlg clean`)",
-                path=str(input),
-            )
-        seen_ids.add(h)
+    for n, item in enumerate(iter_items(input, fmt, format_options), 1):
+        if isinstance(item, Bad):
+            raise item.error
+        d = item.dialogue
+        ids.add(d.id, item.path, item.line)
         key = group_key(d, by)
         if key is None:
             ungrouped += 1
@@ -129,7 +127,7 @@ def split(
         sizes[key] += 1
         if on_progress and n % 1000 == 0:
             on_progress(n)
-    seen_ids.clear()
+    ids.check()
     if len(sizes) < 2 and (valid > 0 or test > 0):
         raise UsageError(f"{input}: only {len(sizes)} {by} group(s); cannot split")
     where = assign_groups(dict(sizes), valid=valid, test=test, seed=seed)

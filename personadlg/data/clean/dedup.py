@@ -10,9 +10,11 @@ Signatures and band hashes can live in memory-mapped files, so memory stays smal
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -88,7 +90,7 @@ class MinHasher:
         ) + np.uint64(1)
 
     @staticmethod
-    @lru_cache(maxsize=1 << 18)
+    @lru_cache(maxsize=1 << 16)
     def _word_hash(word: str) -> int:
         return zlib.crc32(word.encode("utf-8"))
 
@@ -140,9 +142,60 @@ def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
         )
 
 
+class SpillFiles:
+    """Per-record arrays spilled to disk while streaming, so memory does not grow with the input.
+
+    Signatures go to one row-major file and are read back row by row (`rows`); band hashes go to one
+    file per band and are read back one band at a time (`band_columns`).
+    """
+
+    def __init__(self, directory: Path, *, num_perm: int, bands: int) -> None:
+        self.dir, self.num_perm, self.bands, self.n = Path(directory), num_perm, bands, 0
+        self._sig = open(self.dir / "sigs.u32", "wb")  # noqa: SIM115
+        self._band = [open(self.dir / f"band{j}.u64", "wb") for j in range(bands)]  # noqa: SIM115
+
+    def append(self, sigs: np.ndarray, band_hashes: np.ndarray) -> None:
+        """Add (k, num_perm) signatures and their (k, bands) band hashes."""
+        self._sig.write(np.ascontiguousarray(sigs, dtype=np.uint32).tobytes())
+        for j, f in enumerate(self._band):
+            f.write(np.ascontiguousarray(band_hashes[:, j], dtype=np.uint64).tobytes())
+        self.n += len(sigs)
+
+    def close(self) -> None:
+        for f in (self._sig, *self._band):
+            f.close()
+
+    def band_columns(self) -> Iterator[np.ndarray]:
+        for j in range(self.bands):
+            yield np.fromfile(self.dir / f"band{j}.u64", dtype=np.uint64)
+
+    def rows(self) -> RowFile:
+        return RowFile(self.dir / "sigs.u32", width=self.num_perm, n=self.n)
+
+
+class RowFile:
+    """Fancy-indexable rows of a row-major uint32 file, read with pread (no memory map, no full load)."""
+
+    def __init__(self, path: Path, *, width: int, n: int) -> None:
+        self.path, self.width, self.shape = path, width, (n, width)
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64)
+        uniq, inverse = np.unique(index, return_inverse=True)
+        out = np.empty((len(uniq), self.width), dtype=np.uint32)
+        row_bytes = self.width * 4
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for k, i in enumerate(uniq.tolist()):
+                out[k] = np.frombuffer(os.pread(fd, row_bytes, i * row_bytes), dtype=np.uint32)
+        finally:
+            os.close(fd)
+        return out[inverse]
+
+
 def near_dup(
-    bands: np.ndarray,
-    sigs: np.ndarray,
+    bands: np.ndarray | Iterable[np.ndarray],
+    sigs: np.ndarray | RowFile,
     threshold: float,
     exclude: np.ndarray | None = None,
     verify_chunk: int = 1 << 16,
@@ -150,19 +203,22 @@ def near_dup(
     """For each position, the index of the earliest verified near-duplicate before it, or -1.
 
     Args:
-        bands: (N, B) band hashes (may be a memmap).
-        sigs: (N, P) MinHash signatures (may be a memmap).
+        bands: (N, B) band hashes, or an iterable of B (N,) columns (read one at a time).
+        sigs: (N, P) MinHash signatures, or a RowFile.
         threshold: estimated Jaccard similarity needed to call two dialogues near-duplicates.
         exclude: (N,) bool, positions to ignore (e.g. exact duplicates already removed).
     """
-    n = bands.shape[0]
+    n = sigs.shape[0]
+    columns = (
+        (bands[:, j] for j in range(bands.shape[1])) if isinstance(bands, np.ndarray) else bands
+    )
     dup_of = np.full(n, -1, dtype=np.int64)
     idx = np.arange(n) if exclude is None else np.nonzero(~np.asarray(exclude))[0]
     if len(idx) < 2:
         return dup_of
     cand = []
-    for j in range(bands.shape[1]):
-        col = np.asarray(bands[idx, j])
+    for column in columns:
+        col = np.asarray(column)[idx]
         order = np.argsort(col, kind="stable")
         sc, si = col[order], idx[order]
         same = sc[1:] == sc[:-1]
@@ -181,7 +237,7 @@ def near_dup(
     earliest = np.full(n, n, dtype=np.int64)
     for s in range(0, len(pairs), verify_chunk):
         a, b = a_all[s : s + verify_chunk], b_all[s : s + verify_chunk]
-        agree = (np.asarray(sigs[a]) == np.asarray(sigs[b])).sum(axis=1)
+        agree = (sigs[a] == sigs[b]).sum(axis=1)
         ok = agree >= need
         np.minimum.at(earliest, b[ok], a[ok])
     found = earliest < n

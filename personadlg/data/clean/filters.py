@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 from personadlg.data.clean.config import CleanConfig
@@ -18,9 +19,15 @@ from personadlg.registry import did_you_mean
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 
 
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens (letters and digits; apostrophes inside words kept)."""
-    return WORD.findall(text.lower())
+@lru_cache(maxsize=8192)
+def words(text: str) -> tuple[str, ...]:
+    """Lower-cased word tokens (letters and digits; apostrophes inside words kept). Cached: filters share them."""
+    return tuple(WORD.findall(text.lower()))
+
+
+def dialogue_words(d: Dialogue) -> list[str]:
+    """Word tokens of all messages of D, in order (built from the per-message cache)."""
+    return [t for m in d.messages for t in words(m.content)]
 
 
 def _nwords(text: str) -> int:
@@ -79,21 +86,28 @@ def refusal(d: Dialogue, cfg: CleanConfig) -> str | None:
 # -- degenerate repetition ------------------------------------------------------------------------
 
 
-def repetition_reason(tokens: list[str], cfg: CleanConfig) -> str | None:
-    """Why a token list is degenerate: a word run, a looping n-gram, or too few distinct words."""
+def repetition_reason(tokens: Sequence[str], cfg: CleanConfig) -> str | None:
+    """Why a token list is degenerate: a word run, a looping n-gram, or too few distinct words.
+
+    An n-gram repeated k times back to back means tokens[i] == tokens[i + n] for (k - 1) * n
+    consecutive positions, so each order n costs one linear pass.
+    """
     run = 1
     for a, b in itertools.pairwise(tokens):
         run = run + 1 if a == b else 1
         if run >= cfg.max_word_run:
             return f"the word {a!r} repeats {run} times in a row"
     for n in (2, 3, 4):
-        need = cfg.max_ngram_repeats * n
-        if len(tokens) < need:
+        need = (cfg.max_ngram_repeats - 1) * n
+        if len(tokens) < need + n:
             break
-        for start in range(len(tokens) - need + 1):
-            gram = tokens[start : start + n]
-            if len(set(gram)) > 1 and all(tokens[start + k] == gram[k % n] for k in range(need)):
-                return f"{' '.join(gram)!r} repeats {cfg.max_ngram_repeats} times in a row"
+        run = 0
+        for i, (a, b) in enumerate(zip(tokens, tokens[n:])):
+            run = run + 1 if a == b else 0
+            if run >= need:
+                gram = tokens[i - need + 1 : i - need + 1 + n]
+                if len(set(gram)) > 1:
+                    return f"{' '.join(gram)!r} repeats {cfg.max_ngram_repeats} times in a row"
     if len(tokens) >= 20 and len(set(tokens)) / len(tokens) < cfg.min_distinct_ratio:
         return f"only {len(set(tokens))} distinct words out of {len(tokens)}"
     return None
@@ -125,6 +139,9 @@ _SCRIPT_OF_NAME = {
 }
 
 
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
+
+
 @lru_cache(maxsize=65536)
 def script_of(ch: str) -> str | None:
     """The script family of a letter, or None for non-letters."""
@@ -141,8 +158,7 @@ def script_shares(text: str) -> dict[str, float]:
     counts: dict[str, int] = {}
     total = 0
     if text.isascii():
-        n = sum(1 for ch in text if ch.isalpha())
-        return {"latin": 1.0} if n else {}
+        return {"latin": 1.0} if _ASCII_LETTER.search(text) else {}
     for ch in text:
         s = script_of(ch)
         if s is not None:
@@ -419,7 +435,7 @@ STOPWORDS: dict[str, frozenset[str]] = {
 }
 
 
-def language_scores(tokens: list[str]) -> dict[str, float]:
+def language_scores(tokens: Sequence[str]) -> dict[str, float]:
     """Share of tokens that are stop words of each language."""
     n = len(tokens) or 1
     return {lang: sum(1 for t in tokens if t in sw) / n for lang, sw in STOPWORDS.items()}
@@ -432,7 +448,7 @@ def language(d: Dialogue, cfg: CleanConfig) -> str | None:
         raise ValueError(
             f"--lang {cfg.lang!r} is not supported{did_you_mean(cfg.lang, list(STOPWORDS))}; supported: {', '.join(STOPWORDS)}"
         )
-    tokens = words(" ".join(m.content for m in d.messages))
+    tokens = dialogue_words(d)
     if len(tokens) < 8:
         return None
     scores = language_scores(tokens)
@@ -447,7 +463,7 @@ def language(d: Dialogue, cfg: CleanConfig) -> str | None:
 # -- persona copying ---------------------------------------------------------------------------------
 
 
-def copied_spans(message: list[str], persona: list[list[str]], ngram: int) -> list[str]:
+def copied_spans(message: Sequence[str], persona: list[tuple[str, ...]], ngram: int) -> list[str]:
     """Persona word sequences copied into MESSAGE: runs of >= NGRAM words, or whole sentences shorter than that (3+ words)."""
     grams: set[tuple[str, ...]] = set()
     for sent in persona:

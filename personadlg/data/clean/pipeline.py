@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +26,12 @@ from personadlg import __version__
 from personadlg.config import to_dict
 from personadlg.data.clean import dedup
 from personadlg.data.clean.config import CleanConfig
-from personadlg.data.clean.filters import words
+from personadlg.data.clean.filters import dialogue_words
 from personadlg.data.clean.normalize import normalize_dialogue
 from personadlg.data.formats import FormatOptions, detect_format, iter_items
 from personadlg.data.jsonl import Bad, atomic_outputs, dumps
 from personadlg.data.schema import Dialogue
+from personadlg.data.unique import id_key
 from personadlg.registry import FILTERS
 
 logger = logging.getLogger(__name__)
@@ -129,17 +131,15 @@ def clean(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".clean-", dir=out_path.parent) as tmp:
         spool_path = Path(tmp) / "spool.txt"
-        keys: list[int] = []
-        id_keys: list[int] = []
-        sig_file = open(Path(tmp) / "sigs.bin", "wb")  # noqa: SIM115
-        band_file = open(Path(tmp) / "bands.bin", "wb")  # noqa: SIM115
-        pending_tokens: list[list[str]] = []
+        keys = array("q")  # 8-byte exact keys, one per eligible record
+        id_keys = array("q")
+        spill = dedup.SpillFiles(Path(tmp), num_perm=cfg.num_perm, bands=bands_n)
+        pending_tokens: list[Sequence[str]] = []
 
         def flush_tokens() -> None:
             if pending_tokens:
                 sigs = minhash.signatures(pending_tokens)
-                sig_file.write(sigs.tobytes())
-                band_file.write(dedup.band_hashes(sigs, bands_n, rows_n).tobytes())
+                spill.append(sigs, dedup.band_hashes(sigs, bands_n, rows_n))
                 pending_tokens.clear()
 
         # ---- pass 1: read, normalize, record filters → spool ------------------------------------
@@ -184,15 +184,14 @@ def clean(
                         )
                         continue
                     keys.append(dedup.exact_key(d))
-                    id_keys.append(_id_key(d.id))
+                    id_keys.append(id_key(d.id))
                     if use_near:
-                        pending_tokens.append(words(" ".join(m.content for m in d.messages)))
+                        pending_tokens.append(dialogue_words(d))
                         if len(pending_tokens) >= 2048:
                             flush_tokens()
                     spool.write("K\t" + item.source + "\t" + dumps(d.to_dict()) + "\n")
             flush_tokens()
-        sig_file.close()
-        band_file.close()
+        spill.close()
         rep.raw_records = sum(i["raw_records"] for i in rep.inputs)
 
         # ---- dedup decisions on compact arrays ------------------------------------------------------
@@ -200,24 +199,19 @@ def clean(
         verdict = np.zeros(n, dtype=np.int8)  # 0 keep, 1 exact dup, 2 repeated id, 3 near dup
         partner = np.full(n, -1, dtype=np.int64)
         if n:
-            key_arr = np.asarray(keys, dtype=np.int64)
+            key_arr = np.frombuffer(keys, dtype=np.int64)
             if "exact_dup" in enabled:
                 dup = dedup.exact_dup(key_arr)
                 verdict[dup >= 0], partner[dup >= 0] = 1, dup[dup >= 0]
-            id_dup = dedup.exact_dup(np.asarray(id_keys, dtype=np.int64), exclude=verdict != 0)
+            id_dup = dedup.exact_dup(np.frombuffer(id_keys, dtype=np.int64), exclude=verdict != 0)
             hit = id_dup >= 0
             verdict[hit], partner[hit] = 2, id_dup[hit]
             if use_near and n > 1:
-                sigs = np.memmap(
-                    Path(tmp) / "sigs.bin", dtype=np.uint32, mode="r", shape=(n, cfg.num_perm)
+                near = dedup.near_dup(
+                    spill.band_columns(), spill.rows(), cfg.near_dup_threshold, exclude=verdict != 0
                 )
-                bands = np.memmap(
-                    Path(tmp) / "bands.bin", dtype=np.uint64, mode="r", shape=(n, bands_n)
-                )
-                near = dedup.near_dup(bands, sigs, cfg.near_dup_threshold, exclude=verdict != 0)
                 hit = near >= 0
                 verdict[hit], partner[hit] = 3, near[hit]
-                del sigs, bands
         del keys, id_keys
         wanted = set(partner[partner >= 0].tolist())
 
@@ -279,12 +273,6 @@ def clean(
     assert rep.units == rep.clean + rep.rejected, (rep.units, rep.clean, rep.rejected)
     logger.info("clean: %d units -> %d clean, %d rejected", rep.units, rep.clean, rep.rejected)
     return rep
-
-
-def _id_key(rid: str) -> int:
-    return int.from_bytes(
-        dedup.hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest(), "little", signed=True
-    )
 
 
 def _check(

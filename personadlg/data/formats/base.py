@@ -6,6 +6,7 @@ can route it to its rejects file while `convert`, `stats` and `train` stop on it
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -210,6 +211,40 @@ class TurnMerger:
         for o in self._open.values():
             o.closed = True
         yield from self._drain()
+
+
+def first_json_object(head: str) -> dict[str, Any] | None:
+    """The first non-blank line of HEAD parsed as a JSON object, or None (for format sniffing)."""
+    first = next((ln for ln in head.splitlines() if ln.strip()), "")
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read_converted(
+    path: Path,
+    source: Iterator[tuple[int, str, Any] | Bad],
+    convert: Callable[[Any, str], dict[str, Any]],
+    opts: FormatOptions,
+) -> Iterator[Item]:
+    """Turn parsed records into dialogues with CONVERT(obj, fallback_id), locating every error."""
+    name = str(path)
+    prefix = default_prefix(path, opts)
+    n = 0
+    for item in source:
+        if isinstance(item, Bad):
+            yield item
+            continue
+        line, raw, obj = item
+        n += 1
+        try:
+            rec = convert(obj, make_id(prefix, n))
+        except DataError as err:
+            yield Bad(name, line, raw, err.at(path=name, line=line))
+            continue
+        yield validate(rec, name, line, raw, opts)
 
 
 def split_persona(text: str, sep: str) -> list[str]:

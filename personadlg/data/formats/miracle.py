@@ -9,7 +9,6 @@ one-message dialogues labelled with the aspect, which is what attribute classifi
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from personadlg.data.formats.base import (
     FormatOptions,
     Item,
     default_prefix,
+    first_json_object,
     make_id,
     validate,
 )
@@ -242,14 +242,9 @@ class _Writer:
 
 
 def sniff(path: Path, head: str) -> bool:
-    first = next((ln for ln in head.splitlines() if ln.strip()), "")
-    try:
-        obj = json.loads(first)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and (
-        ({"input", "output"} <= obj.keys())
-        or ({"text"} <= obj.keys() and ("labels" in obj or "label" in obj))
+    obj = first_json_object(head)
+    return obj is not None and (
+        {"input", "output"} <= obj.keys() or ("text" in obj and ("labels" in obj or "label" in obj))
     )
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from personadlg.data.formats.base import Format, FormatOptions, Item, Ok
+from personadlg.data.formats.base import Format, FormatOptions, Item, Ok, first_json_object
 from personadlg.data.jsonl import Bad, dumps, iter_json_lines
 from personadlg.data.schema import Dialogue, Example, expand_dialogue, record_kind
 from personadlg.errors import DataError
@@ -68,12 +67,8 @@ class _Writer:
 
 
 def sniff(path: Path, head: str) -> bool:
-    first = next((ln for ln in head.splitlines() if ln.strip()), "")
-    try:
-        obj = json.loads(first)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and (("messages" in obj and "id" in obj) or "context" in obj)
+    obj = first_json_object(head)
+    return obj is not None and (("messages" in obj and "id" in obj) or "context" in obj)
 
 
 FORMAT = Format(

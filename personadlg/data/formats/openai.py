@@ -6,7 +6,6 @@ A leading system message goes to `meta.system`. Content may be a string or a lis
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,10 @@ from personadlg.data.formats.base import (
     Format,
     FormatOptions,
     Item,
-    default_prefix,
-    make_id,
-    validate,
+    first_json_object,
+    read_converted,
 )
-from personadlg.data.jsonl import Bad, iter_json_lines
+from personadlg.data.jsonl import iter_json_lines
 from personadlg.errors import DataError
 
 
@@ -76,30 +74,12 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
 
 
 def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
-    name = str(path)
-    prefix = default_prefix(path, opts)
-    n = 0
-    for item in iter_json_lines(path):
-        if isinstance(item, Bad):
-            yield item
-            continue
-        line, raw, obj = item
-        n += 1
-        try:
-            rec = _convert(obj, make_id(prefix, n))
-        except DataError as err:
-            yield Bad(name, line, raw, err.at(path=name, line=line))
-            continue
-        yield validate(rec, name, line, raw, opts)
+    yield from read_converted(path, iter_json_lines(path), _convert, opts)
 
 
 def sniff(path: Path, head: str) -> bool:
-    first = next((ln for ln in head.splitlines() if ln.strip()), "")
-    try:
-        obj = json.loads(first)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and "messages" in obj
+    obj = first_json_object(head)
+    return obj is not None and "messages" in obj
 
 
 FORMAT = Format(

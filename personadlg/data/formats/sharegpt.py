@@ -17,11 +17,9 @@ from personadlg.data.formats.base import (
     Format,
     FormatOptions,
     Item,
-    default_prefix,
-    make_id,
-    validate,
+    read_converted,
 )
-from personadlg.data.jsonl import Bad, dumps, iter_json_array, iter_json_lines
+from personadlg.data.jsonl import dumps, iter_json_array, iter_json_lines
 from personadlg.data.schema import Dialogue
 from personadlg.errors import DataError
 
@@ -81,22 +79,8 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
 
 
 def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
-    name = str(path)
-    prefix = default_prefix(path, opts)
     source = iter_json_array(path) if is_json_list(path) else iter_json_lines(path)
-    n = 0
-    for item in source:
-        if isinstance(item, Bad):
-            yield item
-            continue
-        line, raw, obj = item
-        n += 1
-        try:
-            rec = _convert(obj, make_id(prefix, n))
-        except DataError as err:
-            yield Bad(name, line, raw, err.at(path=name, line=line))
-            continue
-        yield validate(rec, name, line, raw, opts)
+    yield from read_converted(path, source, _convert, opts)
 
 
 class _Writer:

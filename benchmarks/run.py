@@ -1,0 +1,51 @@
+"""`make bench`: run the benchmarks and print their figures (also saved to runs/bench/results.json).
+
+python benchmarks/run.py [--only data] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", action="append", help="run only these benchmarks (data)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
+    args = parser.parse_args()
+    console = Console()
+    console.print(
+        f"[bold]personadlg benchmarks[/] on {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
+    all_results = {}
+    selected = args.only or ["data"]
+    if "data" in selected:
+        from benchmarks import bench_data
+
+        res = bench_data.run(n=20_000, small=5_000) if args.quick else bench_data.run()
+        all_results["data"] = res
+        for title, cols, rows in bench_data.render(res):
+            t = Table(title=title, title_justify="left", header_style="bold")
+            for c in cols:
+                t.add_column(c)
+            for r in rows:
+                t.add_row(*map(str, r))
+            console.print(t)
+    out = ROOT / "runs" / "bench" / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(all_results, indent=2, default=str))
+    console.print(f"results → {out}")
+
+
+if __name__ == "__main__":
+    main()
