@@ -42,7 +42,7 @@ def generate_sharegpt(path: Path, n: int, seed: int = 0) -> dict:
         for i in range(n):
             r = rng.random()
             if r < 0.005:
-                f.write('{"id": "broken-%d", "conversations": [\n' % i)
+                f.write(f'{{"id": "broken-{i}", "conversations": [\n')
                 planted["broken"] += 1
                 continue
             if recent and r < 0.025:

@@ -116,3 +116,66 @@ def test_debug_shows_traceback(cli, tmp_path):
     assert r.code == 2 and r.stderr.startswith(f"error: {bad}:1:")
     with pytest.raises(Exception, match="expected a JSON object"):
         cli("--debug", "stats", bad)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (
+            b"{not json}\n",
+            "x.jsonl:1: not valid JSON: Expecting property name enclosed in double quotes (column 2)",
+        ),
+        (
+            b'"just a string"\n',
+            "x.jsonl:1: expected a JSON object (dialogue record), got 'just a string'",
+        ),
+        (
+            b'{"id": "a", "messages": [{"role": "user", "content": 3}]}\n',
+            "x.jsonl:1: field 'messages[0].content': expected a string, got 3",
+        ),
+        (b"", "x.jsonl: empty file: expected at least one record"),
+        (
+            b'{"id": "a", "messages": [{"role": "user", "content": "\xc3"}]}\n',
+            "x.jsonl:1: not valid UTF-8: byte 0xc3 at byte offset 54 of the line",
+        ),
+    ],
+)
+def test_bad_input_one_line_exit_2(cli, tmp_path, content, message):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(content)
+    r = cli("stats", p)
+    assert r.code == 2
+    assert r.stderr.strip() == f"error: {tmp_path}/{message}"
+
+
+def test_a_50_mb_single_line(cli, tmp_path):
+    p = tmp_path / "big.jsonl"
+    with open(p, "w") as f:
+        f.write(
+            json.dumps({"id": "big", "messages": [{"role": "user", "content": "a" * (50 << 20)}]})
+            + "\n"
+        )
+        f.write(
+            json.dumps(
+                {
+                    "id": "ok",
+                    "messages": [
+                        {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "hello there"},
+                    ],
+                }
+            )
+            + "\n"
+        )
+    r = cli("stats", p)
+    assert r.code == 2
+    assert (
+        r.stderr.strip()
+        == f"error: {p}:1: line is 50.0 MiB, longer than the limit of 16.0 MiB (set PERSONADLG_MAX_LINE_BYTES to raise it)"
+    )
+    r = cli(
+        "clean", p, "--out", tmp_path / "c.jsonl", "--json"
+    )  # clean routes it to rejects and goes on
+    assert (
+        r.code == 0 and r.json()["clean"] == 1 and r.json()["rejected_by_filter"] == {"invalid": 1}
+    )

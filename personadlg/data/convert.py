@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,6 @@ def convert(
             OUT is then not written.
         UsageError: unknown formats or missing format options.
     """
-    opts = options or FormatOptions()
     if fmt != "auto" and fmt not in FORMATS:
         raise UsageError(
             f"unknown input format '{fmt}'{did_you_mean(fmt, FORMATS.names())}; formats: {', '.join(FORMATS.names())}"
@@ -50,7 +50,9 @@ def convert(
             f"cannot write format '{to}'{did_you_mean(to, writers)}; output formats: {', '.join(writers)}"
         )
     out_path = Path(out)
-    opts.json_list = out_path.suffix == ".json" or to == "morpheus"
+    opts = dataclasses.replace(
+        options or FormatOptions(), json_list=out_path.suffix == ".json" or to == "morpheus"
+    )
     writer_factory = get_format(to).writer
     assert writer_factory is not None
     summary: dict[str, Any] = {

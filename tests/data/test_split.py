@@ -77,7 +77,10 @@ def test_split_errors(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [dialogue("a", "hi", "yo"), dialogue("a", "hi", "yo")])
     with pytest.raises(DataError) as err:
         split(src, out_dir=tmp_path / "o")
-    assert str(err.value) == f"{src}:2: field 'id': this id is already used by the record at {src}:1; ids must be unique (run `personadlg clean`)"
+    assert (
+        str(err.value)
+        == f"{src}:2: field 'id': this id is already used by the record at {src}:1; ids must be unique (run `personadlg clean`)"
+    )
     with pytest.raises(UsageError, match="--valid and --test"):
         split(src, out_dir=tmp_path / "o", valid=0.6, test=0.5)
     with pytest.raises(UsageError, match="--by must be"):

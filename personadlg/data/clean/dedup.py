@@ -109,10 +109,11 @@ class MinHasher:
         return out >> np.uint64(32)
 
     def signatures(
-        self, token_lists: Sequence[Sequence[str]], chunk_shingles: int = 1 << 15
+        self, token_lists: Sequence[Sequence[str]], chunk_shingles: int = 2048
     ) -> np.ndarray:
-        """(N, num_perm) uint32 MinHash signatures, computed in vectorised chunks."""
+        """(N, num_perm) uint32 MinHash signatures, computed in vectorised chunks of ~CHUNK_SHINGLES shingles."""
         out = np.empty((len(token_lists), self.num_perm), dtype=np.uint32)
+        a, b, shift = self.a[:, None], self.b[:, None], np.uint64(32)
         i = 0
         while i < len(token_lists):
             parts, total, j = [], 0, i
@@ -123,10 +124,10 @@ class MinHasher:
                 j += 1
             x = np.concatenate(parts)
             offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
-            h = (self.a[:, None] * x[None, :] + self.b[:, None]) >> np.uint64(
-                32
-            )  # (P, S), wraps mod 2**64
-            out[i:j] = np.minimum.reduceat(h, offsets, axis=1).T.astype(np.uint32)
+            h = np.multiply(a, x[None, :])  # (P, S); in place from here on, wrapping mod 2**64
+            h += b
+            h >>= shift
+            out[i:j] = np.minimum.reduceat(h, offsets, axis=1).T
             i = j
         return out
 

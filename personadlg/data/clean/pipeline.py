@@ -9,6 +9,7 @@ atomically (all three appear together, or none).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -117,8 +118,7 @@ def clean(
     cfg = config or CleanConfig()
     enabled = cfg.enabled()
     record_filters = [(name, FILTERS.get(name)) for name in _RECORD_FILTER_ORDER if name in enabled]
-    opts = format_options or FormatOptions()
-    opts.strict_roles = False
+    opts = dataclasses.replace(format_options or FormatOptions(), strict_roles=False)
     rep = CleanReport(filters=enabled, options=to_dict(cfg))
     norm: Counter[str] = Counter()
     by_filter: Counter[str] = Counter()
@@ -189,7 +189,7 @@ def clean(
                         pending_tokens.append(dialogue_words(d))
                         if len(pending_tokens) >= 2048:
                             flush_tokens()
-                    spool.write("K\t" + item.source + "\t" + dumps(d.to_dict()) + "\n")
+                    spool.write("K\t" + json.dumps(item.source) + "\t" + dumps(d.to_dict()) + "\n")
             flush_tokens()
         spill.close()
         rep.raw_records = sum(i["raw_records"] for i in rep.inputs)
@@ -230,7 +230,8 @@ def clean(
                         f_rej.write(rest)
                     continue
                 k += 1
-                source, payload = rest.split("\t", 1)
+                source_json, payload = rest.split("\t", 1)
+                source = json.loads(source_json)
                 if k in wanted:
                     ids[k] = json.loads(payload)["id"]
                 v = int(verdict[k])
