@@ -82,9 +82,15 @@ def progress(
 def table(
     title: str | None, columns: list[str], rows: list[list[Any]], *, justify_numbers: bool = True
 ) -> Table:
+    """A rich table; columns whose values are all numbers are right-aligned."""
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, c in enumerate(columns):
-        t.add_column(c, justify="right" if justify_numbers and i > 0 else "left")
+        numeric = justify_numbers and all(
+            isinstance(r[i], (int, float)) and not isinstance(r[i], bool)
+            for r in rows
+            if i < len(r) and r[i] is not None
+        )
+        t.add_column(c, justify="right" if numeric and rows else "left")
     for r in rows:
         t.add_row(*[fmt_value(v) for v in r])
     return t
