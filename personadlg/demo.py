@@ -14,11 +14,22 @@ from personadlg.data.stats import stats
 logger = logging.getLogger(__name__)
 
 
-def run_demo(out_dir: str | Path) -> dict[str, Any]:
-    """stats → clean → split on the demo corpus; returns what each step reported.
+def run_demo(
+    out_dir: str | Path,
+    *,
+    on_event: Any = None,
+    on_generate: Any = None,
+    train_overrides: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """stats → clean → split → train the tiny baseline → generate for the test split; return what each step reported.
 
-    Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json) and OUT_DIR/data/{train,valid,test}.jsonl.
+    Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json), OUT_DIR/data/{train,valid,test}.jsonl,
+    OUT_DIR/finetune-tiny/ (checkpoints, metrics.jsonl, loss.png) and OUT_DIR/generations/finetune-tiny.jsonl.
     """
+    from personadlg.config import load_recipe
+    from personadlg.generation.generate import generate_file, iter_records
+    from personadlg.training.trainer import train
+
     out = Path(out_dir)
     corpus = demo_corpus()
     logger.info("demo corpus: %s", corpus)
@@ -33,4 +44,34 @@ def run_demo(out_dir: str | Path) -> dict[str, Any]:
     sp = split(
         out / "clean.jsonl", out_dir=out / "data", valid=0.1, test=0.1, by="dialogue", seed=0
     )
-    return {"out_dir": str(out), "stats": st, "clean": rep.to_dict(), "split": sp.to_dict()}
+    data = out / "data"
+    run_dir = out / "finetune-tiny"
+    cfg = load_recipe(
+        "finetune/tiny",
+        [
+            f"data.train={data / 'train.jsonl'}",
+            f"data.valid={data / 'valid.jsonl'}",
+            f"train.output_dir={run_dir}",
+            *train_overrides,
+        ],
+    )
+    result = train(cfg, resume="auto", on_event=on_event)
+    gen_path = out / "generations" / "finetune-tiny.jsonl"
+    gen = generate_file(result.final_dir, data / "test.jsonl", gen_path, on_progress=on_generate)
+    samples = list(iter_records(gen_path))
+    return {
+        "out_dir": str(out),
+        "stats": st,
+        "clean": rep.to_dict(),
+        "split": sp.to_dict(),
+        "train": {
+            "final": str(result.final_dir),
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "last_train": result.last_train,
+            "last_valid": result.last_valid,
+            "plot": str(result.plot) if result.plot else None,
+        },
+        "generate": gen,
+        "samples": samples[:5],
+    }

@@ -249,3 +249,62 @@ def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Pa
     return _save_model(
         cfg, "AutoModelForSeq2SeqLM", tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-t5")
     )
+
+
+# --------------------------------------------------------------------------------------------
+# small, fast training setups shared by the trainer, generation and distributed tests
+# --------------------------------------------------------------------------------------------
+
+TINY = [
+    "model.from_config={model_type: gpt2, n_layer: 2, n_head: 2, n_embd: 32, n_positions: 128}",
+    "model.tokenizer.vocab_size=400",
+    "model.max_length=96",
+    "model.max_response_tokens=32",
+    "train.batch_size=4",
+    "train.log_every=1",
+    "train.lr=3e-3",
+    "generate.max_new_tokens=12",
+    "generate.batch_size=4",
+]
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """40 train and 8 valid dialogues of the demo corpus (~200 / ~40 examples)."""
+    d = tmp_path_factory.mktemp("small-data")
+    lines = DEMO.read_text(encoding="utf-8").splitlines()
+    (d / "train.jsonl").write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
+    (d / "valid.jsonl").write_text("\n".join(lines[40:48]) + "\n", encoding="utf-8")
+    (d / "test.jsonl").write_text("\n".join(lines[48:52]) + "\n", encoding="utf-8")
+    return {"train": d / "train.jsonl", "valid": d / "valid.jsonl", "test": d / "test.jsonl"}
+
+
+def tiny_recipe(small_data: dict[str, Path], out: Path, *extra: str):
+    from personadlg.config import load_recipe
+
+    return load_recipe(
+        "finetune/tiny",
+        [
+            *TINY,
+            f"data.train={small_data['train']}",
+            f"data.valid={small_data['valid']}",
+            f"train.output_dir={out}",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory, small_data: dict[str, Path]) -> Path:
+    """A tiny finetune checkpoint (30 steps), trained once per session: its final/ directory."""
+    from personadlg.training.trainer import train
+
+    out = tmp_path_factory.mktemp("trained-tiny")
+    result = train(tiny_recipe(small_data, out, "train.max_steps=30"))
+    return result.final_dir
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [
+        json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()
+    ]

@@ -123,7 +123,7 @@ def test_load_recipe_with_overrides_and_paths(tmp_path):
     cfg = load_recipe("finetune/tiny", ["train.lr=3e-4", "train.max_steps=20"])
     assert cfg.train.lr == 3e-4 and cfg.train.max_steps == 20
     assert cfg.data.attributes["attitude"] == ["pessimistic", "optimistic"]
-    assert load_recipe(recipes_dir() / "finetune" / "tiny.yaml").train.lr == 1e-3
+    assert load_recipe(recipes_dir() / "finetune" / "tiny.yaml").train.lr == 2e-3
     assert load_recipe("recipes/finetune/tiny.yaml").method == "finetune"
     dumped = yaml.safe_load(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     assert list(dumped) == ["method", "data", "model", "train", "generate"]

@@ -4,7 +4,7 @@ from tests.conftest import read_jsonl
 
 
 def test_demo_runs_end_to_end(cli, tmp_path):
-    r = cli("demo", "--out-dir", tmp_path, "--json")
+    r = cli("demo", "--out-dir", tmp_path, "--train", "train.max_steps=12", "--json")
     assert r.code == 0, r.stderr
     summary = r.json()
     assert summary["clean"]["clean"] == 252 and summary["clean"]["rejected"] == 0
@@ -15,6 +15,22 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "clean.rejects.jsonl",
         "clean.report.json",
         "data",
+        "finetune-tiny",
+        "generations",
     }
-    r = cli("demo", "--out-dir", tmp_path)  # idempotent, human-readable output
-    assert r.code == 0 and "split by dialogue" in r.stdout
+    assert summary["train"]["steps"] == 12 and summary["train"]["last_valid"]["ppl"] > 1
+    assert (tmp_path / "finetune-tiny" / "final" / "model.safetensors").exists() and (
+        tmp_path / "finetune-tiny" / "loss.png"
+    ).exists()
+    gens = read_jsonl(tmp_path / "generations" / "finetune-tiny.jsonl")
+    n_test = sum(1 for d in parts["test"] for m in d["messages"] if m["role"] == "assistant")
+    assert len(gens) == n_test and summary["generate"]["generated"] == n_test
+    r = cli(
+        "demo", "--out-dir", tmp_path, "--train", "train.max_steps=12"
+    )  # rerun: resumes, regenerates nothing
+    assert (
+        r.code == 0
+        and "split by dialogue" in r.stdout
+        and "finetune-tiny on the test split" in r.stdout
+    )
+    assert len(read_jsonl(tmp_path / "generations" / "finetune-tiny.jsonl")) == n_test

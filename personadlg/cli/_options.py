@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from personadlg.data.attributes import parse_targets
 from personadlg.errors import UsageError
+
+__all__ = ["parse_attribute_options", "parse_attribute_space", "parse_targets", "split_list"]
 
 
 def parse_attribute_options(
@@ -65,19 +68,6 @@ def parse_attribute_space(
     for name, aspects in parse_attribute_options(attributes):
         space[name] = aspects
     return space
-
-
-def parse_targets(text: str | None) -> dict[str, str]:
-    """`language_style=lyrical,attitude=optimistic` → {"language_style": "lyrical", "attitude": "optimistic"}."""
-    if not text:
-        return {}
-    out = {}
-    for part in text.split(","):
-        k, sep, v = part.partition("=")
-        if not sep or not k.strip() or not v.strip():
-            raise UsageError(f"--attributes {text!r}: expected attr=aspect[,attr=aspect...]")
-        out[k.strip()] = v.strip()
-    return out
 
 
 def split_list(values: list[str] | None) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from personadlg.cli._console import out, print_json, table
+from personadlg.cli._console import err, out, print_json, progress, table
 
 Overrides = Annotated[
     Optional[list[str]],
@@ -65,22 +65,58 @@ def train(
         int,
         typer.Option(
             "--debug-tokens",
-            help="Print the first N training examples token by token with their labels.",
+            help="Print the first N training examples token by token with their labels, then train.",
         ),
     ] = 0,
 ) -> None:
-    """Train a method from a recipe. The same command runs under `accelerate launch -m personadlg train`.
+    """Train a method from a recipe: checkpoints, metrics.jsonl and loss.png under train.output_dir.
+
+    The same command runs on several processes: `accelerate launch --num_processes 2 -m personadlg
+    train ...` (also on a CPU-only machine, with gloo) or `torchrun --nproc_per_node 2 -m personadlg train ...`.
 
     [bold]Examples[/]
 
       personadlg train finetune/tiny
-      personadlg train recipes/finetune/gpt2.yaml data.train=train.jsonl train.lr=3e-5
+      personadlg train recipes/finetune/gpt2.yaml data.train=train.jsonl data.valid=valid.jsonl train.lr=3e-5
       personadlg train finetune/tiny --resume auto
+      personadlg train finetune/tiny --debug-tokens 2 train.max_steps=1
     """
-    from personadlg.config import load_recipe
+    import sys
 
-    load_recipe(recipe, overrides or [])
-    _not_yet("training", "the recipe is valid; the training engine lands with the trainer issue")
+    from personadlg.cli._train_view import TrainView, render_result
+    from personadlg.config import load_recipe
+    from personadlg.training.distributed import maybe_relaunch
+
+    cfg = load_recipe(recipe, overrides or [])
+    maybe_relaunch(sys.argv[1:])
+    from personadlg.training.trainer import train as run
+
+    with TrainView() as view:
+        result = run(cfg, resume=resume, debug_tokens=debug_tokens, on_event=view)
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        render_result(result)
+
+
+def plot(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A training run directory (holds metrics.jsonl).")
+    ],
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="PNG path [default: RUN_DIR/loss.png].")
+    ] = None,
+) -> None:
+    """Draw a run's loss curves (every logged loss term, train and valid, and the learning rate) to PNG.
+
+    [bold]Examples[/]
+
+      personadlg plot runs/finetune-tiny
+      personadlg plot runs/finetune-tiny --out curves.png
+    """
+    from personadlg.training.logging import plot_run
+
+    out.print(f"wrote {plot_run(run_dir, out_path)}")
 
 
 def generate(
@@ -107,20 +143,57 @@ def generate(
     turns: Annotated[
         str,
         typer.Option(
-            "--turns",
-            help="Dialogue input: generate for every assistant message (all) or the last one.",
+            "--turns", help="Dialogue input: every assistant message (all) or only the last."
         ),
     ] = "all",
+    limit: Annotated[int, typer.Option("--limit", help="Only the first N examples (0 = all).")] = 0,
     overrides: Overrides = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Generate responses with a trained checkpoint (targets, inferred personas or user adapters).
+    """Generate responses with a trained checkpoint; decoding from the recipe's `generate:` section, overridable.
+
+    Overrides: max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, repetition_penalty,
+    no_repeat_ngram_size, batch_size, seed (with or without the `generate.` prefix).
 
     [bold]Examples[/]
 
       personadlg generate runs/finetune-tiny/final --input data/test.jsonl --out gen.jsonl
-      personadlg generate runs/cvae/final --input test.jsonl --out gen.jsonl --all-combinations generate.do_sample=true
+      personadlg generate runs/finetune-tiny/final -i test.jsonl -o gen.jsonl --turns last do_sample=true top_p=0.9 seed=1
+      personadlg generate runs/finetune-tiny/final -i test.jsonl -o beam.jsonl num_beams=4 repetition_penalty=1.2
     """
-    _not_yet("`personadlg generate`", "it lands with the trainer issue")
+    from personadlg.data.attributes import parse_targets
+    from personadlg.generation.generate import generate_file
+
+    with progress("generating", unit="responses") as update:
+        summary = generate_file(
+            checkpoint,
+            input,
+            out_path,
+            overrides=overrides or [],
+            turns=turns,
+            targets=parse_targets(attributes),
+            combinations=all_combinations,
+            limit=limit,
+            on_progress=lambda done, total: update(done),
+        )
+    if json_out:
+        print_json(summary)
+        return
+    out.print(
+        table(
+            "generate",
+            ["", "value"],
+            [
+                ["examples × targets", f"{summary['examples']:,} × {summary['targets']:,}"],
+                ["generated now", f"{summary['generated']:,}"],
+                ["already in the output", f"{summary['skipped_done']:,}"],
+                ["responses / s", f"{summary['responses_per_s']:.1f}"],
+                ["decoding", ", ".join(f"{k}={v}" for k, v in summary["decoding"].items())],
+            ],
+            justify_numbers=False,
+        )
+    )
+    out.print(f"wrote {summary['out']}")
 
 
 def evaluate(
@@ -169,25 +242,97 @@ def chat(
     user: Annotated[
         Optional[str], typer.Option("--user", help="User id (lora: selects the user's adapter).")
     ] = None,
+    overrides: Overrides = None,
 ) -> None:
-    """Talk to a trained model in the terminal (/reset, /persona, /attributes)."""
-    _not_yet("`personadlg chat`", "it lands with the trainer issue")
+    """Talk to a trained model in the terminal. /help lists the commands (/reset, /persona, /attributes, /user, /quit).
+
+    Reads one message per line from stdin, so it also runs non-interactively:
+    `printf 'hi\\nhow are you?\\n' | personadlg chat runs/x/final`.
+
+    [bold]Examples[/]
+
+      personadlg chat runs/finetune-tiny/final --persona "i keep bees." do_sample=true
+    """
+    import sys
+
+    from personadlg.data.attributes import parse_targets
+    from personadlg.errors import PersonadlgError
+    from personadlg.generation.chat import ChatSession
+    from personadlg.generation.generate import check_targets, decoding_config
+    from personadlg.registry import METHODS
+    from personadlg.training.checkpoint import load_checkpoint
+
+    cfg, model = load_checkpoint(checkpoint)
+    targets = parse_targets(attributes)
+    check_targets(targets, cfg.data.attributes)
+    session = ChatSession(
+        model=model,
+        decoding=decoding_config(cfg.generate, overrides or []),
+        method=cfg.method,
+        supports=METHODS.get(cfg.method).supports,
+        attribute_space=cfg.data.attributes,
+        persona=list(persona or []),
+        attributes=targets,
+        user_id=user,
+    )
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err.print(
+            f"chatting with {checkpoint} ({cfg.method}); /help for commands, /quit or Ctrl-D to leave"
+        )
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except EOFError:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line.startswith("/"):
+            try:
+                out.print(session.command(line), markup=False, highlight=False)
+            except PersonadlgError as e:  # a bad command must not end the conversation
+                out.print(f"error: {e}", markup=False, highlight=False)
+            continue
+        out.print(f"bot> {session.reply(line)}", markup=False, highlight=False)
 
 
 def demo(
     out_dir: Annotated[
         Path, typer.Option("--out-dir", "-o", help="Where the demo writes everything.")
     ] = Path("runs/demo"),
+    train_overrides: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--train",
+            help="KEY=VALUE override of the tiny recipe (repeatable), e.g. train.max_steps=50.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Run the pipeline on the bundled demo corpus, offline, on a CPU.
+    """Run the pipeline on the bundled demo corpus, offline, on a CPU, in a few minutes.
 
-    Today: stats → clean → split. Training, generation and evaluation join as their issues land.
+    stats → clean → split → train the tiny GPT-2 baseline (recipes/finetune/tiny.yaml) → generate for
+    the test split → a table of examples and the validation metrics. Rerunning resumes the training.
+
+    [bold]Examples[/]
+
+      personadlg demo --out-dir runs/demo
+      personadlg demo --out-dir /tmp/quick --train train.max_steps=20
     """
+    from personadlg.cli._train_view import TrainView
     from personadlg.cli.data import render_stats
     from personadlg.demo import run_demo
 
-    summary = run_demo(out_dir)
+    with TrainView() as view, progress("generating", unit="responses") as update:
+        summary = run_demo(
+            out_dir,
+            on_event=view,
+            on_generate=lambda done, total: update(done),
+            train_overrides=tuple(train_overrides or ()),
+        )
     if json_out:
         print_json(summary)
         return
@@ -216,12 +361,47 @@ def demo(
             ],
         )
     )
-    out.print(f"demo outputs in {out_dir}/")
+    rows = [
+        [r["context"][-1]["content"] if r["context"] else "", r["reference"], r["generation"]]
+        for r in summary["samples"]
+    ]
+    out.print(
+        table(
+            "finetune-tiny on the test split (first 5 of "
+            + str(summary["generate"]["total"])
+            + ")",
+            ["user", "reference", "generation"],
+            rows,
+            justify_numbers=False,
+        )
+    )
+    t, v = summary["train"]["last_train"], summary["train"]["last_valid"]
+    out.print(
+        table(
+            "metrics",
+            ["metric", "value"],
+            [
+                ["train loss (last log window)", round(t.get("loss", float("nan")), 4)],
+                ["valid loss", round(v.get("loss", float("nan")), 4)],
+                ["valid perplexity", round(v.get("ppl", float("nan")), 2)],
+                ["training time (s)", round(summary["train"]["seconds"], 1)],
+                [
+                    "generation (responses/s, greedy)",
+                    round(summary["generate"]["responses_per_s"], 1),
+                ],
+            ],
+        )
+    )
+    err.print(
+        "lexical, persona and personalization metrics join the demo with `personadlg eval` (next issue)"
+    )
+    out.print(f"demo outputs in {out_dir}/ (loss curves: {summary['train']['plot']})")
 
 
 def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Models")(synth)
     app.command(rich_help_panel="Models")(train)
+    app.command(rich_help_panel="Models")(plot)
     app.command(rich_help_panel="Models")(generate)
     app.command("eval", rich_help_panel="Models")(evaluate)
     app.command(rich_help_panel="Models")(chat)

@@ -1,0 +1,1 @@
+"""Generation: decoding helpers, `generate()` over files with resume, and chat sessions."""

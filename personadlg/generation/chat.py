@@ -1,0 +1,107 @@
+"""A chat session with a trained model: history, persona, attribute targets, user id.
+
+The CLI reads lines and prints replies; the session turns each user message into an example
+(the history so far as context) and asks the method for one response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from personadlg.config import GenerateConfig
+from personadlg.data.attributes import parse_targets
+from personadlg.data.schema import Example, Message
+from personadlg.generation.generate import check_targets, example_seed
+
+HELP = """commands:
+  /reset                      forget the conversation (persona and attributes stay)
+  /persona                    show the persona
+  /persona SENTENCE           add a persona sentence
+  /persona clear              remove every persona sentence
+  /attributes                 show the target attributes
+  /attributes a=x,b=y         set target attributes
+  /attributes clear           no target attributes
+  /user ID                    speak as user ID (per-user methods)
+  /help                       this text
+  /quit                       leave (or end of input)"""
+
+
+@dataclass
+class ChatSession:
+    """Conversation state and one method's model."""
+
+    model: Any
+    decoding: GenerateConfig
+    method: str
+    supports: tuple[str, ...]
+    attribute_space: dict[str, list[str]] = field(default_factory=dict)
+    history: list[Message] = field(default_factory=list)
+    persona: list[str] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
+    user_id: str | None = None
+    turn: int = 0
+
+    def reply(self, text: str) -> str:
+        """Add the user's message, generate the assistant's reply, add it to the history, return it."""
+        self.history.append(Message("user", text))
+        self.turn += 1
+        ex = Example(
+            id=f"chat#{self.turn}",
+            dialogue_id="chat",
+            context=list(self.history),
+            persona=list(self.persona),
+            attributes=dict(self.attributes),
+            user_id=self.user_id,
+        )
+        target = dict(self.attributes) or None
+        seed = example_seed(self.decoding.seed, ex.id, target)
+        (answer,) = self.model.generate(
+            [ex], decoding=self.decoding, seeds=[seed], targets=[target]
+        )
+        self.history.append(Message("assistant", answer))
+        return answer
+
+    def command(self, line: str) -> str:
+        """Run a /command; return what to show the user."""
+        name, _, arg = line[1:].strip().partition(" ")
+        arg = arg.strip()
+        if name == "help":
+            return HELP
+        if name == "reset":
+            self.history.clear()
+            return "(conversation reset)"
+        if name == "persona":
+            if not arg:
+                return "persona: " + (" ".join(self.persona) or "(none)")
+            if arg == "clear":
+                self.persona.clear()
+                return "(persona cleared)"
+            self.persona.append(arg)
+            note = (
+                ""
+                if "persona" in self.supports
+                else f" (note: this {self.method} model does not use the persona)"
+            )
+            return f"(persona: {' '.join(self.persona)}){note}"
+        if name == "attributes":
+            if not arg:
+                return "attributes: " + (
+                    ", ".join(f"{k}={v}" for k, v in self.attributes.items()) or "(none)"
+                )
+            if arg == "clear":
+                self.attributes.clear()
+                return "(attributes cleared)"
+            targets = parse_targets(arg)
+            check_targets(targets, self.attribute_space)
+            self.attributes = targets
+            note = (
+                ""
+                if "attributes" in self.supports
+                else f" (note: this {self.method} model does not use attributes)"
+            )
+            return f"(attributes: {arg}){note}"
+        if name == "user":
+            self.user_id = arg or None
+            return f"(user: {self.user_id or 'none'})"
+        return f"unknown command /{name}; /help lists the commands"

@@ -1,0 +1,107 @@
+"""Decoding through `model.generate`, with one random generator per example when sampling.
+
+Sampling normally draws from one global random stream, so an example's response depends on the
+batch it happens to be in. Here each row has its own `torch.Generator` seeded from the example:
+temperature / top-k / top-p warp the scores, then `PerRowSampler` draws the next token for each
+row from its own generator and hands greedy decoding a one-hot choice. Reruns, resumed runs and
+different batch sizes therefore give the same response for the same example and seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from personadlg.config import GenerateConfig
+
+
+class PerRowSampler(LogitsProcessor):
+    """Sample each row's next token with that row's own generator; return scores that make it the argmax."""
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        self.seeds = list(seeds)
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.generators is None:
+            self.generators = [
+                torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds
+            ]
+        probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
+        choice = torch.stack(
+            [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)]
+        )  # (B, 1)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, choice, 0.0)
+        return out
+
+
+def decoding_dict(cfg: GenerateConfig) -> dict[str, Any]:
+    """The decoding settings recorded in every output record."""
+    out: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens}
+    if cfg.do_sample:
+        out.update(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    elif cfg.num_beams > 1:
+        out.update(num_beams=cfg.num_beams)
+    else:
+        out.update(greedy=True)
+    if cfg.repetition_penalty != 1.0:
+        out["repetition_penalty"] = cfg.repetition_penalty
+    if cfg.no_repeat_ngram_size:
+        out["no_repeat_ngram_size"] = cfg.no_repeat_ngram_size
+    return out
+
+
+def generate_ids(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    cfg: GenerateConfig,
+    seeds: Sequence[int],
+    pad_token_id: int,
+    eos_token_id: int | None,
+    **model_kwargs: Any,
+) -> torch.Tensor:
+    """`model.generate` with CFG's decoding; returns the new token ids (B, T_new) for causal and seq2seq models."""
+    gen = GenerationConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        do_sample=False,
+        num_beams=1 if cfg.do_sample else cfg.num_beams,
+        repetition_penalty=cfg.repetition_penalty,
+        no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        bos_token_id=getattr(model.generation_config, "bos_token_id", None),
+        decoder_start_token_id=getattr(model.generation_config, "decoder_start_token_id", None),
+    )
+    processors = LogitsProcessorList()
+    if cfg.do_sample:
+        if cfg.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(cfg.temperature))
+        if cfg.top_k > 0:
+            processors.append(TopKLogitsWarper(cfg.top_k))
+        if cfg.top_p < 1.0:
+            processors.append(TopPLogitsWarper(cfg.top_p))
+        processors.append(PerRowSampler(seeds))
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=gen,
+            logits_processor=processors,
+            **model_kwargs,
+        )
+    if getattr(model.config, "is_encoder_decoder", False):
+        return out[:, 1:]  # drop the decoder start token
+    return out[:, input_ids.shape[1] :]

@@ -1,0 +1,209 @@
+"""`personadlg generate`: responses for every example of a file, streamed to disk, resumable.
+
+Each output line is an example record (ARCHITECTURE §2.2) plus `generation`, `target_attributes`
+(when targets are given), `method`, `checkpoint`, `decoding` and `seed`, one line per (example,
+target combination). Every (example, target) gets its own seed, derived from the base seed, the
+example id and the target, so a rerun, a resumed run or another batch size gives the same text.
+Rerunning on an existing output skips the pairs already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from personadlg.config import GenerateConfig, apply_overrides, build_config, to_dict
+from personadlg.data.formats.native import iter_examples
+from personadlg.data.jsonl import Bad, check_nonempty, dumps
+from personadlg.data.schema import Example
+from personadlg.errors import DataError, UsageError
+from personadlg.generation.decoding import decoding_dict
+from personadlg.registry import did_you_mean
+
+logger = logging.getLogger(__name__)
+
+
+def target_key(target: dict[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(target.items())) if target else ""
+
+
+def example_seed(base: int, example_id: str, target: dict[str, str] | None) -> int:
+    """A 31-bit seed for one (example, target), stable across runs and batchings."""
+    h = hashlib.blake2b(
+        f"{base}\x00{example_id}\x00{target_key(target)}".encode(), digest_size=4
+    ).digest()
+    return int.from_bytes(h, "little") & 0x7FFFFFFF
+
+
+def all_combinations(space: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of one aspect per declared attribute."""
+    if not space:
+        raise UsageError(
+            "--all-combinations needs an attribute space; the checkpoint's recipe declares none (data.attributes)"
+        )
+    names = sorted(space)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(space[n] for n in names))]
+
+
+def check_targets(target: dict[str, str], space: dict[str, list[str]]) -> None:
+    """Targets must use declared attributes and aspects (when the checkpoint declares a space)."""
+    if not space:
+        return
+    for attr, aspect in target.items():
+        if attr not in space:
+            raise UsageError(
+                f"--attributes: unknown attribute '{attr}'{did_you_mean(attr, list(space))}; declared: {', '.join(space)}"
+            )
+        if aspect not in space[attr]:
+            raise UsageError(
+                f"--attributes: unknown aspect '{aspect}' of {attr}{did_you_mean(aspect, space[attr])}; declared: {', '.join(space[attr])}"
+            )
+
+
+def decoding_config(base: GenerateConfig, overrides: Sequence[str]) -> GenerateConfig:
+    """The checkpoint's `generate:` defaults with `KEY=VALUE` overrides (`generate.` prefix optional)."""
+    data = {"generate": to_dict(base)}
+    apply_overrides(data, [o if o.startswith("generate.") else f"generate.{o}" for o in overrides])
+    unknown = [k for k in data if k != "generate"]
+    if unknown:
+        raise UsageError(
+            f"unknown override section(s): {', '.join(unknown)}; generate takes generate.* keys"
+        )
+    return build_config(GenerateConfig, data["generate"], path="generate")
+
+
+def done_keys(path: Path) -> set[tuple[str, str]]:
+    """(example id, target key) pairs already in an output file; a torn last line is cut off."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+        logger.warning("%s: removed a partial last line left by an interrupted run", path)
+        data = data[:cut]
+    done = set()
+    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            done.add((rec["id"], target_key(rec.get("target_attributes"))))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(
+                "not a generation record; --out must be a new file or an earlier output of this command",
+                path=str(path),
+                line=n,
+            ) from None
+    return done
+
+
+def load_examples(path: Path, turns: str) -> list[Example]:
+    """Examples of a dialogue or example file (strict)."""
+    check_nonempty(path)
+    out = []
+    for item in iter_examples(path, turns=turns):
+        if isinstance(item, Bad):
+            raise item.error
+        out.append(item[1])
+    return out
+
+
+def generate_file(
+    checkpoint: str | Path,
+    input: str | Path,
+    out: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    turns: str = "all",
+    targets: dict[str, str] | None = None,
+    combinations: bool = False,
+    limit: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+    loaded: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Generate for every example of INPUT into OUT (appending; pairs already in OUT are skipped).
+
+    Returns a summary: counts, seconds, responses per second, decoding.
+    """
+    from personadlg.training.checkpoint import load_checkpoint
+
+    if turns not in ("all", "last"):
+        raise UsageError(f"--turns must be all or last, got {turns!r}")
+    cfg, model = loaded or load_checkpoint(checkpoint)
+    decoding = decoding_config(cfg.generate, overrides)
+    space = cfg.data.attributes
+    if combinations and targets:
+        raise UsageError("give --attributes or --all-combinations, not both")
+    target_list: list[dict[str, str] | None] = [None]
+    if combinations:
+        target_list = list(all_combinations(space))
+    elif targets:
+        check_targets(targets, space)
+        target_list = [targets]
+    examples = load_examples(Path(input), turns)
+    if limit:
+        examples = examples[:limit]
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = done_keys(out_path)
+    todo = [(ex, t) for ex in examples for t in target_list if (ex.id, target_key(t)) not in done]
+    total = len(examples) * len(target_list)
+    info = decoding_dict(decoding)
+    started = time.perf_counter()
+    written = 0
+    with open(out_path, "a", encoding="utf-8") as f:
+        for i in range(0, len(todo), decoding.batch_size):
+            chunk = todo[i : i + decoding.batch_size]
+            seeds = [example_seed(decoding.seed, ex.id, t) for ex, t in chunk]
+            texts = model.generate(
+                [ex for ex, _ in chunk],
+                decoding=decoding,
+                seeds=seeds,
+                targets=[t for _, t in chunk],
+            )
+            for (ex, t), seed, text in zip(chunk, seeds, texts):
+                rec = replace(
+                    ex,
+                    generation=text,
+                    target_attributes=t,
+                    method=cfg.method,
+                    checkpoint=str(checkpoint),
+                    decoding=info,
+                    seed=seed,
+                )
+                f.write(dumps(rec.to_dict()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            written += len(chunk)
+            if on_progress:
+                on_progress(len(done) + written, total)
+    seconds = time.perf_counter() - started
+    logger.info("generated %d responses (%d already done) in %.1fs", written, len(done), seconds)
+    return {
+        "out": str(out_path),
+        "examples": len(examples),
+        "targets": len(target_list),
+        "generated": written,
+        "skipped_done": total - len(todo),
+        "total": total,
+        "seconds": seconds,
+        "responses_per_s": written / seconds if seconds > 0 else 0.0,
+        "decoding": info,
+        "method": cfg.method,
+    }
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)

@@ -1,0 +1,107 @@
+"""Hugging Face backbones: load a pretrained model (hub id or dir), or build one from a config.
+
+Shared by every method. Loading never enables `trust_remote_code` unless the recipe asks, and
+tokenizers trained for from-scratch recipes are saved once by the main process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def _quiet_transformers() -> None:
+    """No tqdm bars from transformers inside library calls (the CLI draws its own progress)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+_quiet_transformers()
+
+
+def is_seq2seq(config: Any) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
+    """AutoTokenizer with a pad token (the EOS token when the tokenizer has none, as for GPT-2)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def train_or_load_tokenizer(
+    texts: Iterable[str] | None,
+    *,
+    path: Path,
+    vocab_size: int,
+    min_frequency: int,
+    is_main: bool,
+    barrier: Any,
+) -> Any:
+    """Main process trains a byte-level BPE tokenizer on TEXTS and saves it to PATH; all load it."""
+    from personadlg.models.tokenizer import train_tokenizer
+
+    if is_main:
+        assert texts is not None
+        tok = train_tokenizer(texts, vocab_size=vocab_size, min_frequency=min_frequency)
+        tok.save_pretrained(path)
+        logger.info("trained a %d-token BPE tokenizer on the training data", len(tok))
+    barrier()
+    return load_tokenizer(path)
+
+
+def build_from_config(from_config: dict[str, Any], tokenizer: Any, *, arch: str = "auto") -> Any:
+    """A randomly initialised model from a transformers config dict ({model_type: gpt2, n_layer: 2, ...})."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    kwargs = {k: v for k, v in from_config.items() if k != "model_type"}
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    config = AutoConfig.for_model(
+        from_config["model_type"], vocab_size=len(tokenizer), **ids, **kwargs
+    )
+    if is_seq2seq(config) and getattr(config, "decoder_start_token_id", None) is None:
+        config.decoder_start_token_id = tokenizer.pad_token_id
+    seq2seq = arch == "seq2seq" or (arch == "auto" and is_seq2seq(config))
+    model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_config(config)
+    logger.info(
+        "built %s from config: %.2fM parameters",
+        type(model).__name__,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+    return model
+
+
+def load_pretrained(
+    name: str | Path, *, arch: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+) -> Any:
+    """`from_pretrained` a causal LM or seq2seq model by hub id or local dir (safetensors preferred)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = AutoConfig.from_pretrained(str(name), trust_remote_code=trust_remote_code)
+    seq2seq = arch == "seq2seq" or (arch == "auto" and is_seq2seq(config))
+    cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, _DTYPES[dtype])
+    model = cls.from_pretrained(str(name), dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    logger.info(
+        "loaded %s (%s): %.1fM parameters",
+        name,
+        type(model).__name__,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+    return model

@@ -1,0 +1,254 @@
+"""The `finetune` model: a Hugging Face causal LM or encoder-decoder trained on the assistant's replies.
+
+Training sequences (causal): `prompt + " " + reply + EOS`, loss only on the reply and EOS.
+Encoder-decoder: the prompt is the encoder input, the reply + EOS the decoder target.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from personadlg.config import GenerateConfig, RunConfig
+from personadlg.data.schema import Example
+from personadlg.generation.decoding import generate_ids
+from personadlg.models.backbone import (
+    build_from_config,
+    is_seq2seq,
+    load_pretrained,
+    load_tokenizer,
+    train_or_load_tokenizer,
+)
+from personadlg.models.base import BuildContext, TokenView
+from personadlg.models.finetune.config import FinetuneConfig
+from personadlg.models.render import RenderOptions, render
+
+logger = logging.getLogger(__name__)
+
+IGNORE = -100
+
+
+class LMLoss(nn.Module):
+    """Wraps a HF LM so `forward(**batch)` returns the trainer's loss terms: {"loss": mean target-token NLL}."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.lm(**batch)
+        return {"loss": out.loss}
+
+
+def _position_limit(lm: Any) -> int | None:
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(lm.config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class FinetuneModel:
+    """A fine-tuned dialogue LM (see module docstring)."""
+
+    name = "finetune"
+
+    def __init__(self, lm: Any, tokenizer: Any, cfg: FinetuneConfig) -> None:
+        self.lm, self.tokenizer, self.cfg = lm, tokenizer, cfg
+        self.module = LMLoss(lm)
+        self.seq2seq = is_seq2seq(lm.config)
+        if not self.seq2seq and getattr(lm, "loss_type", "") is None:
+            lm.loss_type = (
+                "ForCausalLM"  # GPT-2's class name does not tell transformers which loss it uses
+            )
+        self.opts = RenderOptions(
+            cfg.persona_in_prompt,
+            cfg.profile_in_prompt,
+            cfg.attributes_in_prompt,
+            cfg.chat_template,
+        )
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def _render(
+        self,
+        example: Example,
+        *,
+        with_target: bool,
+        attributes: dict[str, str] | None = None,
+        max_new_tokens: int = 0,
+    ):
+        c = self.cfg
+        budget = c.max_length
+        limit = _position_limit(self.lm)
+        if with_target:
+            budget = c.max_length - c.max_response_tokens - 1 if not self.seq2seq else c.max_length
+        elif not self.seq2seq and limit:
+            budget = min(budget, limit - max_new_tokens)
+        return render(
+            example,
+            self.tokenizer,
+            self.opts,
+            max_prompt_tokens=max(budget, 1),
+            max_target_tokens=c.max_response_tokens,
+            with_target=with_target,
+            attributes=attributes,
+        )
+
+    def encode(self, example: Example) -> dict[str, Any] | None:
+        if not example.reference:
+            return None
+        r = self._render(example, with_target=True)
+        if self.seq2seq:
+            return {"input_ids": r.prompt_ids, "labels": r.target_ids}
+        return {
+            "input_ids": r.prompt_ids + r.target_ids,
+            "labels": [IGNORE] * len(r.prompt_ids) + r.target_ids,
+        }
+
+    def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pad = self.tokenizer.pad_token_id
+        n = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(features), n), dtype=torch.long)
+        for i, f in enumerate(features):
+            ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+            mask[i, : len(f["input_ids"])] = 1
+        m = max(len(f["labels"]) for f in features)
+        labels = torch.full((len(features), m), IGNORE, dtype=torch.long)
+        for i, f in enumerate(features):
+            labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+        targets = int((batch["labels"] != IGNORE).sum())
+        seen = int(batch["attention_mask"].sum()) + (targets if self.seq2seq else 0)
+        return seen, targets
+
+    def explain(self, example: Example) -> list[TokenView]:
+        feats = self.encode(example)
+        if feats is None:
+            return []
+        out = []
+        if self.seq2seq:
+            out += [
+                TokenView(self.tokenizer.convert_ids_to_tokens(t), t, False, "encoder")
+                for t in feats["input_ids"]
+            ]
+            out += [
+                TokenView(self.tokenizer.convert_ids_to_tokens(t), t, True, "decoder")
+                for t in feats["labels"]
+            ]
+            return out
+        return [
+            TokenView(self.tokenizer.convert_ids_to_tokens(t), t, lab != IGNORE)
+            for t, lab in zip(feats["input_ids"], feats["labels"])
+        ]
+
+    # -- generation ---------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        examples: Sequence[Example],
+        *,
+        decoding: GenerateConfig,
+        seeds: Sequence[int],
+        targets: Sequence[dict[str, str] | None],
+    ) -> list[str]:
+        tok = self.tokenizer
+        prompts = [
+            self._render(
+                ex, with_target=False, attributes=t, max_new_tokens=decoding.max_new_tokens
+            ).prompt_ids
+            for ex, t in zip(examples, targets)
+        ]
+        n = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), n), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):  # causal: left padding; seq2seq: right padding
+            if self.seq2seq:
+                ids[i, : len(p)], mask[i, : len(p)] = torch.tensor(p), 1
+            else:
+                ids[i, n - len(p) :], mask[i, n - len(p) :] = torch.tensor(p), 1
+        device = next(self.lm.parameters()).device
+        self.lm.eval()
+        new = generate_ids(
+            self.lm,
+            ids.to(device),
+            mask.to(device),
+            cfg=decoding,
+            seeds=seeds,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        return [tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist()]
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        self.lm.save_pretrained(
+            directory
+        )  # model.safetensors + config.json + generation_config.json
+        self.tokenizer.save_pretrained(directory)
+
+
+def build(cfg: RunConfig, ctx: BuildContext) -> FinetuneModel:
+    """A fresh model: a pretrained backbone, or one built from `model.from_config` with a trained tokenizer."""
+    mcfg: FinetuneConfig = cfg.model
+    if mcfg.tokenizer.train:
+        from personadlg.models.render import header_lines, plain_prompt
+
+        opts = RenderOptions(
+            mcfg.persona_in_prompt, mcfg.profile_in_prompt, mcfg.attributes_in_prompt, "plain"
+        )
+        texts = (
+            (
+                plain_prompt(header_lines(ex, opts), ex.context) + " " + (ex.reference or "")
+                for ex in ctx.train_examples()
+            )
+            if ctx.is_main
+            else None
+        )
+        tok = train_or_load_tokenizer(
+            texts,
+            path=ctx.work_dir / "tokenizer",
+            vocab_size=mcfg.tokenizer.vocab_size,
+            min_frequency=mcfg.tokenizer.min_frequency,
+            is_main=ctx.is_main,
+            barrier=ctx.barrier,
+        )
+    else:
+        source = mcfg.tokenizer.path or mcfg.backbone
+        assert source is not None  # FinetuneConfig guarantees a backbone or a tokenizer path
+        tok = load_tokenizer(source, trust_remote_code=mcfg.trust_remote_code)
+    if mcfg.from_config:
+        torch.manual_seed(cfg.train.seed)
+        lm = build_from_config(mcfg.from_config, tok, arch=mcfg.arch)
+    else:
+        assert mcfg.backbone is not None
+        lm = load_pretrained(
+            mcfg.backbone,
+            arch=mcfg.arch,
+            dtype=mcfg.dtype,
+            trust_remote_code=mcfg.trust_remote_code,
+        )
+        if len(tok) > lm.get_input_embeddings().weight.shape[0]:
+            lm.resize_token_embeddings(len(tok))
+    if lm.config.pad_token_id is None:
+        lm.config.pad_token_id = tok.pad_token_id
+    return FinetuneModel(lm, tok, mcfg)
+
+
+def load(directory: Path, cfg: RunConfig) -> FinetuneModel:
+    """The model saved in a checkpoint directory."""
+    mcfg: FinetuneConfig = cfg.model
+    tok = load_tokenizer(directory, trust_remote_code=mcfg.trust_remote_code)
+    lm = load_pretrained(
+        directory, arch=mcfg.arch, dtype="auto", trust_remote_code=mcfg.trust_remote_code
+    )
+    return FinetuneModel(lm, tok, mcfg)

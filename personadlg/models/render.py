@@ -1,0 +1,134 @@
+"""Turning an example into model text: one renderer for training and generation.
+
+With a tokenizer that has a chat template (and `chat_template: auto`), the context becomes chat
+messages, with the persona / profile / attributes in a system message. Otherwise the documented
+plain template is used:
+
+    Persona: i keep bees. i sell honey at the farmers market.
+    Profile: age: 60s; occupation: beekeeper
+    Attributes: attitude=optimistic
+    User: how was the market today?
+    Assistant: busy! we sold out by noon.
+    User: what is next for the bees?
+    Assistant:
+
+and the target is " <reply>" followed by the end-of-sequence token. Header lines appear only when
+enabled and present. Contexts that do not fit the token budget lose their oldest turns first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from personadlg.data.schema import Example, Message
+
+ROLE_NAMES = {"user": "User", "assistant": "Assistant"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    persona: bool = False
+    profile: bool = False
+    attributes: bool = False
+    chat_template: str = "auto"
+
+
+def header_lines(
+    example: Example, opts: RenderOptions, attributes: dict[str, str] | None = None
+) -> list[str]:
+    """The conditioning lines: persona, profile, attributes (TARGETS override the example's own)."""
+    lines = []
+    if opts.persona and example.persona:
+        lines.append("Persona: " + " ".join(s.strip() for s in example.persona))
+    if opts.profile and example.profile:
+        lines.append("Profile: " + "; ".join(f"{k}: {v}" for k, v in example.profile.items()))
+    attrs = attributes if attributes is not None else example.attributes
+    if opts.attributes and attrs:
+        lines.append("Attributes: " + ", ".join(f"{k}={v}" for k, v in sorted(attrs.items())))
+    return lines
+
+
+def plain_prompt(header: Sequence[str], context: Sequence[Message]) -> str:
+    lines = [*header, *(f"{ROLE_NAMES[m.role]}: {m.content}" for m in context), "Assistant:"]
+    return "\n".join(lines)
+
+
+def uses_chat_template(tokenizer: Any, opts: RenderOptions) -> bool:
+    return opts.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_messages(header: Sequence[str], context: Sequence[Message]) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": "\n".join(header)}] if header else []
+    return msgs + [m.to_dict() for m in context]
+
+
+@dataclass
+class Rendered:
+    """Token ids of the prompt and (for training) the target, and the prompt text."""
+
+    prompt_ids: list[int]
+    target_ids: list[int]
+    prompt_text: str
+
+
+def render(
+    example: Example,
+    tokenizer: Any,
+    opts: RenderOptions,
+    *,
+    max_prompt_tokens: int,
+    max_target_tokens: int = 0,
+    with_target: bool = True,
+    attributes: dict[str, str] | None = None,
+    add_special_tokens: bool = True,
+) -> Rendered:
+    """Render EXAMPLE within the budgets, dropping the oldest context turns first.
+
+    Args:
+        max_prompt_tokens: the prompt's budget (after the target's share is taken).
+        max_target_tokens: the target is cut to this many tokens before the end token.
+        with_target: build the target ids from `example.reference` (training).
+        attributes: target attributes to condition on instead of the example's own.
+        add_special_tokens: let the tokenizer add its own specials (BOS) to a plain prompt.
+    """
+    header = header_lines(example, opts, attributes)
+    chat = uses_chat_template(tokenizer, opts)
+    target_ids: list[int] = []
+    if with_target:
+        reply = example.reference or ""
+        if chat:
+            full = tokenizer.apply_chat_template(
+                chat_messages(header, [*example.context, Message("assistant", reply)]),
+                tokenize=False,
+            )
+            prompt = tokenizer.apply_chat_template(
+                chat_messages(header, example.context), tokenize=False, add_generation_prompt=True
+            )
+            tail = full[len(prompt) :] if full.startswith(prompt) else reply
+            target_ids = tokenizer(tail, add_special_tokens=False)["input_ids"][
+                : max_target_tokens or None
+            ]
+        else:
+            target_ids = tokenizer(" " + reply, add_special_tokens=False)["input_ids"][
+                : max_target_tokens or None
+            ]
+            if tokenizer.eos_token_id is not None:
+                target_ids = [*target_ids, tokenizer.eos_token_id]
+    context = list(example.context)
+    while True:
+        if chat:
+            text = tokenizer.apply_chat_template(
+                chat_messages(header, context), tokenize=False, add_generation_prompt=True
+            )
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            text = plain_prompt(header, context)
+            ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+        if len(ids) <= max_prompt_tokens or not context:
+            break
+        context = context[1:]
+    if len(ids) > max_prompt_tokens:
+        ids = ids[len(ids) - max_prompt_tokens :]  # the header alone is too long: keep its end
+    return Rendered(prompt_ids=list(ids), target_ids=target_ids, prompt_text=text)

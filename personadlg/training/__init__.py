@@ -1,0 +1,1 @@
+"""The method-agnostic trainer (accelerate), checkpoints and run logging."""

@@ -1,0 +1,220 @@
+"""Self-describing checkpoint directories, written atomically; finding the newest one to resume.
+
+    OUTPUT_DIR/step-000200/   config.yaml, model weights (safetensors), tokenizer files,
+                              trainer_state.json, optimizer.pt, scheduler.pt, rng_state_<rank>.pt
+    OUTPUT_DIR/final/         the same, for the last step
+
+A checkpoint is written into `.tmp-<name>` and renamed when complete; `trainer_state.json` is the
+last file written, so a directory without it is never resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from personadlg.config import RunConfig, build_run_config, read_yaml
+from personadlg.errors import PersonadlgError, UsageError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+METRICS_FILE = "metrics.jsonl"
+FINAL_DIR = "final"
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_state_{rank}.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states: python, numpy (JSON-able) and torch (tensors)."""
+    py = random.getstate()
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [
+            np_state[0],
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_rng(directory: Path, rank: int) -> None:
+    state = rng_state()
+    torch.save(
+        {"torch": state.pop("torch"), "cuda": state.pop("cuda", [])}, directory / rng_file(rank)
+    )
+    (directory / f"rng_state_{rank}.json").write_text(json.dumps(state))
+
+
+def load_rng(directory: Path, rank: int) -> None:
+    path = directory / rng_file(rank)
+    if not path.exists():
+        logger.warning(
+            "%s has no random state for process %d; dropout will not replay exactly",
+            directory,
+            rank,
+        )
+        return
+    tensors = torch.load(path, weights_only=True)
+    state = json.loads((directory / f"rng_state_{rank}.json").read_text())
+    state["torch"] = tensors["torch"]
+    if tensors.get("cuda"):
+        state["cuda"] = tensors["cuda"]
+    set_rng_state(state)
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """Step checkpoints that were fully written, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for p in output_dir.iterdir():
+        m = _STEP.match(p.name)
+        if m and (p / STATE_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
+    """`--resume auto` → the newest complete checkpoint (step-* or final/), None if there is none; a dir → itself."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        candidates = complete_checkpoints(output_dir)
+        final = output_dir / FINAL_DIR
+        best = candidates[-1] if candidates else None
+        if (final / STATE_FILE).is_file():
+            fstep = read_state(final)["step"]
+            if best is None or fstep >= read_state(best)["step"]:
+                best = final
+        if best is None:
+            logger.info("--resume auto: no checkpoint in %s yet; starting from scratch", output_dir)
+        return best
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise UsageError(
+            f"--resume {resume}: not a complete checkpoint directory (no {STATE_FILE})"
+        )
+    return path
+
+
+def read_state(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / STATE_FILE).read_text())
+
+
+def load_config(directory: str | Path) -> RunConfig:
+    """The resolved recipe saved in a checkpoint directory."""
+    path = Path(directory)
+    if not (path / CONFIG_FILE).is_file():
+        raise UsageError(
+            f"{path}: not a personadlg checkpoint (no {CONFIG_FILE}); pass a run's final/ or step-*/ directory"
+        )
+    return build_run_config(read_yaml(path / CONFIG_FILE), source=str(path / CONFIG_FILE))
+
+
+def load_checkpoint(directory: str | Path) -> tuple[RunConfig, Any]:
+    """(config, model) from a checkpoint directory; needs nothing else."""
+    from personadlg.registry import METHODS
+
+    cfg = load_config(directory)
+    spec = METHODS.get(cfg.method)
+    try:
+        return cfg, spec.load(Path(directory), cfg)
+    except (OSError, ValueError) as err:
+        raise PersonadlgError(f"{directory}: cannot load the {cfg.method} model: {err}") from err
+
+
+def write_checkpoint(
+    output_dir: Path,
+    name: str,
+    *,
+    cfg: RunConfig,
+    model: Any,
+    state: dict[str, Any],
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Any,
+) -> Path:
+    """Write OUTPUT_DIR/NAME atomically from every process (each saves its RNG state; the main saves the rest)."""
+    tmp = output_dir / f".tmp-{name}"
+    final = output_dir / name
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    save_rng(tmp, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / CONFIG_FILE).write_text(
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+        )
+        model.save(tmp)
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if final.exists():
+            old = output_dir / f".old-{name}"
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+        logger.info("saved %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def prune_checkpoints(output_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest KEEP_LAST step checkpoints (final/ is never deleted)."""
+    steps = complete_checkpoints(output_dir)
+    for p in steps[: max(0, len(steps) - keep_last)]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def load_training_state(
+    directory: Path, optimizer: Any, scheduler: Any, rank: int
+) -> dict[str, Any]:
+    """Restore optimizer, scheduler and this process's RNG from a checkpoint; return trainer_state."""
+    optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=True))
+    scheduler.load_state_dict(torch.load(directory / SCHEDULER_FILE, weights_only=True))
+    load_rng(directory, rank)
+    return read_state(directory)

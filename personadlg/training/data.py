@@ -1,0 +1,75 @@
+"""Training data: dialogues → examples → encoded features, and deterministic sharded batches.
+
+The order of an epoch depends only on (seed, epoch): a seeded permutation is cut into global
+batches of `batch_size × processes`, and process r takes the r-th slice of each. A run resumed
+at any step therefore sees exactly the batches the uninterrupted run would have seen, and one
+process with batch 8 sees the same global batches as two processes with batch 4.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from personadlg.config import DataConfig
+from personadlg.data.formats import FormatOptions, read_dialogues
+from personadlg.data.schema import Example, expand_dialogue
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_data_path(value: str | None) -> Path | None:
+    """A data path from a recipe; `demo` names the bundled demo corpus."""
+    if value is None:
+        return None
+    if value == "demo":
+        from personadlg.assets import demo_corpus
+
+        return demo_corpus()
+    return Path(value)
+
+
+def iter_examples(path: Path, cfg: DataConfig) -> Iterator[Example]:
+    """Examples of a dialogue file in any format (strict: stops at the first bad record)."""
+    for d in read_dialogues(path, cfg.format, FormatOptions()):
+        yield from expand_dialogue(d, turns=cfg.turns, max_context_turns=cfg.max_context_turns)
+
+
+def encode_examples(
+    path: Path, cfg: DataConfig, encode: Callable[[Example], dict[str, Any] | None]
+) -> list[dict[str, np.ndarray]]:
+    """Encode every example of PATH with the method's ENCODE; examples it returns None for are skipped."""
+    out, skipped = [], 0
+    for ex in iter_examples(path, cfg):
+        feats = encode(ex)
+        if feats is None:
+            skipped += 1
+            continue
+        out.append({k: np.asarray(v, dtype=np.int32) for k, v in feats.items()})
+    if skipped:
+        logger.info("%s: skipped %d examples without a usable reference", path, skipped)
+    return out
+
+
+def epoch_batches(
+    n: int, *, epoch: int, seed: int, batch_size: int, world_size: int = 1, rank: int = 0
+) -> list[list[int]]:
+    """This process's micro-batches (example indices) for EPOCH; the incomplete last global batch is dropped."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    global_bs = batch_size * world_size
+    return [
+        perm[b * global_bs + rank * batch_size : b * global_bs + (rank + 1) * batch_size]
+        for b in range(n // global_bs)
+    ]
+
+
+def eval_batches(n: int, *, batch_size: int, world_size: int = 1, rank: int = 0) -> list[list[int]]:
+    """Every example exactly once across processes, in order."""
+    mine = list(range(rank, n, world_size))
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]

@@ -1,0 +1,396 @@
+"""One training loop for every method, on accelerate.
+
+CPU, one GPU, several GPUs or nodes with the same command (`accelerate launch -m personadlg train`
+or `torchrun`); mixed precision, gradient accumulation and clipping, AdamW with linear / cosine /
+constant schedules and warm-up, validation loss and perplexity every N steps, early stopping,
+seeds, atomic checkpoints with keep-last-K, and `--resume auto` that reproduces the uninterrupted
+run (same batches, same optimizer, scheduler and random states).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from personadlg import __version__
+from personadlg.config import RunConfig
+from personadlg.errors import UsageError
+from personadlg.models.base import BuildContext
+from personadlg.registry import METHODS
+from personadlg.training import checkpoint as ckpt
+from personadlg.training.data import (
+    encode_examples,
+    epoch_batches,
+    eval_batches,
+    iter_examples,
+    resolve_data_path,
+)
+from personadlg.training.distributed import make_accelerator
+from personadlg.training.logging import JsonlLogger, MetricLogger, TensorBoardLogger, plot_run
+
+logger = logging.getLogger(__name__)
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    steps: int
+    total_steps: int
+    last_train: dict[str, Any] = field(default_factory=dict)
+    last_valid: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+    seconds: float = 0.0
+    plot: Path | None = None
+
+
+def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (
+            no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay
+        ).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _scheduler(name: str, optimizer: Any, warmup: int, total: int) -> Any:
+    from transformers import get_scheduler
+
+    return get_scheduler(
+        {"constant": "constant_with_warmup"}.get(name, name),
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=total,
+    )
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    resume: str | None = None,
+    debug_tokens: int = 0,
+    on_event: Event | None = None,
+) -> TrainResult:
+    """Train CFG's method; write checkpoints, metrics.jsonl and loss.png under `train.output_dir`.
+
+    Args:
+        resume: 'auto' (newest complete checkpoint in the output dir, if any) or a checkpoint dir.
+        debug_tokens: emit the first N encoded training examples token by token ('debug_tokens' event).
+        on_event: called on the main process with ('start' | 'debug_tokens' | 'step' | 'log' | 'eval' | 'save' | 'end', payload).
+    """
+    tc = cfg.train
+    started = time.perf_counter()
+    acc = make_accelerator(tc.mixed_precision)
+    emit: Event = on_event if (on_event and acc.is_main_process) else (lambda kind, payload: None)
+    out = Path(tc.output_dir)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    from accelerate.utils import set_seed
+
+    set_seed(tc.seed)
+    train_path = resolve_data_path(cfg.data.train)
+    if train_path is None:
+        raise UsageError(
+            "data.train is not set: give the training dialogues, e.g. data.train=train.jsonl"
+        )
+    valid_path = resolve_data_path(cfg.data.valid)
+    spec = METHODS.get(cfg.method)
+    start_ckpt = ckpt.resolve_resume(out, resume)
+    if start_ckpt is not None:
+        logger.info("resuming from %s", start_ckpt)
+        model = spec.load(start_ckpt, cfg)
+    else:
+        ctx = BuildContext(
+            train_examples=lambda: iter_examples(train_path, cfg.data),
+            work_dir=out,
+            is_main=acc.is_main_process,
+            barrier=acc.wait_for_everyone,
+        )
+        model = spec.build(cfg, ctx)
+
+    train_feats = encode_examples(train_path, cfg.data, model.encode)
+    valid_feats = encode_examples(valid_path, cfg.data, model.encode) if valid_path else []
+    if debug_tokens > 0:
+        examples = [ex for _, ex in zip(range(debug_tokens), iter_examples(train_path, cfg.data))]
+        emit("debug_tokens", {"examples": [(ex, model.explain(ex)) for ex in examples]})
+
+    world, rank = acc.num_processes, acc.process_index
+    micro_per_epoch = len(train_feats) // (tc.batch_size * world)
+    steps_per_epoch = micro_per_epoch // tc.grad_accum
+    if steps_per_epoch == 0:
+        raise UsageError(
+            f"{train_path}: {len(train_feats)} training examples are fewer than one optimizer step needs "
+            f"(train.batch_size {tc.batch_size} x {world} process(es) x train.grad_accum {tc.grad_accum})"
+        )
+    total = tc.max_steps or math.ceil(tc.epochs * steps_per_epoch)
+    warmup = tc.warmup_steps or int(tc.warmup_ratio * total)
+
+    module = model.module
+    optimizer = torch.optim.AdamW(_param_groups(module, tc.weight_decay), lr=tc.lr)
+    scheduler = _scheduler(tc.scheduler, optimizer, warmup, total)
+    module, optimizer = acc.prepare(module, optimizer)
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "micro": 0, "best_valid": None, "bad_evals": 0}
+    if start_ckpt is not None:
+        saved = ckpt.load_training_state(start_ckpt, optimizer, scheduler, rank)
+        state.update({k: saved[k] for k in state if k in saved})
+
+    loggers: list[MetricLogger] = []
+    if acc.is_main_process:
+        loggers.append(JsonlLogger(out, resume_step=state["step"] if start_ckpt else None))
+        if tc.tensorboard:
+            loggers.append(TensorBoardLogger(out))
+        (out / ckpt.CONFIG_FILE).write_text(
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+        )
+    emit(
+        "start",
+        {
+            "total_steps": total,
+            "steps_per_epoch": steps_per_epoch,
+            "train_examples": len(train_feats),
+            "valid_examples": len(valid_feats),
+            "processes": world,
+            "device": str(acc.device),
+            "resumed_from": str(start_ckpt) if start_ckpt else None,
+            "step": state["step"],
+        },
+    )
+    logger.info(
+        "%d train / %d valid examples, %d steps (%d per epoch), %d process(es) on %s",
+        len(train_feats),
+        len(valid_feats),
+        total,
+        steps_per_epoch,
+        world,
+        acc.device,
+    )
+
+    def log(record: dict[str, Any]) -> None:
+        for lg in loggers:
+            lg.log(record)
+
+    def save(name: str) -> Path:
+        payload = {
+            **state,
+            "total_steps": total,
+            "seed": tc.seed,
+            "version": __version__,
+            "processes": world,
+        }
+        path = ckpt.write_checkpoint(
+            out,
+            name,
+            cfg=cfg,
+            model=model,
+            state=payload,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            accelerator=acc,
+        )
+        emit("save", {"path": str(path), "step": state["step"]})
+        return path
+
+    def evaluate() -> dict[str, Any]:
+        inner = acc.unwrap_model(module)
+        inner.eval()
+        sums: dict[str, float] = defaultdict(float)
+        weight = 0.0
+        with torch.no_grad():
+            for idx in eval_batches(
+                len(valid_feats), batch_size=tc.batch_size, world_size=world, rank=rank
+            ):
+                batch = {
+                    k: v.to(acc.device)
+                    for k, v in model.collate([valid_feats[i] for i in idx]).items()
+                }
+                with acc.autocast():
+                    terms = inner(**batch)
+                w = float(model.count_tokens(batch)[1] or len(idx))
+                for name, value in terms.items():
+                    sums[name] += float(value) * w
+                weight += w
+        inner.train()
+        names = sorted(sums) or ["loss"]
+        totals = acc.reduce(
+            torch.tensor(
+                [sums[n] for n in names] + [weight], device=acc.device, dtype=torch.float64
+            ),
+            "sum",
+        ).tolist()
+        record = {
+            "step": state["step"],
+            "split": "valid",
+            **{n: v / max(totals[-1], 1e-12) for n, v in zip(names, totals)},
+        }
+        record["ppl"] = math.exp(min(record.get("loss", 0.0), 50.0))
+        return record
+
+    last_train: dict[str, Any] = {}
+    last_valid: dict[str, Any] = {}
+    stopped_early = False
+    window: dict[str, float] = defaultdict(float)
+    window_n, window_tokens, window_start = 0, 0, time.perf_counter()
+    module.train()
+    while state["step"] < total and not stopped_early:
+        batches = epoch_batches(
+            len(train_feats),
+            epoch=state["epoch"],
+            seed=tc.seed,
+            batch_size=tc.batch_size,
+            world_size=world,
+            rank=rank,
+        )
+        usable = len(batches) - len(batches) % tc.grad_accum
+        while state["micro"] + tc.grad_accum <= usable and state["step"] < total:
+            for k in range(tc.grad_accum):
+                idx = batches[state["micro"] + k]
+                batch = {
+                    key: v.to(acc.device)
+                    for key, v in model.collate([train_feats[i] for i in idx]).items()
+                }
+                sync = acc.no_sync(module) if k < tc.grad_accum - 1 else nullcontext()
+                with sync:
+                    with acc.autocast():
+                        terms = module(**batch)
+                    acc.backward(terms["loss"] / tc.grad_accum)
+                for name, value in terms.items():
+                    window[name] += float(value.detach())
+                window_n += 1
+                window_tokens += model.count_tokens(batch)[0]
+            grad_norm = (
+                acc.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
+                if tc.max_grad_norm > 0
+                else None
+            )
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["micro"] += tc.grad_accum
+            state["step"] += 1
+            step = state["step"]
+            emit(
+                "step",
+                {
+                    **last_train,
+                    "step": step,
+                    "total": total,
+                    "epoch": step / steps_per_epoch,
+                    "lr": scheduler.get_last_lr()[0],
+                },
+            )
+
+            if step % max(tc.log_every, 1) == 0 or step == total:
+                names = sorted(window)
+                elapsed = time.perf_counter() - window_start
+                values = acc.reduce(
+                    torch.tensor(
+                        [window[n] / window_n for n in names] + [float(window_tokens)],
+                        device=acc.device,
+                        dtype=torch.float64,
+                    ),
+                    "sum",
+                ).tolist()
+                last_train = {
+                    "step": step,
+                    "split": "train",
+                    "epoch": round(step / steps_per_epoch, 4),
+                    "lr": scheduler.get_last_lr()[0],
+                    **{n: v / world for n, v in zip(names, values)},
+                    "tokens_per_s": values[-1] / max(elapsed, 1e-9),
+                    "elapsed_s": round(time.perf_counter() - started, 3),
+                }
+                if grad_norm is not None:
+                    last_train["grad_norm"] = float(grad_norm)
+                log(last_train)
+                emit("log", last_train)
+                window.clear()
+                window_n, window_tokens, window_start = 0, 0, time.perf_counter()
+
+            if valid_feats and tc.eval_every and step % tc.eval_every == 0 and step < total:
+                last_valid = evaluate()
+                log(last_valid)
+                emit("eval", last_valid)
+                stopped_early = _early_stop(state, last_valid, tc.early_stopping_patience)
+            if tc.save_every and step % tc.save_every == 0 and step < total:
+                save(ckpt.step_dir_name(step))
+                if acc.is_main_process:
+                    ckpt.prune_checkpoints(out, tc.keep_last)
+            if stopped_early:
+                logger.info(
+                    "early stopping at step %d: no improvement in %d evaluations",
+                    step,
+                    tc.early_stopping_patience,
+                )
+                break
+        else:
+            if state["step"] < total:
+                state["epoch"] += 1
+                state["micro"] = 0
+
+    if valid_feats and last_valid.get("step") != state["step"]:
+        last_valid = evaluate()
+        log(last_valid)
+        emit("eval", last_valid)
+    final = save(ckpt.FINAL_DIR)
+    plot = None
+    if acc.is_main_process:
+        for lg in loggers:
+            lg.close()
+        try:
+            plot = plot_run(out)
+        except Exception as err:  # a plot must never fail a finished training run
+            logger.warning("could not draw the loss curves: %s", err)
+    result = TrainResult(
+        output_dir=out,
+        final_dir=final,
+        steps=state["step"],
+        total_steps=total,
+        last_train=last_train,
+        last_valid=last_valid,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - started,
+        plot=plot,
+    )
+    emit(
+        "end",
+        {
+            "final": str(final),
+            "steps": state["step"],
+            "seconds": result.seconds,
+            "plot": str(plot) if plot else None,
+            "last_train": last_train,
+            "last_valid": last_valid,
+        },
+    )
+    acc.end_training()
+    return result
+
+
+def _early_stop(state: dict[str, Any], record: dict[str, Any], patience: int) -> bool:
+    loss = record.get("loss")
+    if loss is None:
+        return False
+    if state["best_valid"] is None or loss < state["best_valid"]:
+        state["best_valid"], state["bad_evals"] = loss, 0
+        return False
+    state["bad_evals"] += 1
+    return patience > 0 and state["bad_evals"] >= patience
