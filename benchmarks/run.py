@@ -6,6 +6,7 @@ python benchmarks/run.py [--only data] [--quick]
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import sys
@@ -20,7 +21,7 @@ from rich.table import Table  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", action="append", help="run only these benchmarks (data)")
+    parser.add_argument("--only", action="append", help="run only these benchmarks (data, train)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     args = parser.parse_args()
     console = Console()
@@ -28,13 +29,15 @@ def main() -> None:
         f"[bold]personadlg benchmarks[/] on {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )
     all_results = {}
-    selected = args.only or ["data"]
-    if "data" in selected:
-        from benchmarks import bench_data
-
-        res = bench_data.run(n=20_000, small=5_000) if args.quick else bench_data.run()
-        all_results["data"] = res
-        for title, cols, rows in bench_data.render(res):
+    selected = args.only or ["data", "train"]
+    for name in selected:
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        if name == "data":
+            res = module.run(n=20_000, small=5_000) if args.quick else module.run()
+        else:
+            res = module.run(steps=40) if args.quick else module.run()
+        all_results[name] = res
+        for title, cols, rows in module.render(res):
             t = Table(title=title, title_justify="left", header_style="bold")
             for c in cols:
                 t.add_column(c)

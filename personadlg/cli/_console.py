@@ -50,33 +50,50 @@ def print_json(obj: Any) -> None:
 @contextmanager
 def progress(
     description: str, total: float | None = None, unit: str = "records"
-) -> Iterator[Callable[[float], None]]:
+) -> Iterator[Callable[..., None]]:
     """A progress bar on stderr when it is a terminal; a no-op callback otherwise.
 
-    Yields `update(done)`, to be passed to library functions as `on_progress`.
+    Yields `update(done, total=None)`, to be passed to library functions as `on_progress`.
+    Shows the count, the rate (UNIT/s) and, once the total is known, a bar and the time left.
     """
     if not err.is_terminal:
-        yield lambda done: None
+        yield lambda done, total=None: None
         return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
 
-    columns: list[Any] = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
-    if total:
-        columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    else:
-        columns += [TextColumn(f"{{task.completed:,.0f}} {unit}")]
-    columns.append(TimeElapsedColumn())
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:,.1f} {unit}/s" if task.speed else "")
+
+    columns: list[Any] = [
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda done: bar.update(task, completed=done)
+
+        def update(done: float, total: float | None = None) -> None:
+            if total:
+                bar.update(task, completed=done, total=total)
+            else:
+                bar.update(task, completed=done)
+
+        yield update
 
 
 def table(

@@ -174,7 +174,7 @@ def generate(
             targets=parse_targets(attributes),
             combinations=all_combinations,
             limit=limit,
-            on_progress=lambda done, total: update(done),
+            on_progress=update,
         )
     if json_out:
         print_json(summary)
@@ -330,7 +330,7 @@ def demo(
         summary = run_demo(
             out_dir,
             on_event=view,
-            on_generate=lambda done, total: update(done),
+            on_generate=update,
             train_overrides=tuple(train_overrides or ()),
         )
     if json_out:
