@@ -8,9 +8,16 @@ from personadlg.data.schema import Example, Message
 from personadlg.models.render import RenderOptions, header_lines, plain_prompt, render
 
 EX = Example(
-    id="d#3", dialogue_id="d",
-    context=[Message("user", "how was the market?"), Message("assistant", "busy, we sold out."), Message("user", "and the bees?")],
-    reference="they are calm today.", persona=["i keep bees .", "i sell honey ."], attributes={"attitude": "optimistic"},
+    id="d#3",
+    dialogue_id="d",
+    context=[
+        Message("user", "how was the market?"),
+        Message("assistant", "busy, we sold out."),
+        Message("user", "and the bees?"),
+    ],
+    reference="they are calm today.",
+    persona=["i keep bees .", "i sell honey ."],
+    attributes={"attitude": "optimistic"},
     profile={"age": "60s", "occupation": "beekeeper"},
 )
 
@@ -34,18 +41,30 @@ def test_plain_template_is_documented_text():
         "Assistant:"
     )
     assert header_lines(EX, RenderOptions()) == []
-    assert header_lines(EX, opts, {"attitude": "pessimistic"})[-1] == "Attributes: attitude=pessimistic"
+    assert (
+        header_lines(EX, opts, {"attitude": "pessimistic"})[-1]
+        == "Attributes: attitude=pessimistic"
+    )
 
 
 def test_target_is_the_reply_and_eos(tok):
     r = render(EX, tok, RenderOptions(persona=True), max_prompt_tokens=200, max_target_tokens=64)
-    assert tok.decode(r.target_ids[:-1]) == " they are calm today." and r.target_ids[-1] == tok.eos_token_id
+    assert (
+        tok.decode(r.target_ids[:-1]) == " they are calm today."
+        and r.target_ids[-1] == tok.eos_token_id
+    )
     assert tok.decode(r.prompt_ids).endswith("User: and the bees?\nAssistant:")
 
 
 def test_oldest_turns_are_dropped_to_fit(tok):
     full = render(EX, tok, RenderOptions(persona=True), max_prompt_tokens=500, with_target=False)
-    short = render(EX, tok, RenderOptions(persona=True), max_prompt_tokens=len(full.prompt_ids) - 3, with_target=False)
+    short = render(
+        EX,
+        tok,
+        RenderOptions(persona=True),
+        max_prompt_tokens=len(full.prompt_ids) - 3,
+        with_target=False,
+    )
     assert "how was the market?" not in short.prompt_text and "and the bees?" in short.prompt_text
     assert short.prompt_text.startswith("Persona:")
     tiny = render(EX, tok, RenderOptions(persona=True), max_prompt_tokens=5, with_target=False)
@@ -59,10 +78,16 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(tok):
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"
     )
     r = render(EX, tok, RenderOptions(persona=True), max_prompt_tokens=500, max_target_tokens=64)
-    assert r.prompt_text.startswith("<|system|>Persona: i keep bees . i sell honey .<|end|><|user|>how was the market?")
+    assert r.prompt_text.startswith(
+        "<|system|>Persona: i keep bees . i sell honey .<|end|><|user|>how was the market?"
+    )
     assert r.prompt_text.endswith("<|user|>and the bees?<|end|><|assistant|>")
-    assert tok.decode(r.target_ids) == "they are calm today.<|end|>"  # the template's own end of turn is trained
-    plain = render(EX, tok, RenderOptions(persona=True, chat_template="plain"), max_prompt_tokens=500)
+    assert (
+        tok.decode(r.target_ids) == "they are calm today.<|end|>"
+    )  # the template's own end of turn is trained
+    plain = render(
+        EX, tok, RenderOptions(persona=True, chat_template="plain"), max_prompt_tokens=500
+    )
     assert plain.prompt_text.startswith("Persona:")
 
 
@@ -70,16 +95,33 @@ def test_loss_only_on_assistant_tokens(tiny_gpt2_dir, small_data):
     from personadlg.config import load_recipe
     from personadlg.models.finetune.model import load
 
-    cfg = load_recipe("finetune/tiny", [f"model.backbone={tiny_gpt2_dir}", "model.from_config={}", "model.tokenizer.train=false", "model.max_length=128"])
+    cfg = load_recipe(
+        "finetune/tiny",
+        [
+            f"model.backbone={tiny_gpt2_dir}",
+            "model.from_config={}",
+            "model.tokenizer.train=false",
+            "model.max_length=128",
+        ],
+    )
     model = load(tiny_gpt2_dir, cfg)
     feats = model.encode(EX)
     trained = [t for t, lab in zip(feats["input_ids"], feats["labels"]) if lab != -100]
     assert model.tokenizer.decode(trained) == " they are calm today." + model.tokenizer.eos_token
     views = model.explain(EX)
-    assert sum(v.trained for v in views) == len(trained) and not any(v.trained for v in views[: len(views) - len(trained)])
-    batch = model.collate([feats, model.encode(Example(id="x#1", dialogue_id="x", context=[], reference="hi"))])
-    assert batch["input_ids"].shape == batch["labels"].shape and int(batch["attention_mask"][1].sum()) < batch["input_ids"].shape[1]
-    assert (batch["labels"][1][int(batch["attention_mask"][1].sum()):] == -100).all()  # padding is never a target
+    assert sum(v.trained for v in views) == len(trained) and not any(
+        v.trained for v in views[: len(views) - len(trained)]
+    )
+    batch = model.collate(
+        [feats, model.encode(Example(id="x#1", dialogue_id="x", context=[], reference="hi"))]
+    )
+    assert (
+        batch["input_ids"].shape == batch["labels"].shape
+        and int(batch["attention_mask"][1].sum()) < batch["input_ids"].shape[1]
+    )
+    assert (
+        batch["labels"][1][int(batch["attention_mask"][1].sum()) :] == -100
+    ).all()  # padding is never a target
 
 
 def test_tensorboard_needs_its_package(tmp_path, small_data):
@@ -95,4 +137,6 @@ def test_tensorboard_needs_its_package(tmp_path, small_data):
     from tests.conftest import tiny_recipe
 
     with pytest.raises(UsageError, match="needs the tensorboard package"):
-        train(tiny_recipe(small_data, tmp_path / "run", "train.max_steps=1", "train.tensorboard=true"))
+        train(
+            tiny_recipe(small_data, tmp_path / "run", "train.max_steps=1", "train.tensorboard=true")
+        )
