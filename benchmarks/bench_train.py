@@ -117,15 +117,17 @@ def _generation(ckpt: Path, test: Path, d: Path) -> list[dict]:
                 ckpt,
                 test,
                 out,
-                overrides=[*opts, f"batch_size={bs}", "max_new_tokens=32"],
+                overrides=[*opts, f"batch_size={bs}", "max_new_tokens=32", "min_new_tokens=32"],
                 loaded=loaded,
             )
+            words = [len(json.loads(x)["generation"].split()) for x in out.read_text().splitlines()]
             rows.append(
                 {
                     "decoding": mode,
                     "batch_size": bs,
                     "responses": s["generated"],
                     "responses_per_s": s["responses_per_s"],
+                    "mean_words": statistics.mean(words),
                 }
             )
     return rows
@@ -174,13 +176,19 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
         )
     ]
     g = [
-        [r["decoding"], r["batch_size"], r["responses"], f"{r['responses_per_s']:.1f}"]
+        [
+            r["decoding"],
+            r["batch_size"],
+            r["responses"],
+            f"{r['mean_words']:.1f}",
+            f"{r['responses_per_s']:.1f}",
+        ]
         for r in results["generate"]
     ]
     tables.append(
         (
-            "generate (tiny model, test split, max_new_tokens 32)",
-            ["decoding", "batch", "responses", "responses/s"],
+            "generate (tiny model, test split, exactly 32 new tokens each)",
+            ["decoding", "batch", "responses", "mean words", "responses/s"],
             g,
         )
     )

@@ -443,6 +443,9 @@ class GenerateConfig:
     """`generate:` section: decoding defaults for `personadlg generate` and `chat`."""
 
     max_new_tokens: int = field(default=64, metadata={"help": "longest response in tokens"})
+    min_new_tokens: int = field(
+        default=0, metadata={"help": "shortest response in tokens (end token suppressed before)"}
+    )
     do_sample: bool = field(
         default=False, metadata={"help": "sample instead of greedy / beam search"}
     )
@@ -465,6 +468,10 @@ class GenerateConfig:
         problems = []
         if self.max_new_tokens < 1:
             problems.append(f"generate.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            problems.append(
+                f"generate.min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}"
+            )
         if self.temperature <= 0:
             problems.append(f"generate.temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

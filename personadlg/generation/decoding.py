@@ -49,6 +49,8 @@ class PerRowSampler(LogitsProcessor):
 def decoding_dict(cfg: GenerateConfig) -> dict[str, Any]:
     """The decoding settings recorded in every output record."""
     out: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens}
+    if cfg.min_new_tokens:
+        out["min_new_tokens"] = cfg.min_new_tokens
     if cfg.do_sample:
         out.update(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
     elif cfg.num_beams > 1:
@@ -76,6 +78,7 @@ def generate_ids(
     """`model.generate` with CFG's decoding; returns the new token ids (B, T_new) for causal and seq2seq models."""
     gen = GenerationConfig(
         max_new_tokens=cfg.max_new_tokens,
+        min_new_tokens=cfg.min_new_tokens or None,
         do_sample=False,
         num_beams=1 if cfg.do_sample else cfg.num_beams,
         repetition_penalty=cfg.repetition_penalty,

@@ -108,10 +108,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         len(terms) + 1, 1, figsize=(7, 2.4 * (len(terms) + 1)), sharex=True, squeeze=False
     )
     for ax, term in zip(axes[:, 0], terms):
-        for split, style in (("train", "-"), ("valid", "o-")):
+        for split, style, color in (("train", "-", "C0"), ("valid", "o-", "C1")):
             pts = series.get(f"{split}/{term}")
             if pts:
-                ax.plot(*zip(*pts), style, label=split, markersize=3)
+                ax.plot(*zip(*pts), style, label=split, color=color, markersize=3)
         ax.set_ylabel(term)
         ax.legend(loc="upper right")
         ax.grid(alpha=0.3)

@@ -138,6 +138,35 @@ def test_beam_search_and_penalties(tmp_path, trained_tiny, small_data, loaded):
     assert s["generated"] == 4
 
 
+def test_min_new_tokens(tmp_path, trained_tiny, small_data, loaded):
+    import torch
+
+    from personadlg.config import GenerateConfig
+    from personadlg.generation.decoding import generate_ids
+
+    s = generate_file(
+        trained_tiny,
+        small_data["test"],
+        tmp_path / "m.jsonl",
+        overrides=["min_new_tokens=6", "max_new_tokens=6"],
+        loaded=loaded,
+    )
+    assert s["decoding"] == {"max_new_tokens": 6, "min_new_tokens": 6, "greedy": True}
+    tok = loaded[1].tokenizer
+    ids = torch.tensor([tok("User: hi\nAssistant:")["input_ids"]])
+    for do_sample in (False, True):
+        new = generate_ids(
+            loaded[1].lm,
+            ids,
+            torch.ones_like(ids),
+            cfg=GenerateConfig(max_new_tokens=6, min_new_tokens=6, do_sample=do_sample),
+            seeds=[0],
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        assert new.shape == (1, 6) and (new != tok.eos_token_id).all()
+
+
 def test_targets_and_all_combinations(tmp_path, trained_tiny, small_data, loaded):
     out = tmp_path / "all.jsonl"
     s = generate_file(
