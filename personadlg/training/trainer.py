@@ -115,6 +115,13 @@ def train(
     valid_path = resolve_data_path(cfg.data.valid)
     spec = METHODS.get(cfg.method)
     start_ckpt = ckpt.resolve_resume(out, resume)
+    if resume is None and (
+        ckpt.complete_checkpoints(out) or (out / ckpt.FINAL_DIR / ckpt.STATE_FILE).is_file()
+    ):
+        raise UsageError(
+            f"{out} already holds checkpoints of an earlier run; pass --resume auto to continue it, "
+            "or choose another train.output_dir (or delete this one) to start over"
+        )
     if start_ckpt is not None:
         logger.info("resuming from %s", start_ckpt)
         model = spec.load(start_ckpt, cfg)

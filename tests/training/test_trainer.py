@@ -170,6 +170,21 @@ def test_early_stopping_stops_training(tmp_path, small_data):
     assert (result.final_dir / "model.safetensors").exists()
 
 
+def test_an_earlier_run_is_not_overwritten_silently(tmp_path, small_data):
+    from personadlg.errors import UsageError
+
+    cfg = tiny_recipe(small_data, tmp_path / "run", "train.max_steps=2")
+    train(cfg)
+    with pytest.raises(
+        UsageError, match="already holds checkpoints of an earlier run; pass --resume auto"
+    ):
+        train(cfg)
+    again = train(
+        tiny_recipe(small_data, tmp_path / "run", "train.max_steps=4"), resume="auto"
+    )  # continue to more steps
+    assert again.steps == 4
+
+
 def test_too_little_data_is_a_clear_error(tmp_path, small_data):
     from personadlg.errors import UsageError
 
