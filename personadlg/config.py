@@ -350,11 +350,25 @@ class DataConfig:
     max_context_turns: int = field(
         default=0, metadata={"help": "keep only the last N context messages (0 = all)"}
     )
+    valid_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "hold out this share of data.train for validation when data.valid is not set"
+        },
+    )
+    attribute: str | None = field(
+        default=None,
+        metadata={"help": "the attribute an attribute classifier learns (method classifier)"},
+    )
 
     def __post_init__(self) -> None:
         problems = []
         if self.max_context_turns < 0:
             problems.append(f"data.max_context_turns must be >= 0, got {self.max_context_turns}")
+        if not 0 <= self.valid_fraction < 1:
+            problems.append(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
+        if not 0 <= self.valid_fraction < 1:
+            problems.append(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
         for attr, aspects in self.attributes.items():
             if len(aspects) < 2 or len(set(aspects)) != len(aspects):
                 problems.append(

@@ -245,66 +245,46 @@ FILTERS.register(
     default=True,
 )
 
-# --- metrics (metrics/*.py; defined in methods/metrics.md) -----------------------------------------
-_M = "personadlg.metrics"
-for _name, _target, _hib, _help in [
-    ("bleu-1", "lexical:BLEU1", True, "corpus BLEU, n-gram order 1 (sacrebleu)"),
-    ("bleu-2", "lexical:BLEU2", True, "corpus BLEU, n-gram order 2 (sacrebleu)"),
-    ("bleu-3", "lexical:BLEU3", True, "corpus BLEU, n-gram order 3 (sacrebleu)"),
-    ("bleu-4", "lexical:BLEU4", True, "corpus BLEU, n-gram order 4 (sacrebleu)"),
-    ("rouge-l", "lexical:ROUGE_L", True, "mean ROUGE-L F-measure (rouge-score, our tokenizer)"),
-    ("dist-1", "lexical:DIST1", True, "corpus distinct unigrams / unigrams"),
-    ("dist-2", "lexical:DIST2", True, "corpus distinct bigrams / bigrams"),
-    (
-        "sbleu",
-        "lexical:SBLEU",
-        False,
-        "self-BLEU-4 against all other generations (exact, O(n-grams))",
-    ),
-    (
-        "p-co",
-        "persona:PCO",
-        True,
-        "persona coverage (idf-weighted persona words in the generation)",
-    ),
-    (
-        "persona-copy",
-        "persona:PERSONA_COPY",
-        False,
-        "% generations copying >= 5 tokens of their persona",
-    ),
-    (
-        "persona-cos",
-        "persona:PERSONA_COS",
-        True,
-        "max cosine between generation and persona sentences (--embedder)",
-    ),
-    ("nli-prob", "model_based:NLI_PROB", True, "mean P(entailment | context, generation) (--nli)"),
-    ("nli-acc", "model_based:NLI_ACC", True, "% generations entailed by the context (--nli)"),
+# --- metrics (definitions: methods/metrics.md; factories in metrics/catalog.py) ---------------------
+for _name, _hib, _help in [
+    ("bleu-1", True, "corpus BLEU, n-gram order 1 (sacrebleu's formula)"),
+    ("bleu-2", True, "corpus BLEU, n-gram order 2"),
+    ("bleu-3", True, "corpus BLEU, n-gram order 3"),
+    ("bleu-4", True, "corpus BLEU, n-gram order 4"),
+    ("bleu-1-sent", True, "mean sentence BLEU-1 (exp smoothing, effective order)"),
+    ("bleu-2-sent", True, "mean sentence BLEU-2"),
+    ("bleu-3-sent", True, "mean sentence BLEU-3"),
+    ("bleu-4-sent", True, "mean sentence BLEU-4"),
+    ("rouge-l", True, "mean ROUGE-L F-measure (rouge-score with our tokenizer)"),
+    ("rouge-l-r", True, "mean ROUGE-L recall"),
+    ("rouge-l-p", True, "mean ROUGE-L precision"),
+    ("dist-1", True, "corpus distinct unigrams / unigrams"),
+    ("dist-2", True, "corpus distinct bigrams / bigrams"),
+    ("dist-1-sent", True, "mean per-response distinct unigram ratio"),
+    ("dist-2-sent", True, "mean per-response distinct bigram ratio"),
+    ("sbleu", False, "self-BLEU-4 against all other generations (exact NLTK method1, O(n-grams))"),
+    ("p-co", True, "persona coverage (idf-weighted persona words in the generation)"),
+    ("persona-copy", False, "% generations copying >= 5 words of their persona"),
+    ("persona-cos", True, "max cosine between generation and persona sentences (--embedder)"),
+    ("nli-prob", True, "mean P(entailment | context, generation) (--nli)"),
+    ("nli-acc", True, "% generations whose NLI argmax is entailment (--nli)"),
     (
         "c-score",
-        "model_based:C_SCORE",
         True,
-        "persona consistency: entail 1, neutral 0, contradict -1 (--nli)",
+        "persona consistency: entail 1, neutral 0, contradict -1, summed (--nli, 3-class)",
     ),
     (
         "personalization-acc",
-        "model_based:PERS_ACC",
         True,
-        "% generations classified as the target aspect (--classifier)",
+        "% targeted (generation, attribute) pairs classified as the target aspect (--classifier)",
     ),
-    (
-        "personalization-prob",
-        "model_based:PERS_PROB",
-        True,
-        "mean probability of the target aspect (--classifier)",
-    ),
-    ("ppl", "model_based:PPL", False, "perplexity of the generations under an LM (--lm)"),
-    (
-        "emb-sim",
-        "model_based:EMB_SIM",
-        True,
-        "cosine of generation and reference embeddings (--embedder)",
-    ),
+    ("personalization-prob", True, "mean probability of the target aspect (--classifier)"),
+    ("ppl", False, "perplexity of the generations under a causal LM (--lm)"),
+    ("emb-sim", True, "cosine of generation and reference embeddings (--embedder)"),
 ]:
-    METRICS.register(_name, f"{_M}.{_target}", help=_help, higher_is_better=_hib)
+    METRICS.register(
+        _name,
+        f"personadlg.metrics.catalog:{_name.replace('-', '_')}",
+        help=_help,
+        higher_is_better=_hib,
+    )

@@ -78,7 +78,10 @@ class TrainView:
                 highlight=False,
             )
         elif kind == "eval":
-            msg = f"valid @ step {p['step']}: loss {p.get('loss', float('nan')):.4f} · ppl {p.get('ppl', float('nan')):.2f}"
+            extra = " · ".join(f"{k} {p[k]:.2f}" for k in ("ppl", "accuracy", "macro_f1") if k in p)
+            msg = f"valid @ step {p['step']}: loss {p.get('loss', float('nan')):.4f}" + (
+                f" · {extra}" if extra else ""
+            )
             (self.progress.console if self.progress else err).print(
                 msg, markup=False, highlight=False
             )
@@ -114,9 +117,15 @@ def render_result(r: Any) -> None:
         )
         rows.append(["tokens / s", f"{r.last_train.get('tokens_per_s', 0):,.0f}"])
     if r.last_valid:
+        v = r.last_valid
         rows.append(
-            ["valid loss / perplexity", f"{r.last_valid['loss']:.4f} / {r.last_valid['ppl']:.2f}"]
+            [
+                "valid loss" + (" / perplexity" if "ppl" in v else ""),
+                f"{v['loss']:.4f}" + (f" / {v['ppl']:.2f}" if "ppl" in v else ""),
+            ]
         )
+        if "accuracy" in v:
+            rows.append(["valid accuracy / macro-F1", f"{v['accuracy']:.2f} / {v['macro_f1']:.2f}"])
     if r.stopped_early:
         rows.append(["early stopping", "yes"])
     if r.plot:

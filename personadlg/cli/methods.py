@@ -198,36 +198,211 @@ def generate(
 
 def evaluate(
     generations: Annotated[
-        Path, typer.Argument(help="Generation file (example records with `generation`).")
+        Path,
+        typer.Argument(
+            help="Generation file (example records with `generation`, as `generate` writes)."
+        ),
     ],
     metrics: Annotated[
         Optional[str],
         typer.Option(
-            "--metrics", help="Comma-separated metric names (see `personadlg ls metrics`)."
+            "--metrics",
+            "-m",
+            help="Comma-separated metric names (default: every metric the data and the given models allow).",
         ),
     ] = None,
     classifier: Annotated[
         Optional[list[str]],
-        typer.Option("--classifier", help="ATTR=DIR attribute classifier (repeatable)."),
+        typer.Option(
+            "--classifier",
+            help="ATTR=DIR attribute classifier (repeatable): personalization metrics.",
+        ),
     ] = None,
-    nli: Annotated[Optional[Path], typer.Option("--nli", help="NLI model dir.")] = None,
-    lm: Annotated[
-        Optional[Path], typer.Option("--lm", help="Language model dir for perplexity.")
+    nli: Annotated[
+        Optional[Path], typer.Option("--nli", help="NLI model dir: nli-prob, nli-acc, c-score.")
     ] = None,
+    nli_entailment_label: Annotated[
+        Optional[str],
+        typer.Option(help="The entailment label's name, if the NLI model's id2label does not say."),
+    ] = None,
+    nli_context_turns: Annotated[
+        int,
+        typer.Option(
+            help="NLI premise: the last N context turns (0 = all, truncated from the oldest)."
+        ),
+    ] = 0,
+    lm: Annotated[Optional[Path], typer.Option("--lm", help="Causal LM dir: ppl.")] = None,
     embedder: Annotated[
-        Optional[Path], typer.Option("--embedder", help="Sentence embedding model dir.")
+        Optional[Path],
+        typer.Option("--embedder", help="Sentence embedding model dir: emb-sim, persona-cos."),
     ] = None,
-    report: Annotated[Optional[Path], typer.Option("--out", help="Report JSON.")] = None,
+    tokenize: Annotated[
+        str,
+        typer.Option(
+            "--tokenize",
+            help="Tokenizer of the lexical metrics: 13a, intl, zh, char, whitespace or hf:DIR.",
+        ),
+    ] = "13a",
+    lowercase: Annotated[
+        bool, typer.Option("--lowercase", help="Lower-case before the lexical metrics.")
+    ] = False,
+    sbleu_order: Annotated[int, typer.Option(help="Self-BLEU n-gram order.")] = 4,
+    sbleu_sample: Annotated[
+        int,
+        typer.Option(
+            help="Self-BLEU against K seeded random others instead of all (MIRACLE's variant)."
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of --sbleu-sample and --bootstrap.")] = 0,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", help="Resamples for 95% confidence intervals (0 = none).")
+    ] = 0,
+    by_target: Annotated[
+        bool,
+        typer.Option(
+            "--by-target",
+            help="Also report each target attribute combination (the controllability matrix).",
+        ),
+    ] = False,
+    compare: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--compare",
+            help="More generation files of the same examples, scored side by side (repeatable).",
+        ),
+    ] = None,
+    report: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report JSON.")] = None,
+    per_example: Annotated[
+        Optional[Path], typer.Option("--per-example", help="Per-example scores (JSONL).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Score generations: BLEU, ROUGE-L, Dist, self-BLEU, P-Co, NLI, personalization accuracy, PPL, embedding similarity.
+    """Score generations: BLEU, ROUGE-L, Dist, self-BLEU, P-Co, NLI, C-score, personalization accuracy, PPL, embedding similarity.
+
+    Every number carries a signature saying how it was computed. Definitions: `personadlg ls metrics`.
 
     [bold]Examples[/]
 
       personadlg eval gen.jsonl
-      personadlg eval gen.jsonl --classifier language_style=runs/cls-ls/final --nli runs/nli/final --out report.json
+      personadlg eval gen.jsonl --classifier language_style=runs/cls-ls/final --classifier attitude=runs/cls-att/final --by-target
+      personadlg eval gen.jsonl --nli runs/nli/final --lm gpt2 --bootstrap 1000 --out report.json
+      personadlg eval base.jsonl --compare cvae.jsonl --metrics bleu-1,bleu-2,rouge-l,dist-2,sbleu
     """
-    _not_yet("`personadlg eval`", "it lands with the eval issue")
+    import json
+
+    from personadlg.cli._options import split_list
+    from personadlg.data.attributes import parse_targets
+    from personadlg.data.jsonl import AtomicWriter
+    from personadlg.metrics.catalog import EvalOptions
+    from personadlg.metrics.evaluate import compare_files, evaluate_file
+
+    classifiers = {}
+    for spec in classifier or []:
+        classifiers.update(parse_targets(spec))
+    opts = EvalOptions(
+        tokenize=tokenize,
+        lowercase=lowercase,
+        classifiers=classifiers,
+        nli=str(nli) if nli else None,
+        nli_entailment_label=nli_entailment_label,
+        nli_context_turns=nli_context_turns,
+        lm=str(lm) if lm else None,
+        embedder=str(embedder) if embedder else None,
+        sbleu_order=sbleu_order,
+        sbleu_sample=sbleu_sample,
+        seed=seed,
+        bootstrap=bootstrap,
+    )
+    names = split_list([metrics]) if metrics else None
+    with progress("scoring", unit="metrics") as update:
+        count = {"n": 0}
+
+        def step(name: str) -> None:
+            count["n"] += 1
+            update(count["n"])
+
+        if compare:
+            result = compare_files(
+                [generations, *compare],
+                metrics=names,
+                opts=opts,
+                by_target=by_target,
+                on_metric=step,
+            )
+            if report is not None:
+                with AtomicWriter(report) as f:
+                    f.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        else:
+            result = evaluate_file(
+                generations,
+                metrics=names,
+                opts=opts,
+                by_target=by_target,
+                out=report,
+                per_example=per_example,
+                on_metric=step,
+            )
+    if json_out:
+        print_json(result)
+        return
+    render_report(result)
+    if report:
+        out.print(f"report → {report}")
+
+
+def render_report(result: dict) -> None:
+    """Rich tables of an eval report (or of a --compare result)."""
+    from rich.table import Table
+
+    systems = result.get("systems") or {result.get("input", "generations"): result}
+    names = list(next(iter(systems.values()))["metrics"])
+    first = next(iter(systems.values()))
+    t = Table(title=f"eval: {first['n']:,} generations", title_justify="left", header_style="bold")
+    t.add_column("metric")
+    for path in systems:
+        t.add_column(str(path).rsplit("/", 1)[-1] if len(systems) > 1 else "value", justify="right")
+    if len(systems) == 1:
+        t.add_column("95% CI", justify="right")
+    t.add_column("", justify="center")
+    for name in names:
+        m0 = first["metrics"][name]
+        row = [name]
+        for sys_ in systems.values():
+            m = sys_["metrics"].get(name)
+            row.append("-" if m is None or m["value"] is None else f"{m['value']:.2f}")
+        if len(systems) == 1:
+            ci = m0.get("ci95")
+            row.append(f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        row.append("↑" if m0["higher_is_better"] else "↓")
+        t.add_row(*row)
+    out.print(t)
+    for name in names:
+        by_attr = first["metrics"][name].get("by_attribute")
+        if by_attr:
+            out.print(
+                table(
+                    f"{name} by attribute",
+                    ["attribute", "value"],
+                    [[a, round(v, 2)] for a, v in by_attr.items()],
+                )
+            )
+    sig = Table(title="signatures", title_justify="left", header_style="bold", show_lines=False)
+    sig.add_column("metric")
+    sig.add_column("signature", style="dim", overflow="fold")
+    for name in names:
+        sig.add_row(name, first["metrics"][name]["signature"])
+    out.print(sig)
+    for reason_name, reason in first.get("skipped", {}).items():
+        err.print(f"skipped {reason_name}: {reason}")
+    by_target = first.get("by_target")
+    if by_target:
+        focus = [c for c in names if c.startswith("personalization")] or names[:4]
+        rows = [
+            [key, row["n"], *[None if row.get(c) is None else round(row[c], 2) for c in focus]]
+            for key, row in by_target.items()
+        ]
+        title = "by target (every metric per target is in the --json / --out report)"
+        out.print(table(title, ["target", "n", *focus], rows, justify_numbers=False))
 
 
 def chat(

@@ -48,13 +48,16 @@ def train_or_load_tokenizer(
     min_frequency: int,
     is_main: bool,
     barrier: Any,
+    cls_sep: bool = False,
 ) -> Any:
     """Main process trains a byte-level BPE tokenizer on TEXTS and saves it to PATH; all load it."""
     from personadlg.models.tokenizer import train_tokenizer
 
     if is_main:
         assert texts is not None
-        tok = train_tokenizer(texts, vocab_size=vocab_size, min_frequency=min_frequency)
+        tok = train_tokenizer(
+            texts, vocab_size=vocab_size, min_frequency=min_frequency, cls_sep=cls_sep
+        )
         tok.save_pretrained(path)
         logger.info("trained a %d-token BPE tokenizer on the training data", len(tok))
     barrier()

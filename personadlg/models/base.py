@@ -28,7 +28,7 @@ class BuildContext:
     under `work_dir`; after `barrier()` every process loads the result, so all are identical.
     """
 
-    train_examples: Callable[[], Iterable[Example]]
+    train_examples: Callable[[], Iterable[Any]]
     work_dir: Path
     is_main: bool = True
     barrier: Callable[[], None] = field(default=lambda: None)
@@ -54,7 +54,7 @@ class PersonaModel(Protocol):
     def module(self) -> torch.nn.Module:
         """The parameters the optimizer trains; `module(**batch)` returns a dict of loss terms, `loss` being the total."""
 
-    def encode(self, example: Example) -> dict[str, Any] | None:
+    def encode(self, example: Any) -> dict[str, Any] | None:
         """Training features of one example (None to skip it, e.g. an empty reference)."""
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -73,11 +73,23 @@ class PersonaModel(Protocol):
     ) -> list[str]:
         """One response per example (TARGETS: attribute targets per example, or None)."""
 
-    def explain(self, example: Example) -> list[TokenView]:
+    def explain(self, example: Any) -> list[TokenView]:
         """The example's training tokens with their labels (masked vs trained)."""
 
     def save(self, directory: Path) -> None:
         """Weights (safetensors), tokenizer and method files into DIRECTORY."""
+
+
+class ScoresValidation(Protocol):
+    """Optional: extra validation metrics. `module(**batch)` may return non-loss outputs under keys
+    starting with "_" (e.g. "_logits"); `eval_stats` turns a batch and those outputs into
+    sum-reducible tensors, `eval_metrics` the summed tensors into numbers for the valid record."""
+
+    def eval_stats(
+        self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]: ...
+
+    def eval_metrics(self, stats: dict[str, torch.Tensor]) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -91,3 +103,5 @@ class MethodSpec:
     description: str = ""
     supports: tuple[str, ...] = ()
     """Conditioning it uses at generation: 'persona', 'attributes', 'profile', 'user'."""
+    read: Callable[[Path, Any], Iterable[Any]] | None = None
+    """Training items of a data file (default: the examples of a dialogue file)."""

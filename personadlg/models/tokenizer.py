@@ -27,6 +27,7 @@ def train_tokenizer(
     vocab_size: int = 4000,
     min_frequency: int = 2,
     model_max_length: int = 1024,
+    cls_sep: bool = False,
 ) -> Any:
     """Train a byte-level BPE tokenizer on TEXTS; return a `transformers.PreTrainedTokenizerFast`.
 
@@ -35,6 +36,7 @@ def train_tokenizer(
         vocab_size: target vocabulary size, special tokens and the 256 byte symbols included.
         min_frequency: a merge needs at least this many occurrences.
         model_max_length: recorded in the tokenizer config.
+        cls_sep: add `<cls> A <sep>` (and `<cls> A <sep> B <sep>` for pairs) like BERT, for encoders/classifiers.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -52,6 +54,16 @@ def train_tokenizer(
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    if cls_sep:
+        cls, sep = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
+        template = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+        )
+        tok.post_processor = processors.Sequence(
+            [processors.ByteLevel(trim_offsets=False), template]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS
     )

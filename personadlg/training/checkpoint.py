@@ -170,8 +170,12 @@ def write_checkpoint(
     optimizer: Any,
     scheduler: Any,
     accelerator: Any,
+    extra_json: dict[str, Any] | None = None,
 ) -> Path:
-    """Write OUTPUT_DIR/NAME atomically from every process (each saves its RNG state; the main saves the rest)."""
+    """Write OUTPUT_DIR/NAME atomically from every process (each saves its RNG state; the main saves the rest).
+
+    EXTRA_JSON: more files to write, {file name: JSON-able object} (e.g. eval_results.json).
+    """
     tmp = output_dir / f".tmp-{name}"
     final = output_dir / name
     if accelerator.is_main_process:
@@ -188,6 +192,8 @@ def write_checkpoint(
         model.save(tmp)
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        for fname, obj in (extra_json or {}).items():
+            (tmp / fname).write_text(json.dumps(obj, indent=2))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         if final.exists():
             old = output_dir / f".old-{name}"

@@ -9,7 +9,7 @@ process with batch 8 sees the same global batches as two processes with batch 4.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,23 @@ def iter_examples(path: Path, cfg: DataConfig) -> Iterator[Example]:
         yield from expand_dialogue(d, turns=cfg.turns, max_context_turns=cfg.max_context_turns)
 
 
+def dialogue_examples(path: Path, cfg: Any) -> Iterator[Example]:
+    """The default training items: the examples of a dialogue file, read as the recipe's `data:` says."""
+    return iter_examples(path, cfg.data)
+
+
+Reader = Callable[[Path, Any], Iterable[Any]]
+
+
 def encode_examples(
-    path: Path, cfg: DataConfig, encode: Callable[[Example], dict[str, Any] | None]
+    path: Path,
+    cfg: Any,
+    encode: Callable[[Any], dict[str, Any] | None],
+    read: Reader = dialogue_examples,
 ) -> list[dict[str, np.ndarray]]:
-    """Encode every example of PATH with the method's ENCODE; examples it returns None for are skipped."""
+    """Encode every item of PATH (what READ yields for the recipe CFG); items ENCODE returns None for are skipped."""
     out, skipped = [], 0
-    for ex in iter_examples(path, cfg):
+    for ex in read(path, cfg):
         feats = encode(ex)
         if feats is None:
             skipped += 1
@@ -54,6 +65,14 @@ def encode_examples(
     if skipped:
         logger.info("%s: skipped %d examples without a usable reference", path, skipped)
     return out
+
+
+def held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train rows, valid rows): a seeded FRACTION of N rows held out for validation."""
+    g = torch.Generator().manual_seed(seed + 7919)
+    perm = torch.randperm(n, generator=g).tolist()
+    k = max(1, round(fraction * n)) if fraction > 0 and n > 1 else 0
+    return sorted(perm[k:]), sorted(perm[:k])
 
 
 def epoch_batches(

@@ -29,16 +29,21 @@ from personadlg.models.base import BuildContext
 from personadlg.registry import METHODS
 from personadlg.training import checkpoint as ckpt
 from personadlg.training.data import (
+    dialogue_examples,
     encode_examples,
     epoch_batches,
     eval_batches,
-    iter_examples,
+    held_out,
     resolve_data_path,
 )
 from personadlg.training.distributed import make_accelerator
 from personadlg.training.logging import JsonlLogger, MetricLogger, TensorBoardLogger, plot_run
 
 logger = logging.getLogger(__name__)
+
+EVAL_RESULTS = (
+    "eval_results.json"  # the validation record of a checkpoint's step, when there is one
+)
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -114,6 +119,7 @@ def train(
         )
     valid_path = resolve_data_path(cfg.data.valid)
     spec = METHODS.get(cfg.method)
+    reader = spec.read or dialogue_examples
     start_ckpt = ckpt.resolve_resume(out, resume)
     if resume is None and (
         ckpt.complete_checkpoints(out) or (out / ckpt.FINAL_DIR / ckpt.STATE_FILE).is_file()
@@ -127,17 +133,24 @@ def train(
         model = spec.load(start_ckpt, cfg)
     else:
         ctx = BuildContext(
-            train_examples=lambda: iter_examples(train_path, cfg.data),
+            train_examples=lambda: reader(train_path, cfg),
             work_dir=out,
             is_main=acc.is_main_process,
             barrier=acc.wait_for_everyone,
         )
         model = spec.build(cfg, ctx)
 
-    train_feats = encode_examples(train_path, cfg.data, model.encode)
-    valid_feats = encode_examples(valid_path, cfg.data, model.encode) if valid_path else []
+    train_feats = encode_examples(train_path, cfg, model.encode, reader)
+    valid_feats = encode_examples(valid_path, cfg, model.encode, reader) if valid_path else []
+    if not valid_feats and cfg.data.valid_fraction > 0:
+        keep, held = held_out(len(train_feats), cfg.data.valid_fraction, tc.seed)
+        train_feats, valid_feats = [train_feats[i] for i in keep], [train_feats[i] for i in held]
+        logger.info(
+            "held out %d of the training examples for validation (data.valid_fraction)",
+            len(valid_feats),
+        )
     if debug_tokens > 0:
-        examples = [ex for _, ex in zip(range(debug_tokens), iter_examples(train_path, cfg.data))]
+        examples = [ex for _, ex in zip(range(debug_tokens), reader(train_path, cfg))]
         emit("debug_tokens", {"examples": [(ex, model.explain(ex)) for ex in examples]})
 
     world, rank = acc.num_processes, acc.process_index
@@ -212,6 +225,9 @@ def train(
             optimizer=optimizer,
             scheduler=scheduler,
             accelerator=acc,
+            extra_json={EVAL_RESULTS: last_valid}
+            if last_valid.get("step") == state["step"]
+            else None,
         )
         emit("save", {"path": str(path), "step": state["step"]})
         return path
@@ -220,6 +236,8 @@ def train(
         inner = acc.unwrap_model(module)
         inner.eval()
         sums: dict[str, float] = defaultdict(float)
+        stats: dict[str, torch.Tensor] = {}
+        scorer = getattr(model, "eval_stats", None)
         weight = 0.0
         with torch.no_grad():
             for idx in eval_batches(
@@ -233,8 +251,14 @@ def train(
                     terms = inner(**batch)
                 w = float(model.count_tokens(batch)[1] or len(idx))
                 for name, value in terms.items():
-                    sums[name] += float(value) * w
+                    if not name.startswith("_"):
+                        sums[name] += float(value) * w
                 weight += w
+                if scorer is not None:
+                    for name, value in scorer(batch, terms).items():
+                        stats[name] = (
+                            stats[name] + value if name in stats else value.detach().clone()
+                        )
         inner.train()
         names = sorted(sums) or ["loss"]
         totals = acc.reduce(
@@ -248,7 +272,13 @@ def train(
             "split": "valid",
             **{n: v / max(totals[-1], 1e-12) for n, v in zip(names, totals)},
         }
-        record["ppl"] = math.exp(min(record.get("loss", 0.0), 50.0))
+        if getattr(model, "perplexity", True):
+            record["ppl"] = math.exp(min(record.get("loss", 0.0), 50.0))
+        if scorer is not None and stats:
+            summed = {
+                k: acc.reduce(v.to(acc.device), "sum").cpu() for k, v in sorted(stats.items())
+            }
+            record.update(model.eval_metrics(summed))
         return record
 
     last_train: dict[str, Any] = {}
@@ -280,7 +310,8 @@ def train(
                         terms = module(**batch)
                     acc.backward(terms["loss"] / tc.grad_accum)
                 for name, value in terms.items():
-                    window[name] += float(value.detach())
+                    if not name.startswith("_"):
+                        window[name] += float(value.detach())
                 window_n += 1
                 window_tokens += model.count_tokens(batch)[0]
             grad_norm = (

@@ -1,0 +1,150 @@
+"""Every metric by name: factories that build a configured metric from the evaluation options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from personadlg.errors import UsageError
+from personadlg.metrics.lexical import (
+    CorpusBLEU,
+    Distinct,
+    RougeL,
+    SelfBLEU,
+    SentenceBLEU,
+    TokenSetting,
+)
+from personadlg.metrics.model_based import (
+    NLI,
+    CScore,
+    EmbeddingSimilarity,
+    Perplexity,
+    PersonaCosine,
+    Personalization,
+)
+from personadlg.metrics.persona import PCo, PersonaCopy
+
+
+@dataclass
+class EvalOptions:
+    """How `personadlg eval` computes its metrics (every choice shows up in the signatures)."""
+
+    tokenize: str = "13a"
+    lowercase: bool = False
+    classifiers: dict[str, str] = field(default_factory=dict)
+    nli: str | None = None
+    nli_entailment_label: str | None = None
+    nli_context_turns: int = 0
+    lm: str | None = None
+    embedder: str | None = None
+    sbleu_order: int = 4
+    sbleu_sample: int = 0
+    seed: int = 0
+    bootstrap: int = 0
+
+    @property
+    def tok(self) -> TokenSetting:
+        return TokenSetting(self.tokenize, self.lowercase)
+
+
+def _need(value: Any, flag: str, name: str) -> Any:
+    if not value:
+        raise UsageError(f"metric {name} needs {flag}")
+    return value
+
+
+def bleu(n: int, sentence: bool = False):
+    def make(o: EvalOptions) -> Any:
+        return SentenceBLEU(n, o.tok) if sentence else CorpusBLEU(n, o.tok)
+
+    return make
+
+
+def dist(n: int, sentence: bool = False):
+    def make(o: EvalOptions) -> Any:
+        return Distinct(n, sentence, o.tok)
+
+    return make
+
+
+def rouge(part: str):
+    def make(o: EvalOptions) -> Any:
+        return RougeL(part, o.tok)
+
+    return make
+
+
+def sbleu(o: EvalOptions) -> Any:
+    return SelfBLEU(order=o.sbleu_order, sample=o.sbleu_sample, seed=o.seed, tok=o.tok)
+
+
+def pco(o: EvalOptions) -> Any:
+    return PCo()
+
+
+def persona_copy(o: EvalOptions) -> Any:
+    return PersonaCopy()
+
+
+def nli(kind: str):
+    def make(o: EvalOptions) -> Any:
+        return NLI(
+            _need(o.nli, "--nli DIR", f"nli-{kind}"),
+            kind,
+            o.nli_context_turns,
+            o.nli_entailment_label,
+        )
+
+    return make
+
+
+def c_score(o: EvalOptions) -> Any:
+    return CScore(_need(o.nli, "--nli DIR", "c-score"), o.nli_entailment_label)
+
+
+def personalization(kind: str):
+    def make(o: EvalOptions) -> Any:
+        return Personalization(
+            _need(o.classifiers, "--classifier ATTR=DIR", f"personalization-{kind}"), kind
+        )
+
+    return make
+
+
+def ppl(o: EvalOptions) -> Any:
+    return Perplexity(_need(o.lm, "--lm DIR", "ppl"))
+
+
+def emb_sim(o: EvalOptions) -> Any:
+    return EmbeddingSimilarity(_need(o.embedder, "--embedder DIR", "emb-sim"))
+
+
+def persona_cos(o: EvalOptions) -> Any:
+    return PersonaCosine(_need(o.embedder, "--embedder DIR", "persona-cos"))
+
+
+FACTORIES: dict[str, Any] = {
+    **{f"bleu-{n}": bleu(n) for n in (1, 2, 3, 4)},
+    **{f"bleu-{n}-sent": bleu(n, True) for n in (1, 2, 3, 4)},
+    "rouge-l": rouge("f"),
+    "rouge-l-r": rouge("r"),
+    "rouge-l-p": rouge("p"),
+    "dist-1": dist(1),
+    "dist-2": dist(2),
+    "dist-1-sent": dist(1, True),
+    "dist-2-sent": dist(2, True),
+    "sbleu": sbleu,
+    "p-co": pco,
+    "persona-copy": persona_copy,
+    "persona-cos": persona_cos,
+    "nli-prob": nli("prob"),
+    "nli-acc": nli("acc"),
+    "c-score": c_score,
+    "personalization-acc": personalization("acc"),
+    "personalization-prob": personalization("prob"),
+    "ppl": ppl,
+    "emb-sim": emb_sim,
+}
+
+# module attributes named after the metrics (`bleu-1` → `bleu_1`), the registry's lazy targets
+globals().update({_name.replace("-", "_"): _factory for _name, _factory in FACTORIES.items()})

@@ -1,0 +1,299 @@
+"""`personadlg eval`: score generation files (or plain lists) and build the report of ARCHITECTURE §2.3.
+
+>>> from personadlg.metrics import evaluate_texts
+>>> evaluate_texts(["i love tea"], references=["i like tea"], metrics=["bleu-1", "dist-1"])["bleu-1"].value
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from personadlg import __version__
+from personadlg.config import to_dict
+from personadlg.data.formats.native import iter_examples
+from personadlg.data.jsonl import AtomicWriter, Bad, check_nonempty, dumps
+from personadlg.errors import DataError, UsageError
+from personadlg.metrics.base import Computed, EvalData, Score, bootstrap_ci
+from personadlg.metrics.catalog import EvalOptions
+from personadlg.registry import METRICS, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+LEXICAL = ("bleu-1", "bleu-2", "rouge-l", "dist-1", "dist-2", "sbleu")
+PERSONA = ("p-co", "persona-copy")
+
+
+def target_key(target: dict[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(target.items())) if target else ""
+
+
+def default_metrics(data: EvalData, opts: EvalOptions) -> list[str]:
+    """Lexical and persona metrics the data allow, plus each model-based metric whose model is given."""
+    has_refs = all(r is not None for r in data.references)
+    has_persona = any(data.personas)
+    names = [m for m in LEXICAL if has_refs or m in ("dist-1", "dist-2", "sbleu")]
+    if has_persona:
+        names += list(PERSONA)
+    if opts.nli:
+        names += ["nli-prob", "nli-acc"] + (["c-score"] if has_persona else [])
+    if opts.classifiers:
+        names += ["personalization-acc", "personalization-prob"]
+    if opts.lm:
+        names.append("ppl")
+    if opts.embedder:
+        names += (["emb-sim"] if has_refs else []) + (["persona-cos"] if has_persona else [])
+    return names
+
+
+def check_metric_names(names: Sequence[str]) -> list[str]:
+    out = []
+    for n in names:
+        if n not in METRICS:
+            raise UsageError(
+                f"unknown metric '{n}'{did_you_mean(n, METRICS.names())}; see `personadlg ls metrics`"
+            )
+        out.append(n)
+    return out
+
+
+# metrics whose value on a subset is not the subset of the whole computation (they look at the whole set)
+SET_DEPENDENT = ("sbleu", "p-co")
+
+
+def compute_scores(
+    data: EvalData,
+    names: Sequence[str],
+    opts: EvalOptions,
+    *,
+    explicit: bool = True,
+    on_metric: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Score], dict[str, Computed], dict[str, str]]:
+    """(scores, prepared metrics, skipped metrics with the reason) for DATA.
+
+    With EXPLICIT False (default metric list), a metric the data cannot support is skipped with a
+    reason instead of failing the run.
+    """
+    scores: dict[str, Score] = {}
+    prepared: dict[str, Computed] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        if on_metric:
+            on_metric(name)
+        metric = METRICS.get(name)(opts)
+        try:
+            computed = metric.compute(data)
+        except (ValueError, UsageError) as err:
+            if explicit:
+                raise UsageError(f"{name}: {err}") from None
+            skipped[name] = str(err)
+            continue
+        score = Score(
+            name=name,
+            value=computed.aggregate(None),
+            signature=metric.signature(),
+            higher_is_better=metric.higher_is_better,
+            n=computed.n,
+            details=computed.details,
+        )
+        score.ci95 = bootstrap_ci(computed, len(data), opts.bootstrap, opts.seed)
+        scores[name] = score
+        prepared[name] = computed
+    return scores, prepared, skipped
+
+
+def _finite(v: float) -> float | None:
+    return None if v != v or v in (float("inf"), float("-inf")) else round(v, 6)
+
+
+def evaluate_data(
+    data: EvalData,
+    *,
+    metrics: Sequence[str] | None = None,
+    opts: EvalOptions | None = None,
+    by_target: bool = False,
+    on_metric: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The report for DATA: every metric with its signature (and CI), optionally per target combination.
+
+    Per target, each metric is aggregated over that target's rows of the whole computation (so a
+    model scores every generation once); self-BLEU and P-Co, which look at the whole set, are
+    recomputed within the target's rows.
+    """
+    opts = opts or EvalOptions()
+    if len(data) == 0:
+        raise UsageError("nothing to evaluate: no generations")
+    names = check_metric_names(metrics) if metrics else default_metrics(data, opts)
+    scores, prepared, skipped = compute_scores(
+        data, names, opts, explicit=bool(metrics), on_metric=on_metric
+    )
+    report: dict[str, Any] = {
+        "n": len(data),
+        "version": __version__,
+        "settings": to_dict(opts),
+        "metrics": {k: s.to_dict() for k, s in scores.items()},
+    }
+    if skipped:
+        report["skipped"] = skipped
+    if by_target:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, t in enumerate(data.targets):
+            groups[target_key(t)].append(i)
+        table = {}
+        for key in sorted(groups):
+            rows = np.array(groups[key])
+            values = {
+                name: _finite(c.aggregate(rows))
+                for name, c in prepared.items()
+                if name not in SET_DEPENDENT
+            }
+            again = [n for n in prepared if n in SET_DEPENDENT]
+            if again:
+                sub_scores, _, _ = compute_scores(
+                    data.subset(groups[key]), again, opts, explicit=False
+                )
+                values.update({n: _finite(s.value) for n, s in sub_scores.items()})
+            table[key or "(no target)"] = {"n": len(rows), **{n: values.get(n) for n in prepared}}
+        report["by_target"] = table
+    report["_per_example"] = {
+        name: c.per_example for name, c in prepared.items() if c.per_example is not None
+    }
+    return report
+
+
+def read_generations(path: str | Path) -> tuple[EvalData, str]:
+    """EvalData and the input's sha256 from a generation file (example records with `generation`)."""
+    p = Path(path)
+    check_nonempty(p)
+    gens, refs, personas, contexts, targets, ids = [], [], [], [], [], []
+    for item in iter_examples(p):
+        if isinstance(item, Bad):
+            raise item.error
+        line, ex = item
+        if ex.generation is None:
+            raise DataError(
+                field="generation",
+                expected="a string (a generation record, as written by personadlg generate)",
+                got_text="nothing (missing)",
+            ).at(path=str(p), line=line)
+        gens.append(ex.generation)
+        refs.append(ex.reference)
+        personas.append(ex.persona)
+        contexts.append([m.to_dict() for m in ex.context])
+        targets.append(ex.target_attributes if ex.target_attributes is not None else ex.attributes)
+        ids.append(ex.id + ("|" + target_key(ex.target_attributes) if ex.target_attributes else ""))
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    return EvalData(
+        generations=gens,
+        references=refs,
+        personas=personas,
+        contexts=contexts,
+        targets=targets,
+        ids=ids,
+    ), digest
+
+
+def evaluate_file(
+    path: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    opts: EvalOptions | None = None,
+    by_target: bool = False,
+    out: str | Path | None = None,
+    per_example: str | Path | None = None,
+    on_metric: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a generation file; write the report (OUT) and per-example scores (PER_EXAMPLE) atomically."""
+    data, digest = read_generations(path)
+    report = evaluate_data(
+        data, metrics=metrics, opts=opts, by_target=by_target, on_metric=on_metric
+    )
+    values = report.pop("_per_example")
+    report = {
+        "n": report["n"],
+        "input": str(path),
+        "input_sha256": digest,
+        **{k: v for k, v in report.items() if k != "n"},
+    }
+    if out is not None:
+        with AtomicWriter(out) as f:
+            f.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if per_example is not None:
+        with AtomicWriter(per_example) as f:
+            for i, rid in enumerate(data.ids):
+                row: dict[str, Any] = {"id": rid}
+                for name, v in values.items():
+                    row[name] = None if np.isnan(v[i]) else round(float(v[i]), 6)
+                f.write(dumps(row) + "\n")
+    return report
+
+
+def compare_files(
+    paths: Sequence[str | Path],
+    *,
+    metrics: Sequence[str] | None = None,
+    opts: EvalOptions | None = None,
+    by_target: bool = False,
+    on_metric: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate several systems on the same examples with the same settings (ids must match)."""
+    loaded = [(p, *read_generations(p)) for p in paths]
+    base_path, base, _ = loaded[0]
+    base_ids = set(base.ids)
+    for p, data, _ in loaded[1:]:
+        ids = set(data.ids)
+        if ids != base_ids:
+            only_here, only_base = sorted(ids - base_ids), sorted(base_ids - ids)
+            raise UsageError(
+                f"--compare: {p} and {base_path} do not hold the same examples "
+                f"({len(only_here)} only in {p}, e.g. {only_here[:2]}; {len(only_base)} only in {base_path}, e.g. {only_base[:2]})"
+            )
+    names = metrics or default_metrics(base, opts or EvalOptions())
+    systems = {}
+    for p, data, digest in loaded:
+        r = evaluate_data(data, metrics=names, opts=opts, by_target=by_target, on_metric=on_metric)
+        r.pop("_per_example")
+        systems[str(p)] = {"input_sha256": digest, **r}
+    return {"version": __version__, "systems": systems}
+
+
+def evaluate_texts(
+    generations: Sequence[str],
+    *,
+    references: Sequence[str] | None = None,
+    personas: Sequence[Sequence[str]] | None = None,
+    contexts: Sequence[Sequence[str]] | None = None,
+    targets: Sequence[dict[str, str]] | None = None,
+    metrics: Sequence[str] | None = None,
+    **options: Any,
+) -> dict[str, Score]:
+    """Library call on plain lists: {metric: Score}. CONTEXTS are lists of turns (oldest first); OPTIONS are EvalOptions fields."""
+    ctx = (
+        [
+            [
+                {"role": "user" if (len(c) - 1 - i) % 2 == 0 else "assistant", "content": t}
+                for i, t in enumerate(c)
+            ]
+            for c in contexts
+        ]
+        if contexts
+        else []
+    )
+    data = EvalData(
+        generations=list(generations),
+        references=list(references) if references else [],
+        personas=[list(p) for p in personas] if personas else [],
+        contexts=ctx,
+        targets=[dict(t) for t in targets] if targets else [],
+    )
+    opts = EvalOptions(**options)
+    names = check_metric_names(metrics) if metrics else default_metrics(data, opts)
+    scores, _, _ = compute_scores(data, names, opts, explicit=bool(metrics))
+    return scores

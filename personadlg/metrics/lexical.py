@@ -1,0 +1,288 @@
+"""Lexical metrics: BLEU (corpus and sentence-mean), ROUGE-L, Dist-n (corpus and sentence-mean), self-BLEU.
+
+Definitions: methods/metrics.md. All use one tokenizer setting (`tokenize`, `lowercase`); scores are
+0-100. Corpus BLEU is sacrebleu's formula (`BLEU.compute_bleu`) on clipped n-gram statistics
+gathered per example, so bootstrap intervals come from resampling those statistics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from personadlg.metrics.base import Computed, EvalData, mean_of, signature
+from personadlg.metrics.selfbleu import self_bleu, self_bleu_reference
+from personadlg.metrics.tokenize import get_tokenizer, tokenizer_tag
+
+
+@dataclass
+class TokenSetting:
+    tokenize: str = "13a"
+    lowercase: bool = False
+
+    def __call__(self, text: str) -> list[str]:
+        return get_tokenizer(self.tokenize, self.lowercase)(text)
+
+    def tags(self) -> dict[str, str]:
+        return {"tok": tokenizer_tag(self.tokenize), "lc": "yes" if self.lowercase else "no"}
+
+
+def _need_references(data: EvalData, name: str) -> list[str]:
+    missing = sum(1 for r in data.references if r is None)
+    if missing:
+        raise ValueError(f"{name} needs a reference for every generation; {missing} have none")
+    return [r or "" for r in data.references]
+
+
+def _ngram_stats(hyp: list[str], ref: list[str], order: int) -> list[int]:
+    """[hyp_len, ref_len, correct_1..order, total_1..order] with counts clipped by the reference."""
+    correct, total = [], []
+    for n in range(1, order + 1):
+        h = Counter(tuple(hyp[i : i + n]) for i in range(len(hyp) - n + 1))
+        r = Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
+        correct.append(sum(min(c, r[g]) for g, c in h.items()))
+        total.append(max(0, len(hyp) - n + 1))
+    return [len(hyp), len(ref), *correct, *total]
+
+
+@dataclass
+class CorpusBLEU:
+    """Corpus BLEU with n-gram order N, uniform weights, one reference (sacrebleu's formula)."""
+
+    order: int = 4
+    tok: TokenSetting = field(default_factory=TokenSetting)
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("references",)
+
+    @property
+    def name(self) -> str:
+        return f"bleu-{self.order}"
+
+    def signature(self) -> str:
+        import sacrebleu
+
+        return signature(
+            "bleu",
+            n=self.order,
+            **self.tok.tags(),
+            smooth="exp",
+            agg="corpus",
+            nrefs=1,
+            sacrebleu=sacrebleu.__version__,
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        from sacrebleu.metrics import BLEU
+
+        refs = _need_references(data, self.name)
+        stats = np.array(
+            [
+                _ngram_stats(self.tok(h), self.tok(r), self.order)
+                for h, r in zip(data.generations, refs)
+            ],
+            dtype=np.int64,
+        ).reshape(-1, 2 + 2 * self.order)
+        k = self.order
+
+        def agg(idx: np.ndarray | None) -> float:
+            s = (stats if idx is None else stats[idx]).sum(axis=0)
+            return BLEU.compute_bleu(
+                correct=s[2 : 2 + k].tolist(),
+                total=s[2 + k :].tolist(),
+                sys_len=int(s[0]),
+                ref_len=int(s[1]),
+                smooth_method="exp",
+                effective_order=False,
+                max_ngram_order=k,
+            ).score
+
+        return Computed(aggregate=agg, n=len(data))
+
+
+@dataclass
+class SentenceBLEU:
+    """Mean of sentence-level BLEU (exp smoothing, effective order), as sacrebleu's sentence_bleu."""
+
+    order: int = 4
+    tok: TokenSetting = field(default_factory=TokenSetting)
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("references",)
+
+    @property
+    def name(self) -> str:
+        return f"bleu-{self.order}-sent"
+
+    def signature(self) -> str:
+        import sacrebleu
+
+        return signature(
+            "bleu",
+            n=self.order,
+            **self.tok.tags(),
+            smooth="exp",
+            eff="yes",
+            agg="sentence-mean",
+            nrefs=1,
+            sacrebleu=sacrebleu.__version__,
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        from sacrebleu.metrics import BLEU
+
+        refs = _need_references(data, self.name)
+        k = self.order
+        scores = []
+        for h, r in zip(data.generations, refs):
+            s = _ngram_stats(self.tok(h), self.tok(r), k)
+            scores.append(
+                BLEU.compute_bleu(
+                    correct=s[2 : 2 + k],
+                    total=s[2 + k :],
+                    sys_len=s[0],
+                    ref_len=s[1],
+                    smooth_method="exp",
+                    effective_order=True,
+                    max_ngram_order=k,
+                ).score
+            )
+        values = np.array(scores, dtype=float)
+        return Computed(aggregate=mean_of(values, 1.0), per_example=values, n=len(data))
+
+
+class _RougeTokenizer:
+    def __init__(self, tok: TokenSetting) -> None:
+        self.tok = tok
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.tok(text)
+
+
+@dataclass
+class RougeL:
+    """Mean ROUGE-L (F-measure by default; recall or precision on request) via rouge-score, our tokenizer."""
+
+    part: str = "f"
+    tok: TokenSetting = field(default_factory=TokenSetting)
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("references",)
+
+    @property
+    def name(self) -> str:
+        return "rouge-l" if self.part == "f" else f"rouge-l-{self.part}"
+
+    def signature(self) -> str:
+        import importlib.metadata
+
+        return signature(
+            "rouge-l",
+            part={"f": "fmeasure", "r": "recall", "p": "precision"}[self.part],
+            **self.tok.tags(),
+            agg="mean",
+            rouge_score=importlib.metadata.version("rouge-score"),
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        from rouge_score import rouge_scorer
+
+        refs = _need_references(data, self.name)
+        scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_RougeTokenizer(self.tok))
+        attr = {"f": "fmeasure", "r": "recall", "p": "precision"}[self.part]
+        values = np.array(
+            [getattr(scorer.score(r, h)["rougeL"], attr) for h, r in zip(data.generations, refs)],
+            dtype=float,
+        )
+        return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+
+
+@dataclass
+class Distinct:
+    """Dist-n: distinct n-grams / n-grams over all generations (corpus), or the mean per-response ratio.
+
+    N-grams never cross response boundaries. For the sentence variant, responses without an n-gram
+    are left out of the mean.
+    """
+
+    order: int = 2
+    sentence: bool = False
+    tok: TokenSetting = field(default_factory=TokenSetting)
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"dist-{self.order}" + ("-sent" if self.sentence else "")
+
+    def signature(self) -> str:
+        return signature(
+            "distinct",
+            n=self.order,
+            **self.tok.tags(),
+            agg="sentence-mean" if self.sentence else "corpus",
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        n = self.order
+        grams = [
+            [tuple(t[i : i + n]) for i in range(len(t) - n + 1)]
+            for t in (self.tok(g) for g in data.generations)
+        ]
+        if self.sentence:
+            values = np.array([len(set(g)) / len(g) if g else np.nan for g in grams], dtype=float)
+            return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+        vocab: dict[tuple[str, ...], int] = {}
+        ids = [
+            np.array([vocab.setdefault(x, len(vocab)) for x in g], dtype=np.int64) for g in grams
+        ]
+        sizes = np.array([len(g) for g in grams], dtype=np.int64)
+
+        def agg(idx: np.ndarray | None) -> float:
+            rows = range(len(ids)) if idx is None else np.unique(idx)
+            total = int(sizes.sum() if idx is None else sizes[idx].sum())
+            if total == 0:
+                return float("nan")
+            distinct = len(np.unique(np.concatenate([ids[i] for i in rows]))) if len(rows) else 0
+            return 100.0 * distinct / total
+
+        return Computed(aggregate=agg, n=len(data))
+
+
+@dataclass
+class SelfBLEU:
+    """Self-BLEU (lower = more diverse): BLEU-N of each generation against all the others, averaged.
+
+    Exactly NLTK's multi-reference `sentence_bleu` with method1 smoothing; SAMPLE > 0 scores each
+    generation against SAMPLE seeded random others instead (MIRACLE's variant).
+    """
+
+    order: int = 4
+    sample: int = 0
+    seed: int = 0
+    tok: TokenSetting = field(default_factory=TokenSetting)
+    higher_is_better: bool = False
+    requires: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return "sbleu" if self.order == 4 else f"sbleu-{self.order}"
+
+    def signature(self) -> str:
+        refs = f"sample{self.sample}:seed{self.seed}" if self.sample else "all-others"
+        return signature(
+            "self-bleu",
+            n=self.order,
+            **self.tok.tags(),
+            smooth="nltk-method1",
+            refs=refs,
+            agg="mean",
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        tokens = [self.tok(g) for g in data.generations]
+        if self.sample:
+            scores = self_bleu_reference(tokens, self.order, sample=self.sample, seed=self.seed)
+        else:
+            scores = self_bleu(tokens, self.order)
+        values = np.array(scores, dtype=float)
+        return Computed(aggregate=mean_of(values), per_example=values, n=len(data))

@@ -1,0 +1,450 @@
+"""Model-based metrics: NLI coherence, persona consistency (C-score), personalization accuracy,
+perplexity, and embedding similarities. Each needs a model directory; inputs are batched and run on
+a GPU when there is one (methods/metrics.md, "Model-based").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from personadlg.errors import UsageError
+from personadlg.metrics.base import Computed, EvalData, mean_of, signature
+
+logger = logging.getLogger(__name__)
+
+_ENTAIL = ("entailment", "entail", "entails", "positive")
+_NEUTRAL = ("neutral",)
+_CONTRA = ("contradiction", "contradict", "contradicts", "negative")
+
+
+def _device() -> Any:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _tag(path: str | Path) -> str:
+    return str(path).rstrip("/").split("/")[-1]
+
+
+@lru_cache(maxsize=16)
+def load_sequence_classifier(path: str) -> tuple[Any, Any, dict[int, str]]:
+    """(model, tokenizer, id2label) of a Hugging Face sequence-classification directory, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    from personadlg.models.backbone import load_tokenizer
+
+    if not Path(path).exists():
+        raise UsageError(f"{path}: no such model directory")
+    tok = load_tokenizer(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).to(_device()).eval()
+    id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
+    return model, tok, id2label
+
+
+def classify(
+    path: str,
+    texts: list[str],
+    pairs: list[str] | None = None,
+    *,
+    batch_size: int = 64,
+    max_length: int = 256,
+) -> np.ndarray:
+    """Class probabilities (N, C) for TEXTS (or text pairs TEXTS, PAIRS), batched; pairs truncate the first text from the left."""
+    import torch
+
+    model, tok, _ = load_sequence_classifier(path)
+    out = []
+    side = tok.truncation_side
+    tok.truncation_side = "left"  # drop the oldest context first
+    try:
+        for i in range(0, len(texts), batch_size):
+            a = texts[i : i + batch_size]
+            b = pairs[i : i + batch_size] if pairs is not None else None
+            enc = tok(
+                a,
+                b,
+                padding=True,
+                truncation="only_first" if b is not None else True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            with torch.no_grad():
+                logits = model(**_inputs_for(model, enc)).logits
+            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    finally:
+        tok.truncation_side = side
+    return np.concatenate(out) if out else np.zeros((0, len(model.config.id2label)))
+
+
+def _inputs_for(model: Any, enc: Any) -> dict[str, Any]:
+    """The tokenizer outputs the model's forward accepts (e.g. no token_type_ids for DistilBERT), on its device."""
+    import inspect
+
+    accepted = inspect.signature(model.forward).parameters
+    return {k: v.to(model.device) for k, v in enc.items() if k in accepted}
+
+
+def nli_roles(id2label: dict[int, str], entailment_label: str | None = None) -> dict[str, int]:
+    """Indices of entailment / neutral / contradiction from the model's labels (names or synonyms)."""
+    roles: dict[str, int] = {}
+    for i, name in id2label.items():
+        low = name.lower()
+        if (entailment_label and name == entailment_label) or (
+            not entailment_label and low in _ENTAIL
+        ):
+            roles["entailment"] = i
+        elif low in _NEUTRAL:
+            roles["neutral"] = i
+        elif low in _CONTRA:
+            roles["contradiction"] = i
+    if "entailment" not in roles:
+        raise UsageError(
+            f"cannot tell which NLI label is entailment among {sorted(id2label.values())}; pass --nli-entailment-label NAME"
+        )
+    return roles
+
+
+def _context_text(context: list[dict[str, str]], turns: int) -> str:
+    msgs = context[-turns:] if turns > 0 else context
+    return "\n".join(m["content"] for m in msgs)
+
+
+@dataclass
+class NLI:
+    """nli-prob: mean P(entailment | premise = context, hypothesis = generation) × 100; nli-acc: % argmax = entailment."""
+
+    model: str
+    kind: str = "prob"
+    context_turns: int = 0
+    entailment_label: str | None = None
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("contexts",)
+
+    @property
+    def name(self) -> str:
+        return f"nli-{self.kind}"
+
+    def signature(self) -> str:
+        return signature(
+            "nli",
+            stat=self.kind,
+            model=_tag(self.model),
+            premise=f"context-last{self.context_turns or 'all'}-lefttrunc",
+            agg="mean",
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        _, _, id2label = load_sequence_classifier(str(self.model))
+        ent = nli_roles(id2label, self.entailment_label)["entailment"]
+        probs = classify(
+            str(self.model),
+            [_context_text(c, self.context_turns) for c in data.contexts],
+            list(data.generations),
+        )
+        values = (
+            probs[:, ent] if self.kind == "prob" else (probs.argmax(axis=1) == ent).astype(float)
+        )
+        return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+
+
+@dataclass
+class CScore:
+    """C-score (Madotto et al. 2019): Σ over persona sentences of NLI(sentence, generation) ∈ {1, 0, -1}; mean over examples."""
+
+    model: str
+    entailment_label: str | None = None
+    name: str = "c-score"
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("personas",)
+
+    def signature(self) -> str:
+        return signature(
+            "c-score",
+            model=_tag(self.model),
+            premise="persona-sentence",
+            scores="entail:1|neutral:0|contradict:-1",
+            agg="mean-of-sum",
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        _, _, id2label = load_sequence_classifier(str(self.model))
+        roles = nli_roles(id2label, self.entailment_label)
+        if len(roles) < 3:
+            raise UsageError(
+                f"c-score needs a 3-class NLI model (entailment, neutral, contradiction); {self.model} has {sorted(id2label.values())}"
+            )
+        value_of = {roles["entailment"]: 1.0, roles["neutral"]: 0.0, roles["contradiction"]: -1.0}
+        premises, hyps, owner = [], [], []
+        for i, (g, p) in enumerate(zip(data.generations, data.personas)):
+            for s in p:
+                premises.append(s)
+                hyps.append(g)
+                owner.append(i)
+        if not premises:
+            raise ValueError("c-score needs personas; no example has one")
+        labels = classify(str(self.model), premises, hyps).argmax(axis=1)
+        values = np.full(len(data), np.nan)
+        for i, lab in zip(owner, labels):
+            values[i] = (0.0 if np.isnan(values[i]) else values[i]) + value_of[int(lab)]
+        return Computed(
+            aggregate=mean_of(values, 1.0), per_example=values, n=int((~np.isnan(values)).sum())
+        )
+
+
+@dataclass
+class Personalization:
+    """For every targeted (example, attribute) with a classifier: accuracy (argmax = target aspect) or mean P(target) × 100."""
+
+    classifiers: dict[str, str]
+    kind: str = "acc"
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("targets",)
+    per_attribute: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"personalization-{self.kind}"
+
+    def signature(self) -> str:
+        models = ",".join(f"{a}={_tag(d)}" for a, d in sorted(self.classifiers.items()))
+        return signature(
+            "personalization",
+            stat=self.kind,
+            classifiers=models,
+            target="target_attributes|attributes",
+            agg="mean-over-pairs",
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        values = np.full((len(data), len(self.classifiers)), np.nan)
+        attrs = sorted(self.classifiers)
+        for j, attr in enumerate(attrs):
+            rows = [i for i, t in enumerate(data.targets) if attr in t]
+            if not rows:
+                continue
+            _, _, id2label = load_sequence_classifier(str(self.classifiers[attr]))
+            label2id = {v: k for k, v in id2label.items()}
+            unknown = sorted({data.targets[i][attr] for i in rows} - set(label2id))
+            if unknown:
+                raise UsageError(
+                    f"--classifier {attr}: target aspect(s) {unknown} are not among its labels {sorted(label2id)}"
+                )
+            probs = classify(str(self.classifiers[attr]), [data.generations[i] for i in rows])
+            for r, i in enumerate(rows):
+                target = label2id[data.targets[i][attr]]
+                values[i, j] = (
+                    float(probs[r].argmax() == target)
+                    if self.kind == "acc"
+                    else float(probs[r, target])
+                )
+        if np.isnan(values).all():
+            raise ValueError(
+                f"{self.name}: no example has a target for {', '.join(attrs)} (target_attributes or attributes)"
+            )
+
+        def agg(idx: np.ndarray | None) -> float:
+            v = values if idx is None else values[idx]
+            v = v[~np.isnan(v)]
+            return float(v.mean() * 100) if len(v) else float("nan")
+
+        by_attr = {
+            a: float(np.nanmean(values[:, j]) * 100)
+            for j, a in enumerate(attrs)
+            if not np.isnan(values[:, j]).all()
+        }
+        per_example = np.array([np.nanmean(r) if not np.isnan(r).all() else np.nan for r in values])
+        return Computed(
+            aggregate=agg,
+            per_example=per_example,
+            n=int((~np.isnan(values)).sum()),
+            details={"by_attribute": by_attr},
+        )
+
+
+@lru_cache(maxsize=4)
+def _load_lm(path: str) -> tuple[Any, Any]:
+    from personadlg.models.backbone import load_pretrained, load_tokenizer
+
+    if not Path(path).exists():
+        raise UsageError(f"{path}: no such model directory")
+    return load_pretrained(path, arch="causal").to(_device()).eval(), load_tokenizer(path)
+
+
+@dataclass
+class Perplexity:
+    """exp(total NLL / total tokens) of the generations alone under a causal LM (the BOS token, if any, starts each)."""
+
+    model: str
+    batch_size: int = 32
+    name: str = "ppl"
+    higher_is_better: bool = False
+    requires: tuple[str, ...] = ()
+
+    def signature(self) -> str:
+        return signature(
+            "ppl", model=_tag(self.model), text="generation-alone", agg="corpus-token-mean"
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        import torch
+
+        lm, tok = _load_lm(str(self.model))
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        limit = getattr(lm.config, "n_positions", None) or getattr(
+            lm.config, "max_position_embeddings", 1024
+        )
+        seqs = [
+            ([start] if start is not None else []) + tok(g, add_special_tokens=False)["input_ids"]
+            for g in data.generations
+        ]
+        seqs = [s[:limit] for s in seqs]
+        nll = np.zeros(len(seqs))
+        count = np.zeros(len(seqs))
+        for i in range(0, len(seqs), self.batch_size):
+            chunk = seqs[i : i + self.batch_size]
+            n = max(len(s) for s in chunk)
+            if n < 2:
+                continue
+            ids = torch.full((len(chunk), n), tok.pad_token_id or 0, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, s in enumerate(chunk):
+                ids[r, : len(s)] = torch.tensor(s)
+                mask[r, : len(s)] = 1
+            with torch.no_grad():
+                logits = lm(
+                    input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)
+                ).logits.float()
+            logp = (
+                torch.log_softmax(logits[:, :-1], dim=-1)
+                .gather(-1, ids[:, 1:, None].to(lm.device))
+                .squeeze(-1)
+                .cpu()
+            )
+            m = mask[:, 1:].float()
+            nll[i : i + len(chunk)] = -(logp * m).sum(dim=1).numpy()
+            count[i : i + len(chunk)] = m.sum(dim=1).numpy()
+
+        def agg(idx: np.ndarray | None) -> float:
+            total_nll = nll.sum() if idx is None else nll[idx].sum()
+            total = count.sum() if idx is None else count[idx].sum()
+            return math.exp(total_nll / total) if total else float("nan")
+
+        return Computed(aggregate=agg, n=len(data), details={"tokens": int(count.sum())})
+
+
+@lru_cache(maxsize=4)
+def _load_embedder(path: str) -> tuple[Any, Any, str]:
+    import json
+
+    from transformers import AutoModel
+
+    from personadlg.models.backbone import load_tokenizer
+
+    if not Path(path).exists():
+        raise UsageError(f"{path}: no such model directory")
+    pooling = "mean"
+    cfg = Path(path) / "1_Pooling" / "config.json"
+    if cfg.is_file():  # a sentence-transformers directory: use its own pooling
+        conf = json.loads(cfg.read_text())
+        pooling = (
+            "cls"
+            if conf.get("pooling_mode_cls_token")
+            else "max"
+            if conf.get("pooling_mode_max_tokens")
+            else "mean"
+        )
+    return AutoModel.from_pretrained(path).to(_device()).eval(), load_tokenizer(path), pooling
+
+
+def embed(path: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Sentence embeddings (N, D), L2-normalised; mean pooling unless the directory says otherwise."""
+    import torch
+
+    model, tok, pooling = _load_embedder(str(path))
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tok(
+            texts[i : i + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=256,
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            hidden = model(**_inputs_for(model, enc)).last_hidden_state.float()
+        mask = enc["attention_mask"].to(hidden.device).unsqueeze(-1).float()
+        if pooling == "cls":
+            vec = hidden[:, 0]
+        elif pooling == "max":
+            vec = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+        else:
+            vec = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        out.append(torch.nn.functional.normalize(vec, dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+@dataclass
+class EmbeddingSimilarity:
+    """emb-sim: mean cosine of generation and reference embeddings (2409.00887's measure) × 100."""
+
+    model: str
+    name: str = "emb-sim"
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("references",)
+
+    def signature(self) -> str:
+        return signature(
+            "emb-sim",
+            model=_tag(self.model),
+            pooling=_load_embedder(str(self.model))[2],
+            agg="mean-cosine",
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        refs = [r or "" for r in data.references]
+        g, r = embed(str(self.model), list(data.generations)), embed(str(self.model), refs)
+        values = (g * r).sum(axis=1)
+        return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+
+
+@dataclass
+class PersonaCosine:
+    """persona-cos: mean over examples of the max cosine between the generation and a persona sentence × 100."""
+
+    model: str
+    name: str = "persona-cos"
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("personas",)
+
+    def signature(self) -> str:
+        return signature(
+            "persona-cos",
+            model=_tag(self.model),
+            pooling=_load_embedder(str(self.model))[2],
+            agg="mean-of-max-cosine",
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        sentences = sorted({s for p in data.personas for s in p})
+        if not sentences:
+            raise ValueError("persona-cos needs personas; no example has one")
+        index = {s: i for i, s in enumerate(sentences)}
+        s_emb = embed(str(self.model), sentences)
+        g_emb = embed(str(self.model), list(data.generations))
+        values = np.array(
+            [
+                max(float(g_emb[i] @ s_emb[index[s]]) for s in p) if p else np.nan
+                for i, p in enumerate(data.personas)
+            ]
+        )
+        return Computed(
+            aggregate=mean_of(values), per_example=values, n=int((~np.isnan(values)).sum())
+        )
