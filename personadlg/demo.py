@@ -20,14 +20,19 @@ def run_demo(
     on_event: Any = None,
     on_generate: Any = None,
     train_overrides: tuple[str, ...] = (),
+    classifier_overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """stats → clean → split → train the tiny baseline → generate for the test split; return what each step reported.
+    """stats → clean → split → train the tiny baseline → generate for the test split → train tiny
+    attribute classifiers on the train split → evaluate the generations; return what each step reported.
 
     Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json), OUT_DIR/data/{train,valid,test}.jsonl,
-    OUT_DIR/finetune-tiny/ (checkpoints, metrics.jsonl, loss.png) and OUT_DIR/generations/finetune-tiny.jsonl.
+    OUT_DIR/finetune-tiny/ (checkpoints, metrics.jsonl, loss.png), OUT_DIR/generations/finetune-tiny.jsonl,
+    OUT_DIR/classifiers/<attribute>/ and OUT_DIR/eval/finetune-tiny.json. Reruns resume every step.
     """
     from personadlg.config import load_recipe
     from personadlg.generation.generate import generate_file, iter_records
+    from personadlg.metrics.catalog import EvalOptions
+    from personadlg.metrics.evaluate import evaluate_file
     from personadlg.training.trainer import train
 
     out = Path(out_dir)
@@ -58,7 +63,28 @@ def run_demo(
     result = train(cfg, resume="auto", on_event=on_event)
     gen_path = out / "generations" / "finetune-tiny.jsonl"
     gen = generate_file(result.final_dir, data / "test.jsonl", gen_path, on_progress=on_generate)
-    samples = list(iter_records(gen_path))
+
+    classifiers: dict[str, str] = {}
+    accuracy: dict[str, dict[str, float]] = {}
+    for attr in DEMO_ATTRIBUTES:
+        ccfg = load_recipe(
+            "classifier/attribute-tiny",
+            [
+                f"data.train={data / 'train.jsonl'}",
+                f"data.attribute={attr}",
+                f"train.output_dir={out / 'classifiers' / attr}",
+                *classifier_overrides,
+            ],
+        )
+        cres = train(ccfg, resume="auto", on_event=on_event)
+        classifiers[attr] = str(cres.final_dir)
+        accuracy[attr] = {k: cres.last_valid.get(k, float("nan")) for k in ("accuracy", "macro_f1")}
+    report = evaluate_file(
+        gen_path,
+        opts=EvalOptions(classifiers=classifiers),
+        by_target=True,
+        out=out / "eval" / "finetune-tiny.json",
+    )
     return {
         "out_dir": str(out),
         "stats": st,
@@ -73,5 +99,7 @@ def run_demo(
             "plot": str(result.plot) if result.plot else None,
         },
         "generate": gen,
-        "samples": samples[:5],
+        "samples": list(iter_records(gen_path))[:5],
+        "classifiers": {a: {"dir": d, **accuracy[a]} for a, d in classifiers.items()},
+        "eval": report,
     }

@@ -104,7 +104,7 @@ def test_json_output_is_pure_json_on_stdout(cli, demo_path):
 
 
 def test_unlanded_commands_say_so(cli):
-    r = cli("eval", "gen.jsonl")
+    r = cli("synth", "synth/miracle")
     assert r.code == 1 and "not available" in r.stderr
     assert (
         cli("train", "finetune/tiny", "train.lr=-1").code == 2

@@ -4,7 +4,16 @@ from tests.conftest import read_jsonl
 
 
 def test_demo_runs_end_to_end(cli, tmp_path):
-    r = cli("demo", "--out-dir", tmp_path, "--train", "train.max_steps=12", "--json")
+    args = (
+        "demo",
+        "--out-dir",
+        tmp_path,
+        "--train",
+        "train.max_steps=12",
+        "--classifier-train",
+        "train.max_steps=4",
+    )
+    r = cli(*args, "--json")
     assert r.code == 0, r.stderr
     summary = r.json()
     assert summary["clean"]["clean"] == 252 and summary["clean"]["rejected"] == 0
@@ -17,6 +26,8 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "data",
         "finetune-tiny",
         "generations",
+        "classifiers",
+        "eval",
     }
     assert summary["train"]["steps"] == 12 and summary["train"]["last_valid"]["ppl"] > 1
     assert (tmp_path / "finetune-tiny" / "final" / "model.safetensors").exists() and (
@@ -25,12 +36,23 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     gens = read_jsonl(tmp_path / "generations" / "finetune-tiny.jsonl")
     n_test = sum(1 for d in parts["test"] for m in d["messages"] if m["role"] == "assistant")
     assert len(gens) == n_test and summary["generate"]["generated"] == n_test
-    r = cli(
-        "demo", "--out-dir", tmp_path, "--train", "train.max_steps=12"
-    )  # rerun: resumes, regenerates nothing
+    assert set(summary["classifiers"]) == {"language_style", "attitude", "mental_characteristics"}
+    metrics = summary["eval"]["metrics"]
+    assert {"bleu-1", "rouge-l", "dist-2", "sbleu", "p-co", "personalization-acc"} <= set(metrics)
+    assert set(metrics["personalization-acc"]["by_attribute"]) == {
+        "language_style",
+        "attitude",
+        "mental_characteristics",
+    }
+    assert (
+        len(summary["eval"]["by_target"]) == 6
+        and (tmp_path / "eval" / "finetune-tiny.json").exists()
+    )
+    r = cli(*args)  # rerun: every step resumes, nothing is generated twice
     assert (
         r.code == 0
         and "split by dialogue" in r.stdout
         and "finetune-tiny on the test split" in r.stdout
+        and "personalization-acc" in r.stdout
     )
     assert len(read_jsonl(tmp_path / "generations" / "finetune-tiny.jsonl")) == n_test

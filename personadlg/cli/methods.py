@@ -485,12 +485,20 @@ def demo(
             help="KEY=VALUE override of the tiny recipe (repeatable), e.g. train.max_steps=50.",
         ),
     ] = None,
+    classifier_overrides: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--classifier-train",
+            help="KEY=VALUE override of the tiny classifier recipe (repeatable).",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline on the bundled demo corpus, offline, on a CPU, in a few minutes.
 
     stats → clean → split → train the tiny GPT-2 baseline (recipes/finetune/tiny.yaml) → generate for
-    the test split → a table of examples and the validation metrics. Rerunning resumes the training.
+    the test split → train tiny attribute classifiers on the train split → evaluate (lexical, persona and
+    personalization metrics, per target). Rerunning resumes every step.
 
     [bold]Examples[/]
 
@@ -507,6 +515,7 @@ def demo(
             on_event=view,
             on_generate=update,
             train_overrides=tuple(train_overrides or ()),
+            classifier_overrides=tuple(classifier_overrides or ()),
         )
     if json_out:
         print_json(summary)
@@ -553,24 +562,37 @@ def demo(
     t, v = summary["train"]["last_train"], summary["train"]["last_valid"]
     out.print(
         table(
-            "metrics",
-            ["metric", "value"],
+            "training",
+            ["", "value"],
             [
                 ["train loss (last log window)", round(t.get("loss", float("nan")), 4)],
-                ["valid loss", round(v.get("loss", float("nan")), 4)],
-                ["valid perplexity", round(v.get("ppl", float("nan")), 2)],
+                [
+                    "valid loss / perplexity",
+                    f"{v.get('loss', float('nan')):.4f} / {v.get('ppl', float('nan')):.2f}",
+                ],
                 ["training time (s)", round(summary["train"]["seconds"], 1)],
                 [
                     "generation (responses/s, greedy)",
                     round(summary["generate"]["responses_per_s"], 1),
                 ],
             ],
+            justify_numbers=False,
         )
     )
-    err.print(
-        "lexical, persona and personalization metrics join the demo with `personadlg eval` (next issue)"
+    out.print(
+        table(
+            "tiny attribute classifiers (held-out 10% of the train split's messages)",
+            ["attribute", "accuracy", "macro-F1"],
+            [
+                [a, round(c["accuracy"], 2), round(c["macro_f1"], 2)]
+                for a, c in summary["classifiers"].items()
+            ],
+        )
     )
-    out.print(f"demo outputs in {out_dir}/ (loss curves: {summary['train']['plot']})")
+    render_report(summary["eval"])
+    out.print(
+        f"demo outputs in {summary['out_dir']}/ (loss curves: {summary['train']['plot']}; eval report: {summary['out_dir']}/eval/finetune-tiny.json)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,23 @@ class EvalOptions:
     seed: int = 0
     bootstrap: int = 0
 
+    def __post_init__(self) -> None:
+        from personadlg.metrics.tokenize import NAMES
+
+        if not (self.tokenize in NAMES or self.tokenize.startswith("hf:")):
+            raise UsageError(
+                f"--tokenize {self.tokenize!r}: expected one of {', '.join(NAMES)} or hf:<tokenizer dir>"
+            )
+        if (
+            self.bootstrap < 0
+            or self.sbleu_order < 1
+            or self.sbleu_sample < 0
+            or self.nli_context_turns < 0
+        ):
+            raise UsageError(
+                "--bootstrap, --sbleu-sample and --nli-context-turns must be >= 0 and --sbleu-order >= 1"
+            )
+
     @property
     def tok(self) -> TokenSetting:
         return TokenSetting(self.tokenize, self.lowercase)

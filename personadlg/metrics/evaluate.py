@@ -90,7 +90,9 @@ def compute_scores(
         metric = METRICS.get(name)(opts)
         try:
             computed = metric.compute(data)
-        except (ValueError, UsageError) as err:
+        except (
+            ValueError
+        ) as err:  # the data cannot support this metric (no references, no personas, ...)
             if explicit:
                 raise UsageError(f"{name}: {err}") from None
             skipped[name] = str(err)

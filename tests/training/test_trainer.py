@@ -97,7 +97,9 @@ def test_checkpoint_directories_describe_themselves(tmp_path, small_data):
         "rng_state_0.json",
     }
     assert {p.name for p in (out / "step-000004").iterdir()} == expected
-    assert {p.name for p in (out / "final").iterdir()} == expected | {"eval_results.json"}  # the final validation
+    assert {p.name for p in (out / "final").iterdir()} == expected | {
+        "eval_results.json"
+    }  # the final validation
     assert json.loads((out / "final" / "eval_results.json").read_text())["step"] == 6
     state = json.loads((out / "final" / "trainer_state.json").read_text())
     assert state["step"] == 6 and state["total_steps"] == 6 and state["seed"] == 0
