@@ -14,9 +14,9 @@ from personadlg.metrics.model_based import (
     NLI,
     CScore,
     EmbeddingSimilarity,
+    Perplexity,
     PersonaCosine,
     Personalization,
-    Perplexity,
 )
 
 GENS = [
