@@ -21,7 +21,9 @@ from rich.table import Table  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", action="append", help="run only these benchmarks (data, train)")
+    parser.add_argument(
+        "--only", action="append", help="run only these benchmarks (data, train, eval)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     args = parser.parse_args()
     console = Console()
@@ -29,13 +31,15 @@ def main() -> None:
         f"[bold]personadlg benchmarks[/] on {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )
     all_results = {}
-    selected = args.only or ["data", "train"]
+    selected = args.only or ["data", "train", "eval"]
     for name in selected:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         if name == "data":
             res = module.run(n=20_000, small=5_000) if args.quick else module.run()
-        else:
+        elif name == "train":
             res = module.run(steps=40) if args.quick else module.run()
+        else:
+            res = module.run(quick=args.quick)
         all_results[name] = res
         for title, cols, rows in module.render(res):
             t = Table(title=title, title_justify="left", header_style="bold")

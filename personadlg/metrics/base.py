@@ -41,6 +41,15 @@ class EvalData:
     def __len__(self) -> int:
         return len(self.generations)
 
+    def tokenized(
+        self, column: str, tokenize: Callable[[str], list[str]], key: str
+    ) -> list[list[str]]:
+        """COLUMN ('generations' or 'references') tokenized once per tokenizer KEY and shared by every metric."""
+        cache = self.__dict__.setdefault("_tokens", {})
+        if (column, key) not in cache:
+            cache[(column, key)] = [tokenize(t or "") for t in getattr(self, column)]
+        return cache[(column, key)]
+
     def subset(self, idx: Sequence[int]) -> EvalData:
         return EvalData(
             generations=[self.generations[i] for i in idx],

@@ -25,6 +25,10 @@ class TokenSetting:
     def __call__(self, text: str) -> list[str]:
         return get_tokenizer(self.tokenize, self.lowercase)(text)
 
+    def of(self, data: EvalData, column: str = "generations") -> list[list[str]]:
+        """A column of DATA in this setting's tokens (computed once per setting)."""
+        return data.tokenized(column, self, f"{self.tokenize}|{self.lowercase}")
+
     def tags(self) -> dict[str, str]:
         return {"tok": tokenizer_tag(self.tokenize), "lc": "yes" if self.lowercase else "no"}
 
@@ -76,11 +80,11 @@ class CorpusBLEU:
     def compute(self, data: EvalData) -> Computed:
         from sacrebleu.metrics import BLEU
 
-        refs = _need_references(data, self.name)
+        _need_references(data, self.name)
         stats = np.array(
             [
-                _ngram_stats(self.tok(h), self.tok(r), self.order)
-                for h, r in zip(data.generations, refs)
+                _ngram_stats(h, r, self.order)
+                for h, r in zip(self.tok.of(data), self.tok.of(data, "references"))
             ],
             dtype=np.int64,
         ).reshape(-1, 2 + 2 * self.order)
@@ -131,11 +135,11 @@ class SentenceBLEU:
     def compute(self, data: EvalData) -> Computed:
         from sacrebleu.metrics import BLEU
 
-        refs = _need_references(data, self.name)
+        _need_references(data, self.name)
         k = self.order
         scores = []
-        for h, r in zip(data.generations, refs):
-            s = _ngram_stats(self.tok(h), self.tok(r), k)
+        for h, r in zip(self.tok.of(data), self.tok.of(data, "references")):
+            s = _ngram_stats(h, r, k)
             scores.append(
                 BLEU.compute_bleu(
                     correct=s[2 : 2 + k],
@@ -224,10 +228,7 @@ class Distinct:
 
     def compute(self, data: EvalData) -> Computed:
         n = self.order
-        grams = [
-            [tuple(t[i : i + n]) for i in range(len(t) - n + 1)]
-            for t in (self.tok(g) for g in data.generations)
-        ]
+        grams = [[tuple(t[i : i + n]) for i in range(len(t) - n + 1)] for t in self.tok.of(data)]
         if self.sentence:
             values = np.array([len(set(g)) / len(g) if g else np.nan for g in grams], dtype=float)
             return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
@@ -279,7 +280,7 @@ class SelfBLEU:
         )
 
     def compute(self, data: EvalData) -> Computed:
-        tokens = [self.tok(g) for g in data.generations]
+        tokens = self.tok.of(data)
         if self.sample:
             scores = self_bleu_reference(tokens, self.order, sample=self.sample, seed=self.seed)
         else:

@@ -106,10 +106,13 @@ def self_bleu_reference(
 ) -> list[float]:
     """The straightforward O(N²) computation of the same formula (reference; and MIRACLE's sampled variant).
 
-    With SAMPLE > 0, each generation is scored against SAMPLE other generations drawn with a seeded RNG.
+    Each generation's n-gram counts are built once; then for every generation the clipping count
+    of each of its n-grams is the maximum over all other generations. With SAMPLE > 0, each
+    generation is scored against SAMPLE other generations drawn with a seeded RNG instead.
     """
     weights = [1.0 / max_order] * max_order
     rng = random.Random(seed)
+    counts = [[_ngrams(t, k + 1) for k in range(max_order)] for t in token_lists]
     out = []
     for i, hyp in enumerate(token_lists):
         others = [j for j in range(len(token_lists)) if j != i]
@@ -120,14 +123,16 @@ def self_bleu_reference(
             continue
         nums, dens = [], []
         for k in range(max_order):
-            counts = _ngrams(hyp, k + 1)
-            best: Counter[tuple[str, ...]] = Counter()
+            mine = counts[i][k]
+            best = dict.fromkeys(mine, 0)
             for j in others:
-                ref = _ngrams(token_lists[j], k + 1)
-                for g in counts:
-                    best[g] = max(best[g], ref[g])
-            nums.append(sum(min(c, best[g]) for g, c in counts.items()))
-            dens.append(max(1, sum(counts.values())))
+                theirs = counts[j][k]
+                for g in mine:
+                    c = theirs.get(g, 0)
+                    if c > best[g]:
+                        best[g] = c
+            nums.append(sum(min(c, best[g]) for g, c in mine.items()))
+            dens.append(max(1, sum(mine.values())))
         ref_len = min((len(token_lists[j]) for j in others), key=lambda r: (abs(r - len(hyp)), r))
         out.append(_bleu(nums, dens, len(hyp), ref_len, weights))
     return out
