@@ -262,7 +262,10 @@ def compare_files(
     for p, data, digest in loaded:
         r = evaluate_data(data, metrics=names, opts=opts, by_target=by_target, on_metric=on_metric)
         r.pop("_per_example")
-        systems[str(p)] = {"input_sha256": digest, **r}
+        key = (
+            str(p) if str(p) not in systems else f"{p}#{len(systems) + 1}"
+        )  # the same file twice stays two columns
+        systems[key] = {"input_sha256": digest, **r}
     return {"version": __version__, "systems": systems}
 
 

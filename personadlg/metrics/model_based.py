@@ -178,7 +178,7 @@ class CScore:
         _, _, id2label = load_sequence_classifier(str(self.model))
         roles = nli_roles(id2label, self.entailment_label)
         if len(roles) < 3:
-            raise UsageError(
+            raise ValueError(  # a default run skips it; asking for it explicitly fails
                 f"c-score needs a 3-class NLI model (entailment, neutral, contradiction); {self.model} has {sorted(id2label.values())}"
             )
         value_of = {roles["entailment"]: 1.0, roles["neutral"]: 0.0, roles["contradiction"]: -1.0}
