@@ -16,3 +16,8 @@ def parse_targets(text: str | None) -> dict[str, str]:
             raise UsageError(f"--attributes {text!r}: expected attr=aspect[,attr=aspect...]")
         out[k.strip()] = v.strip()
     return out
+
+
+def target_key(target: dict[str, str] | None) -> str:
+    """A stable name for a target combination: `attitude=optimistic,language_style=lyrical` ('' for none)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(target.items())) if target else ""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.config import GenerateConfig, apply_overrides, build_config, to_dict
+from personadlg.data.attributes import target_key
 from personadlg.data.formats.native import iter_examples
 from personadlg.data.jsonl import Bad, check_nonempty, dumps
 from personadlg.data.schema import Example
@@ -29,10 +30,6 @@ from personadlg.generation.decoding import decoding_dict
 from personadlg.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
-
-
-def target_key(target: dict[str, str] | None) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(target.items())) if target else ""
 
 
 def example_seed(base: int, example_id: str, target: dict[str, str] | None) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 
 from personadlg import __version__
 from personadlg.config import to_dict
+from personadlg.data.attributes import target_key
 from personadlg.data.formats.native import iter_examples
 from personadlg.data.jsonl import AtomicWriter, Bad, check_nonempty, dumps
 from personadlg.errors import DataError, UsageError
@@ -29,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 LEXICAL = ("bleu-1", "bleu-2", "rouge-l", "dist-1", "dist-2", "sbleu")
 PERSONA = ("p-co", "persona-copy")
-
-
-def target_key(target: dict[str, str] | None) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(target.items())) if target else ""
 
 
 def default_metrics(data: EvalData, opts: EvalOptions) -> list[str]:
@@ -258,7 +255,7 @@ def compare_files(
                 f"({len(only_here)} only in {p}, e.g. {only_here[:2]}; {len(only_base)} only in {base_path}, e.g. {only_base[:2]})"
             )
     names = metrics or default_metrics(base, opts or EvalOptions())
-    systems = {}
+    systems: dict[str, Any] = {}
     for p, data, digest in loaded:
         r = evaluate_data(data, metrics=names, opts=opts, by_target=by_target, on_metric=on_metric)
         r.pop("_per_example")
