@@ -33,14 +33,21 @@ def validate(
       personadlg validate finetune/tiny
       personadlg validate recipes/finetune/gpt2.yaml train.lr=3e-5 model.max_length=256
     """
-    from personadlg.config import dump_yaml, load_recipe
+    from personadlg.config import dump_yaml, load_recipe, read_yaml, resolve_recipe, to_dict
+    from personadlg.data.synth import is_synth_recipe, load_synth_recipe
 
-    cfg = load_recipe(recipe, overrides or [])
+    if is_synth_recipe(read_yaml(resolve_recipe(recipe))):
+        scfg = load_synth_recipe(recipe, overrides or [])
+        data = {k: v for k, v in to_dict(scfg).items() if k != "source"}
+        kind = f"synth, {len(scfg.target_list())} targets"
+    else:
+        cfg = load_recipe(recipe, overrides or [])
+        data, kind = cfg.to_dict(), f"method {cfg.method}"
     if json_out:
-        print_json(cfg.to_dict())
+        print_json(data)
         return
-    out.print(f"# {cfg.source}: OK (method {cfg.method})")
-    out.print(dump_yaml(cfg.to_dict()), end="", markup=False)
+    out.print(f"# {resolve_recipe(recipe)}: OK ({kind})")
+    out.print(dump_yaml(data), end="", markup=False)
 
 
 def ls(

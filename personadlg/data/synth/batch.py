@@ -1,0 +1,252 @@
+"""Batch mode: the OpenAI Batch API (half the price of live requests).
+
+`submit` writes the pending units as request files (`custom_id` = unit key; at most
+`batch.max_requests` lines and `batch.max_bytes` per file), uploads each, creates a batch and
+records its id and units in the journal. `collect` (`personadlg synth RECIPE --collect`) checks the
+recorded batches, downloads the results and error files of finished ones, and merges them into
+the same journal and output: every unit of a finished batch becomes `ok` or `failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from personadlg.data.synth.client import FatalAPIError, Reply, classify, make_client
+from personadlg.data.synth.config import SynthConfig
+from personadlg.data.synth.journal import Journal
+from personadlg.data.synth.parse import ParseError, check_dialogue, parse_reply
+from personadlg.data.synth.prompts import Unit, request_params
+from personadlg.data.synth.runner import Stats, finish, pending, plan, price, record_for
+
+logger = logging.getLogger(__name__)
+
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+def request_lines(cfg: SynthConfig, units: list[Unit]) -> Iterator[tuple[Unit, bytes]]:
+    params = request_params(cfg)
+    for u in units:
+        body = {"model": cfg.client.model, "messages": list(u.messages), **params}
+        line = {"custom_id": u.key, "method": "POST", "url": "/v1/chat/completions", "body": body}
+        yield u, (json.dumps(line, ensure_ascii=False) + "\n").encode()
+
+
+def chunks(cfg: SynthConfig, units: list[Unit]) -> Iterator[tuple[list[Unit], bytes]]:
+    """Request files within the API's limits."""
+    batch: list[Unit] = []
+    data = bytearray()
+    for u, line in request_lines(cfg, units):
+        if batch and (
+            len(batch) >= cfg.batch.max_requests or len(data) + len(line) > cfg.batch.max_bytes
+        ):
+            yield batch, bytes(data)
+            batch, data = [], bytearray()
+        batch.append(u)
+        data += line
+    if batch:
+        yield batch, bytes(data)
+
+
+async def _call(coro: Any) -> Any:
+    try:
+        return await coro
+    except Exception as err:
+        kind = classify(err)
+        if kind.action == "stop":
+            raise FatalAPIError(f"synth stopped: {kind.message}") from None
+        raise
+
+
+def submit(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
+    """Upload request files for the pending units and create batches; record them in the journal."""
+    units, _ = plan(cfg)
+    journal = Journal(cfg.cache_path)
+    todo = pending(units, journal, retry_failed)
+    stats = Stats(total=len(units), already_done=len(units) - len(todo))
+    started = time.perf_counter()
+    created = []
+
+    async def go() -> None:
+        client = make_client(cfg.client)
+        try:
+            for i, (group, data) in enumerate(chunks(cfg, todo)):
+                f = await _call(
+                    client.files.create(file=(f"personadlg-synth-{i}.jsonl", data), purpose="batch")
+                )
+                b = await _call(
+                    client.batches.create(
+                        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+                    )
+                )
+                journal.append(
+                    {
+                        "status": "batch",
+                        "id": b.id,
+                        "input_file_id": f.id,
+                        "units": [u.key for u in group],
+                        "created": time.time(),
+                    }
+                )
+                for u in group:
+                    journal.append({"status": "submitted", "unit": u.key, "batch": b.id})
+                created.append({"id": b.id, "requests": len(group), "bytes": len(data)})
+                logger.info(
+                    "created batch %s with %d requests (%d bytes)", b.id, len(group), len(data)
+                )
+        finally:
+            await client.close()
+
+    try:
+        if todo:
+            asyncio.run(go())
+    finally:
+        summary = finish(cfg, journal, stats, started)
+    summary["batches_created"] = created
+    return summary
+
+
+def collect(cfg: SynthConfig) -> dict[str, Any]:
+    """Check the recorded batches (polling until they finish or `batch.collect_timeout`) and merge their results."""
+    units, tag = plan(cfg)
+    by_key = {u.key: u for u in units}
+    journal = Journal(cfg.cache_path)
+    stats = Stats(total=len(units))
+    started = time.perf_counter()
+    report: dict[str, str] = {}
+
+    async def go() -> None:
+        client = make_client(cfg.client)
+        try:
+            deadline = time.monotonic() + cfg.batch.collect_timeout
+            while True:
+                open_batches = [bid for bid, b in journal.batches.items() if not b.get("done")]
+                for bid in open_batches:
+                    b = await _call(client.batches.retrieve(bid))
+                    report[bid] = b.status
+                    if b.status in TERMINAL:
+                        await _merge(client, cfg, journal, stats, tag, by_key, bid, b)
+                if (
+                    all(b.get("done") for b in journal.batches.values())
+                    or time.monotonic() >= deadline
+                ):
+                    return
+                await asyncio.sleep(cfg.batch.poll_interval)
+        finally:
+            await client.close()
+
+    try:
+        if journal.batches:
+            asyncio.run(go())
+    finally:
+        summary = finish(cfg, journal, stats, started)
+    summary["batches"] = report
+    summary["batches_open"] = sum(1 for b in journal.batches.values() if not b.get("done"))
+    return summary
+
+
+async def _merge(
+    client: Any,
+    cfg: SynthConfig,
+    journal: Journal,
+    stats: Stats,
+    tag: str,
+    by_key: dict[str, Unit],
+    bid: str,
+    b: Any,
+) -> None:
+    seen: set[str] = set()
+    for file_id in (getattr(b, "output_file_id", None), getattr(b, "error_file_id", None)):
+        if not file_id:
+            continue
+        content = await _call(client.files.content(file_id))
+        for line in content.text.splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            key = row.get("custom_id")
+            unit = by_key.get(key)
+            if unit is None or key in seen or journal.state.get(key) == "ok":
+                continue
+            seen.add(key)
+            _merge_row(cfg, journal, stats, tag, unit, row)
+    for key in journal.batches[bid].get("units", []):
+        if key not in seen and journal.state.get(key) == "submitted" and key in by_key:
+            u = by_key[key]
+            journal.append(
+                {
+                    "status": "failed",
+                    "unit": key,
+                    "name": u.name,
+                    "class": f"batch_{b.status}",
+                    "error": f"no result in batch {bid} ({b.status})",
+                    "attempts": 1,
+                    "topic": u.topic.text,
+                    "target": u.target,
+                }
+            )
+            stats.failed[f"batch_{b.status}"] += 1
+    journal.append({"status": "batch-done", "id": bid, "batch_status": b.status})
+
+
+def _merge_row(
+    cfg: SynthConfig, journal: Journal, stats: Stats, tag: str, unit: Unit, row: dict[str, Any]
+) -> None:
+    response = row.get("response") or {}
+    body = response.get("body") or {}
+    error = row.get("error")
+    status = response.get("status_code")
+    failure = None
+    if error or status != 200:
+        failure = (
+            "batch_error" if error else f"http_{status}",
+            json.dumps(error or body.get("error") or body)[:500],
+        )
+    else:
+        usage = body.get("usage") or {}
+        choice = (body.get("choices") or [{}])[0]
+        reply = Reply(
+            text=(choice.get("message") or {}).get("content"),
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            request_id=response.get("request_id") or body.get("id"),
+        )
+        stats.prompt_tokens += reply.prompt_tokens
+        stats.completion_tokens += reply.completion_tokens
+        stats.cost += price(cfg, reply.prompt_tokens, reply.completion_tokens)
+        try:
+            messages = parse_reply(reply.text)
+            check_dialogue(messages, cfg.turns)
+        except ParseError as err:
+            failure = ("unparseable", str(err))
+        else:
+            journal.append(
+                {
+                    "status": "ok",
+                    "unit": unit.key,
+                    "name": unit.name,
+                    "record": record_for(cfg, unit, messages, tag, reply, 1),
+                    "attempts": 1,
+                    "cost": price(cfg, reply.prompt_tokens, reply.completion_tokens),
+                }
+            )
+            stats.ok += 1
+            return
+    journal.append(
+        {
+            "status": "failed",
+            "unit": unit.key,
+            "name": unit.name,
+            "class": failure[0],
+            "error": failure[1],
+            "attempts": 1,
+            "topic": unit.topic.text,
+            "target": unit.target,
+        }
+    )
+    stats.failed[failure[0]] += 1

@@ -1,0 +1,269 @@
+"""Synth recipes: the client, limits, attribute space, targets, topics and output of a synthesis run.
+
+A synth recipe is YAML with the sections below (no `method:` key). `load_synth_recipe` applies
+dotted overrides and validates like training recipes do.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from personadlg.config import apply_overrides, build_config, check, read_yaml, resolve_recipe
+from personadlg.errors import ConfigError
+
+
+@dataclass
+class ClientConfig:
+    """Any OpenAI-compatible endpoint, through the official `openai` client."""
+
+    base_url: str | None = field(
+        default=None,
+        metadata={"help": "API base URL (OpenAI, a gateway, vLLM, Ollama ...); default: OpenAI"},
+    )
+    model: str = field(default="gpt-4o-mini", metadata={"help": "model name"})
+    api_key_env: str | None = field(
+        default="OPENAI_API_KEY",
+        metadata={
+            "help": "environment variable holding the API key (null: no key, e.g. a local server)"
+        },
+    )
+    timeout: float = field(
+        default=120.0, metadata={"help": "seconds before a request times out (it is then retried)"}
+    )
+    max_retries: int = field(
+        default=5,
+        metadata={
+            "help": "retries per unit for rate limits, 5xx, timeouts, dropped connections and unparseable replies"
+        },
+    )
+    backoff_base: float = field(
+        default=1.0, metadata={"help": "first back-off in seconds (doubling, with jitter)"}
+    )
+    backoff_max: float = field(default=60.0, metadata={"help": "longest back-off in seconds"})
+    json_mode: bool = field(default=True, metadata={"help": "ask for response_format json_object"})
+    params: dict[str, Any] = field(
+        default_factory=lambda: {"temperature": 1.0, "max_tokens": 1200},
+        metadata={"help": "sampling parameters sent with every request"},
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        if (
+            self.timeout <= 0
+            or self.max_retries < 0
+            or self.backoff_base < 0
+            or self.backoff_max < self.backoff_base
+        ):
+            problems.append(
+                "client.timeout must be > 0, client.max_retries >= 0, 0 <= client.backoff_base <= client.backoff_max"
+            )
+        check(problems)
+
+
+@dataclass
+class LimitsConfig:
+    concurrency: int = field(default=8, metadata={"help": "requests in flight at once"})
+    rpm: int = field(default=0, metadata={"help": "requests per minute (0 = no limit)"})
+    tpm: int = field(
+        default=0,
+        metadata={"help": "tokens per minute, reserving max_tokens per request (0 = no limit)"},
+    )
+    max_cost: float = field(
+        default=0.0,
+        metadata={
+            "help": "stop starting new requests once the run has cost this much (0 = no limit)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        check(
+            []
+            if self.concurrency >= 1 and self.rpm >= 0 and self.tpm >= 0 and self.max_cost >= 0
+            else [
+                "limits.concurrency must be >= 1 and limits.rpm, limits.tpm, limits.max_cost >= 0"
+            ]
+        )
+
+
+@dataclass
+class AspectSpec:
+    """How the assistant shows one aspect."""
+
+    description: str = field(
+        default="",
+        metadata={"help": "one to three sentences describing the speaker with this aspect"},
+    )
+    style: str = field(
+        default="",
+        metadata={"help": "how the speaker answers, e.g. 'answers in vivid, poetic images'"},
+    )
+    example: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "optional example exchange {user: ..., assistant: ...}"},
+    )
+
+
+@dataclass
+class TurnsConfig:
+    min: int = field(default=4, metadata={"help": "fewest user/assistant exchanges"})
+    max: int = field(default=6, metadata={"help": "most user/assistant exchanges"})
+
+    def __post_init__(self) -> None:
+        check(
+            []
+            if 1 <= self.min <= self.max
+            else [f"need 1 <= turns.min <= turns.max, got {self.min} and {self.max}"]
+        )
+
+
+@dataclass
+class BatchConfig:
+    max_requests: int = field(
+        default=50_000, metadata={"help": "requests per batch file (the API allows 50,000)"}
+    )
+    max_bytes: int = field(
+        default=190_000_000, metadata={"help": "bytes per batch file (the API allows 200 MB)"}
+    )
+    poll_interval: float = field(
+        default=30.0, metadata={"help": "seconds between status checks of --collect"}
+    )
+    collect_timeout: float = field(
+        default=0.0,
+        metadata={"help": "--collect waits at most this long for running batches (0 = check once)"},
+    )
+
+
+@dataclass
+class SynthConfig:
+    """A synthesis run."""
+
+    client: ClientConfig = field(default_factory=ClientConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    attributes: dict[str, dict[str, AspectSpec]] = field(
+        default_factory=dict,
+        metadata={"help": "attribute -> aspect -> description / style / example"},
+    )
+    targets: Any = field(
+        default="aspects",
+        metadata={
+            "help": "'aspects' (one per aspect), 'combinations' (one aspect of every attribute) or a list of {attribute: aspect}"
+        },
+    )
+    topics: str | None = field(
+        default=None,
+        metadata={
+            "help": "topic file: one per line, or JSONL {topic, persona}; default: the bundled list"
+        },
+    )
+    max_topics: int = field(default=0, metadata={"help": "use only the first N topics (0 = all)"})
+    per_target: int = field(default=1, metadata={"help": "dialogues per (topic, target)"})
+    turns: TurnsConfig = field(default_factory=TurnsConfig)
+    template: str | None = field(
+        default=None,
+        metadata={
+            "help": "prompt template file ($topic, $style, $description, $examples, $aspects, $min_turns, $max_turns); default: the bundled one"
+        },
+    )
+    output: str = field(
+        default="synth/dialogues.jsonl",
+        metadata={"help": "dialogues JSONL (rewritten atomically from the journal)"},
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "journal and batch state; default: OUTPUT.cache/ beside the output"},
+    )
+    mode: Literal["live", "batch"] = field(
+        default="live", metadata={"help": "live requests, or the OpenAI Batch API (half price)"}
+    )
+    prices: dict[str, dict[str, float]] = field(
+        default_factory=dict, metadata={"help": "model -> {input, output} USD per million tokens"}
+    )
+    completion_tokens_estimate: int = field(
+        default=600, metadata={"help": "expected completion tokens per request, for --dry-run"}
+    )
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    source: str | None = field(default=None, metadata={"help": "(set by the loader)"})
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.attributes:
+            problems.append("attributes: declare at least one attribute with its aspects")
+        for attr, aspects in self.attributes.items():
+            if len(aspects) < 1:
+                problems.append(f"attributes.{attr}: expected at least one aspect")
+        if self.per_target < 1:
+            problems.append(f"per_target must be >= 1, got {self.per_target}")
+        try:
+            self.target_list()
+        except ConfigError as err:
+            problems.extend(err.problems)
+        check(problems)
+
+    def target_list(self) -> list[dict[str, str]]:
+        """The target aspect combinations to synthesize."""
+        if self.targets == "aspects":
+            return [{a: asp} for a, aspects in self.attributes.items() for asp in aspects]
+        if self.targets == "combinations":
+            names = list(self.attributes)
+            return [
+                dict(zip(names, combo))
+                for combo in itertools.product(*(list(self.attributes[n]) for n in names))
+            ]
+        if isinstance(self.targets, list) and all(isinstance(t, dict) and t for t in self.targets):
+            for t in self.targets:
+                for a, asp in t.items():
+                    if a not in self.attributes or asp not in self.attributes[a]:
+                        raise ConfigError(f"targets: {a}={asp} is not a declared attribute aspect")
+            return [dict(t) for t in self.targets]
+        raise ConfigError(
+            f"targets: expected 'aspects', 'combinations' or a list of {{attribute: aspect}}, got {self.targets!r}"
+        )
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output)
+
+    @property
+    def cache_path(self) -> Path:
+        return (
+            Path(self.cache_dir)
+            if self.cache_dir
+            else self.output_path.with_name(self.output_path.name + ".cache")
+        )
+
+
+SYNTH_KEYS = (
+    "client",
+    "limits",
+    "attributes",
+    "targets",
+    "topics",
+    "per_target",
+    "turns",
+    "template",
+    "output",
+    "cache_dir",
+    "mode",
+    "prices",
+)
+
+
+def is_synth_recipe(data: dict[str, Any]) -> bool:
+    return "method" not in data and any(k in data for k in ("client", "targets", "attributes"))
+
+
+def load_synth_recipe(
+    recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> SynthConfig:
+    """Load and validate a synth recipe (a YAML path or a bundled name such as `synth/miracle`)."""
+    path = resolve_recipe(recipe)
+    data = apply_overrides(read_yaml(path), overrides)
+    if "method" in data:
+        raise ConfigError(
+            f"{path} is a training recipe (it has method: {data['method']}); use `personadlg train`"
+        )
+    data["source"] = str(path)
+    return build_config(SynthConfig, data, source=str(path))
