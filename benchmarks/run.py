@@ -22,7 +22,7 @@ from rich.table import Table  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--only", action="append", help="run only these benchmarks (data, train, eval)"
+        "--only", action="append", help="run only these benchmarks (data, train, eval, synth)"
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     args = parser.parse_args()
@@ -31,13 +31,15 @@ def main() -> None:
         f"[bold]personadlg benchmarks[/] on {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )
     all_results = {}
-    selected = args.only or ["data", "train", "eval"]
+    selected = args.only or ["data", "train", "eval", "synth"]
     for name in selected:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         if name == "data":
             res = module.run(n=20_000, small=5_000) if args.quick else module.run()
         elif name == "train":
             res = module.run(steps=40) if args.quick else module.run()
+        elif name == "synth":
+            res = module.run(levels=(1, 8, 32) if args.quick else (1, 8, 32, 128))
         else:
             res = module.run(quick=args.quick)
         all_results[name] = res

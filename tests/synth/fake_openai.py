@@ -16,6 +16,7 @@ dialogues in the other accepted shapes).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import re
@@ -23,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -46,7 +46,13 @@ def dialogue_for(prompt: str) -> list[dict[str, str]]:
     return out
 
 
+class _Drop(Exception):
+    """Close the connection without a response."""
+
+
 class FakeOpenAI:
+    """The server runs an asyncio event loop in a background thread (keep-alive HTTP/1.1, one write per response)."""
+
     def __init__(
         self, *, latency: float = 0.0, slow_seconds: float = 3.0, batch_polls_before_done: int = 1
     ) -> None:
@@ -62,73 +68,99 @@ class FakeOpenAI:
         self.batches: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.counter = 0
-        self.httpd: ThreadingHTTPServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._port = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> FakeOpenAI:
-        server = self
+        ready = threading.Event()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._connection, "127.0.0.1", 0, limit=1 << 26)
+            )
+            self._port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            loop.close()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                server._handle(self, "POST")
-
-            def do_GET(self) -> None:
-                server._handle(self, "GET")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait()
         return self
 
     def stop(self) -> None:
-        if self.httpd:
-            self.httpd.shutdown()
-            self.httpd.server_close()
+        if self._loop and self._server:
+
+            async def shutdown() -> None:
+                assert self._server is not None
+                self._server.close()
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:  # open keep-alive connections
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
     @property
     def base_url(self) -> str:
-        assert self.httpd is not None
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self._port}/v1"
 
     def chat_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.log if r["path"].endswith("/chat/completions")]
 
-    # -- plumbing ---------------------------------------------------------------------------------------
-    def _send(
-        self,
-        h: BaseHTTPRequestHandler,
-        status: int,
-        body: bytes | dict[str, Any],
-        headers: dict[str, str] | None = None,
-        ctype: str = "application/json",
-    ) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", ctype)
-        h.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(data)
+    # -- HTTP ---------------------------------------------------------------------------------------
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+                try:
+                    status, payload, extra, ctype = await self._route(
+                        method, target.split("?")[0], headers, body
+                    )
+                except _Drop:
+                    return
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                head = [
+                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
+                    f"Content-Type: {ctype}",
+                    f"Content-Length: {len(data)}",
+                ]
+                head += [f"{k}: {v}" for k, v in extra.items()]
+                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
 
-    def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
-        length = int(h.headers.get("Content-Length") or 0)
-        raw = h.rfile.read(length) if length else b""
-        path = h.path.split("?")[0]
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str], str]:
         with self.lock:
             self.counter += 1
             n = self.counter
-        entry = {
+        entry: dict[str, Any] = {
             "n": n,
             "time": time.monotonic(),
             "method": method,
             "path": path,
-            "auth": h.headers.get("Authorization"),
+            "auth": headers.get("authorization"),
         }
         if path.endswith("/chat/completions"):
             body = json.loads(raw)
@@ -138,35 +170,26 @@ class FakeOpenAI:
                 self.log.append(entry)
                 fault = self.script.popleft() if self.script else self.fault_for(entry["prompt"])
             entry["fault"] = fault
-            self._chat(h, body, fault, n)
-            return
+            return await self._chat(body, fault, n)
         with self.lock:
             self.log.append(entry)
         if path.endswith("/files") and method == "POST":
-            self._upload(h, raw)
-        elif re.search(r"/files/[^/]+/content$", path):
-            fid = path.split("/")[-2]
-            self._send(h, 200, self.files[fid]["content"], ctype="application/octet-stream")
-        elif path.endswith("/batches") and method == "POST":
-            self._create_batch(h, json.loads(raw))
-        elif re.search(r"/batches/[^/]+$", path):
-            self._retrieve_batch(h, path.split("/")[-1])
-        else:
-            self._send(
-                h,
-                404,
-                {
-                    "error": {
-                        "message": f"no route {method} {path}",
-                        "type": "invalid_request_error",
-                    }
-                },
-            )
+            return 200, self._upload(headers, raw), {}, "application/json"
+        if re.search(r"/files/[^/]+/content$", path):
+            return 200, self.files[path.split("/")[-2]]["content"], {}, "application/octet-stream"
+        if path.endswith("/batches") and method == "POST":
+            return 200, self._create_batch(json.loads(raw)), {}, "application/json"
+        if re.search(r"/batches/[^/]+$", path):
+            return 200, self._retrieve_batch(path.split("/")[-1]), {}, "application/json"
+        return (
+            404,
+            {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error"}},
+            {},
+            "application/json",
+        )
 
     # -- chat ------------------------------------------------------------------------------------------
-    def completion(
-        self, body: dict[str, Any], fault: str | None, n: int
-    ) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+    def completion(self, body: dict[str, Any], fault: str | None, n: int) -> dict[str, Any]:
         prompt = body["messages"][0]["content"]
         messages = dialogue_for(prompt)
         content = json.dumps({"messages": messages})
@@ -187,24 +210,20 @@ class FakeOpenAI:
             "completion_tokens": len(content) // 4,
             "total_tokens": len(prompt) // 4 + len(content) // 4,
         }
-        return (
-            200,
-            {
-                "id": f"chatcmpl-{n}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "fake"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": usage,
-            },
-            {},
-        )
+        return {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": usage,
+        }
 
     def error_response(self, fault: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
         kind, _, arg = fault.partition(":")
@@ -225,31 +244,26 @@ class FakeOpenAI:
             headers,
         )
 
-    def _chat(
-        self, h: BaseHTTPRequestHandler, body: dict[str, Any], fault: str | None, n: int
-    ) -> None:
+    async def _chat(
+        self, body: dict[str, Any], fault: str | None, n: int
+    ) -> tuple[int, Any, dict[str, str], str]:
         if self.latency:
-            time.sleep(self.latency)
+            await asyncio.sleep(self.latency)
         if fault and fault.startswith("slow"):
-            time.sleep(float(fault.partition(":")[2] or self.slow_seconds))
+            await asyncio.sleep(float(fault.partition(":")[2] or self.slow_seconds))
         if fault == "drop":
-            h.close_connection = True
-            h.connection.shutdown(2)
-            return
+            raise _Drop
+        rid = {"x-request-id": f"req-{n}"}
         if fault == "malformed":
-            self._send(h, 200, b'{"id": "x", "choices": [', {"x-request-id": f"req-{n}"})
-            return
+            return 200, b'{"id": "x", "choices": [', rid, "application/json"
         err = self.error_response(fault) if fault else None
         if err:
-            status, payload, headers = err
-            self._send(h, status, payload, {"x-request-id": f"req-{n}", **headers})
-            return
-        status, payload, headers = self.completion(body, fault, n)
-        self._send(h, status, payload, {"x-request-id": f"req-{n}", **headers})
+            return err[0], err[1], {**rid, **err[2]}, "application/json"
+        return 200, self.completion(body, fault, n), rid, "application/json"
 
     # -- files and batches ------------------------------------------------------------------------------
-    def _upload(self, h: BaseHTTPRequestHandler, raw: bytes) -> None:
-        boundary = re.search(r'boundary="?([^";]+)"?', h.headers["Content-Type"]).group(1).encode()  # type: ignore[union-attr]
+    def _upload(self, headers: dict[str, str], raw: bytes) -> dict[str, Any]:
+        boundary = re.search(r'boundary="?([^";]+)"?', headers["content-type"]).group(1).encode()  # type: ignore[union-attr]
         fields: dict[str, Any] = {}
         for part in raw.split(b"--" + boundary):
             if b"\r\n\r\n" not in part:
@@ -258,8 +272,7 @@ class FakeOpenAI:
             name = re.search(rb'name="([^"]+)"', head)
             if name:
                 fields[name.group(1).decode()] = value[:-2] if value.endswith(b"\r\n") else value
-        fid = self._store(fields["file"], "batch")
-        self._send(h, 200, self.files[fid]["object"])
+        return self.files[self._store(fields["file"], "batch")]["object"]
 
     def _store(self, content: bytes, purpose: str) -> str:
         with self.lock:
@@ -278,7 +291,7 @@ class FakeOpenAI:
             }
         return fid
 
-    def _create_batch(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+    def _create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             bid = f"batch_{len(self.batches) + 1}"
             self.batches[bid] = {
@@ -292,16 +305,16 @@ class FakeOpenAI:
                 "request_counts": {"total": 0, "completed": 0, "failed": 0},
                 "_polls": 0,
             }
-        self._send(h, 200, {k: v for k, v in self.batches[bid].items() if not k.startswith("_")})
+        return {k: v for k, v in self.batches[bid].items() if not k.startswith("_")}
 
-    def _retrieve_batch(self, h: BaseHTTPRequestHandler, bid: str) -> None:
+    def _retrieve_batch(self, bid: str) -> dict[str, Any]:
         b = self.batches[bid]
         b["_polls"] += 1
         if b["status"] != "completed" and b["_polls"] > self.batch_polls_before_done:
             self._run_batch(b)
         elif b["status"] == "validating":
             b["status"] = "in_progress"
-        self._send(h, 200, {k: v for k, v in b.items() if not k.startswith("_")})
+        return {k: v for k, v in b.items() if not k.startswith("_")}
 
     def _run_batch(self, b: dict[str, Any]) -> None:
         out, errs = [], []
@@ -339,7 +352,7 @@ class FakeOpenAI:
                     }
                 )
                 continue
-            _, payload, _ = self.completion(body, fault, i)
+            payload = self.completion(body, fault, i)
             out.append(
                 {
                     "id": f"batch_req_{i}",
