@@ -103,12 +103,12 @@ def test_json_output_is_pure_json_on_stdout(cli, demo_path):
     json.loads(r.stdout)  # nothing else on stdout
 
 
-def test_unlanded_commands_say_so(cli):
-    r = cli("synth", "synth/miracle")
-    assert r.code == 1 and "not available" in r.stderr
-    assert (
-        cli("train", "finetune/tiny", "train.lr=-1").code == 2
-    )  # recipes are validated before anything runs
+def test_methods_that_have_not_landed_say_so(cli, tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("method: cvae\n")
+    r = cli("train", p)
+    assert r.code == 2 and "method 'cvae' is not available in this version" in r.stderr
+    assert cli("train", "finetune/tiny", "train.lr=-1").code == 2  # recipes are validated before anything runs
 
 
 def test_debug_shows_traceback(cli, tmp_path):

@@ -110,6 +110,12 @@ def test_every_bundled_recipe_loads_and_documents_itself():
         assert any("personadlg " in ln for ln in lines if ln.startswith("#")), (
             f"{name}: header must give the command"
         )
+        from personadlg.config import read_yaml
+        from personadlg.data.synth import is_synth_recipe, load_synth_recipe
+
+        if is_synth_recipe(read_yaml(path)):
+            assert load_synth_recipe(name).target_list()
+            continue
         try:
             cfg = load_recipe(name)
         except ConfigError as err:
