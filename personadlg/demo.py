@@ -21,13 +21,17 @@ def run_demo(
     on_generate: Any = None,
     train_overrides: tuple[str, ...] = (),
     classifier_overrides: tuple[str, ...] = (),
+    cvae_overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """stats → clean → split → train the tiny baseline → generate for the test split → train tiny
-    attribute classifiers on the train split → evaluate the generations; return what each step reported.
+    attribute classifiers on the train split → evaluate the generations → train the tiny MIRACLE
+    cvae → generate every aspect combination for the test split, ODE-guided and unguided →
+    evaluate both (the controllability matrix); return what each step reported.
 
     Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json), OUT_DIR/data/{train,valid,test}.jsonl,
-    OUT_DIR/finetune-tiny/ (checkpoints, metrics.jsonl, loss.png), OUT_DIR/generations/finetune-tiny.jsonl,
-    OUT_DIR/classifiers/<attribute>/ and OUT_DIR/eval/finetune-tiny.json. Reruns resume every step.
+    OUT_DIR/finetune-tiny/ and OUT_DIR/cvae-tiny/ (checkpoints, metrics.jsonl, loss.png; cvae also
+    latent_space.png), OUT_DIR/generations/{finetune-tiny,cvae-tiny,cvae-tiny-unguided}.jsonl,
+    OUT_DIR/classifiers/<attribute>/ and OUT_DIR/eval/*.json. Reruns resume every step.
     """
     from personadlg.config import load_recipe
     from personadlg.generation.generate import generate_file, iter_records
@@ -85,21 +89,63 @@ def run_demo(
         by_target=True,
         out=out / "eval" / "finetune-tiny.json",
     )
+
+    cvae_dir = out / "cvae-tiny"
+    vcfg = load_recipe(
+        "cvae/tiny",
+        [
+            f"data.train={data / 'train.jsonl'}",
+            f"data.valid={data / 'valid.jsonl'}",
+            f"train.output_dir={cvae_dir}",
+            *cvae_overrides,
+        ],
+    )
+    vres = train(vcfg, resume="auto", on_event=on_event)
+    cvae: dict[str, Any] = {"train": _train_summary(vres)}
+    for name, extra in (("cvae-tiny", []), ("cvae-tiny-unguided", ["model.ode.guidance_scale=0"])):
+        path = out / "generations" / f"{name}.jsonl"
+        summary = generate_file(
+            vres.final_dir,
+            data / "test.jsonl",
+            path,
+            combinations=True,
+            overrides=extra,
+            on_progress=on_generate,
+        )
+        key = "guided" if name == "cvae-tiny" else "unguided"
+        cvae[key] = {
+            "generate": summary,
+            "eval": evaluate_file(
+                path,
+                opts=EvalOptions(classifiers=classifiers),
+                by_target=True,
+                out=out / "eval" / f"{name}.json",
+            ),
+        }
+    first = next(iter_records(out / "generations" / "cvae-tiny.jsonl"))
+    cvae["samples"] = [
+        r for r in iter_records(out / "generations" / "cvae-tiny.jsonl") if r["id"] == first["id"]
+    ]
     return {
         "out_dir": str(out),
         "stats": st,
         "clean": rep.to_dict(),
         "split": sp.to_dict(),
-        "train": {
-            "final": str(result.final_dir),
-            "steps": result.steps,
-            "seconds": result.seconds,
-            "last_train": result.last_train,
-            "last_valid": result.last_valid,
-            "plot": str(result.plot) if result.plot else None,
-        },
+        "train": _train_summary(result),
         "generate": gen,
         "samples": list(iter_records(gen_path))[:5],
         "classifiers": {a: {"dir": d, **accuracy[a]} for a, d in classifiers.items()},
         "eval": report,
+        "cvae": cvae,
+    }
+
+
+def _train_summary(result: Any) -> dict[str, Any]:
+    return {
+        "final": str(result.final_dir),
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "last_train": result.last_train,
+        "last_valid": result.last_valid,
+        "plot": str(result.plot) if result.plot else None,
     }

@@ -12,6 +12,8 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "train.max_steps=12",
         "--classifier-train",
         "train.max_steps=4",
+        "--cvae-train",
+        "train.max_steps=6",
     )
     r = cli(*args, "--json")
     assert r.code == 0, r.stderr
@@ -25,6 +27,7 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "clean.report.json",
         "data",
         "finetune-tiny",
+        "cvae-tiny",
         "generations",
         "classifiers",
         "eval",
@@ -48,11 +51,26 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         len(summary["eval"]["by_target"]) == 6
         and (tmp_path / "eval" / "finetune-tiny.json").exists()
     )
+    cvae = summary["cvae"]
+    assert cvae["train"]["steps"] == 6 and (tmp_path / "cvae-tiny" / "latent_space.png").exists()
+    for key, name in (("guided", "cvae-tiny"), ("unguided", "cvae-tiny-unguided")):
+        rows = read_jsonl(tmp_path / "generations" / f"{name}.jsonl")
+        assert len(rows) == 8 * n_test and cvae[key]["generate"]["generated"] == 8 * n_test
+        report = cvae[key]["eval"]
+        assert len(report["by_target"]) == 8
+        assert all(
+            set(row["by_attribute"]["personalization-acc"]) == set(summary["classifiers"])
+            for row in report["by_target"].values()
+        )
+        assert (tmp_path / "eval" / f"{name}.json").exists()
+    assert len(cvae["samples"]) == 8
     r = cli(*args)  # rerun: every step resumes, nothing is generated twice
     assert (
         r.code == 0
         and "split by dialogue" in r.stdout
         and "finetune-tiny on the test split" in r.stdout
         and "personalization-acc" in r.stdout
+        and "controllability" in r.stdout
+        and "ODE-guided vs --no-guidance" in r.stdout
     )
     assert len(read_jsonl(tmp_path / "generations" / "finetune-tiny.jsonl")) == n_test

@@ -63,10 +63,18 @@ def parse_attribute_space(
         except (OSError, yaml.YAMLError) as err:
             raise UsageError(f"--attributes-file {attributes_file}: {err}") from None
         if isinstance(data, dict) and "attributes" in data and isinstance(data["attributes"], dict):
-            data = data["attributes"]  # a recipe: training (data.attributes is nested below) or synth
-        if isinstance(data, dict) and isinstance(data.get("data"), dict) and "attributes" in data["data"]:
+            data = data[
+                "attributes"
+            ]  # a recipe: training (data.attributes is nested below) or synth
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("data"), dict)
+            and "attributes" in data["data"]
+        ):
             data = data["data"]["attributes"]
-        if isinstance(data, dict):  # synth recipes map each aspect to its description: keep the aspect names
+        if isinstance(
+            data, dict
+        ):  # synth recipes map each aspect to its description: keep the aspect names
             data = {a: list(v) if isinstance(v, dict) else v for a, v in data.items()}
         space.update(coerce(data, dict[str, list[str]], str(attributes_file)))
     for name, aspects in parse_attribute_options(attributes):

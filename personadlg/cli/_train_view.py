@@ -78,7 +78,9 @@ class TrainView:
                 highlight=False,
             )
         elif kind == "eval":
-            extra = " · ".join(f"{k} {p[k]:.2f}" for k in ("ppl", "accuracy", "macro_f1") if k in p)
+            keys = ["ppl", "ppl_prior", "accuracy", "macro_f1", "active_units"]
+            keys += [k for k in p if k.startswith("acc_")]  # a method's per-attribute accuracies
+            extra = " · ".join(f"{k} {p[k]:.2f}" for k in keys if isinstance(p.get(k), float))
             msg = f"valid @ step {p['step']}: loss {p.get('loss', float('nan')):.4f}" + (
                 f" · {extra}" if extra else ""
             )
@@ -87,6 +89,8 @@ class TrainView:
             )
         elif kind == "save" and self.progress is None:
             err.print(f"saved {p['path']}", markup=False, highlight=False)
+        elif kind == "figure":
+            err.print(f"wrote {p['path']}", markup=False, highlight=False)
 
 
 def render_debug_tokens(examples: list[Any]) -> None:

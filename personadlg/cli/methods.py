@@ -263,19 +263,30 @@ def generate(
         ),
     ] = "all",
     limit: Annotated[int, typer.Option("--limit", help="Only the first N examples (0 = all).")] = 0,
+    no_guidance: Annotated[
+        bool,
+        typer.Option(
+            "--no-guidance",
+            help="cvae: decode the start latent as is (the unguided baseline); targets are still recorded.",
+        ),
+    ] = False,
     overrides: Overrides = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Generate responses with a trained checkpoint; decoding from the recipe's `generate:` section, overridable.
 
     Overrides: max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, repetition_penalty,
-    no_repeat_ngram_size, batch_size, seed (with or without the `generate.` prefix).
+    no_repeat_ngram_size, batch_size, seed (with or without the `generate.` prefix); for cvae
+    checkpoints also model.ode.* (guidance_scale, solver, atol, rtol, start, weights.ATTR, ...).
 
     [bold]Examples[/]
 
       personadlg generate runs/finetune-tiny/final --input data/test.jsonl --out gen.jsonl
       personadlg generate runs/finetune-tiny/final -i test.jsonl -o gen.jsonl --turns last do_sample=true top_p=0.9 seed=1
       personadlg generate runs/finetune-tiny/final -i test.jsonl -o beam.jsonl num_beams=4 repetition_penalty=1.2
+      personadlg generate runs/cvae-tiny/final -i test.jsonl -o lyrical.jsonl --attributes language_style=lyrical,attitude=optimistic
+      personadlg generate runs/cvae-tiny/final -i test.jsonl -o all.jsonl --all-combinations model.ode.guidance_scale=8
+      personadlg generate runs/cvae-tiny/final -i test.jsonl -o base.jsonl --all-combinations --no-guidance
     """
     from personadlg.data.attributes import parse_targets
     from personadlg.generation.generate import generate_file
@@ -285,7 +296,10 @@ def generate(
             checkpoint,
             input,
             out_path,
-            overrides=overrides or [],
+            overrides=[
+                *(overrides or []),
+                *(["model.ode.guidance_scale=0"] if no_guidance else []),
+            ],
             turns=turns,
             targets=parse_targets(attributes),
             combinations=all_combinations,
@@ -304,7 +318,20 @@ def generate(
                 ["generated now", f"{summary['generated']:,}"],
                 ["already in the output", f"{summary['skipped_done']:,}"],
                 ["responses / s", f"{summary['responses_per_s']:.1f}"],
-                ["decoding", ", ".join(f"{k}={v}" for k, v in summary["decoding"].items())],
+                [
+                    "decoding",
+                    ", ".join(f"{k}={v}" for k, v in summary["decoding"].items() if k != "latent"),
+                ],
+                *(
+                    [["latent", ", ".join(f"{k}={v}" for k, v in latent.items())]]
+                    if (latent := summary["decoding"].get("latent"))
+                    else []
+                ),
+                *(
+                    [["seconds per stage", ", ".join(f"{k} {v:.2f}" for k, v in stages.items())]]
+                    if (stages := summary.get("stage_seconds"))
+                    else []
+                ),
             ],
             justify_numbers=False,
         )
@@ -519,6 +546,32 @@ def render_report(result: dict) -> None:
         ]
         title = "by target (every metric per target is in the --json / --out report)"
         out.print(table(title, ["target", "n", *focus], rows, justify_numbers=False))
+        render_controllability(first)
+
+
+def render_controllability(report: dict) -> None:
+    """The controllability matrix: per target combination, the accuracy on each targeted attribute."""
+    from personadlg.data.attributes import parse_targets
+    from personadlg.metrics.evaluate import controllability_matrix
+
+    attrs, rows = controllability_matrix(report)
+    if not rows or len(attrs) < 2:
+        return
+    body = []
+    for key, n, values, mean in rows:
+        target = parse_targets(key)
+        cells = [
+            "" if values.get(a) is None else f"{target.get(a, '')} {values[a]:.1f}" for a in attrs
+        ]
+        body.append([*cells, n, "" if mean is None else f"{mean:.1f}"])
+    out.print(
+        table(
+            "controllability: personalization-acc of each targeted aspect, per target combination",
+            [*attrs, "n", "mean"],
+            body,
+            justify_numbers=False,
+        )
+    )
 
 
 def chat(
@@ -608,13 +661,22 @@ def demo(
             help="KEY=VALUE override of the tiny classifier recipe (repeatable).",
         ),
     ] = None,
+    cvae_overrides: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--cvae-train",
+            help="KEY=VALUE override of the tiny cvae recipe (repeatable).",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline on the bundled demo corpus, offline, on a CPU, in a few minutes.
 
     stats → clean → split → train the tiny GPT-2 baseline (recipes/finetune/tiny.yaml) → generate for
     the test split → train tiny attribute classifiers on the train split → evaluate (lexical, persona and
-    personalization metrics, per target). Rerunning resumes every step.
+    personalization metrics, per target) → train the tiny MIRACLE cvae (recipes/cvae/tiny.yaml) →
+    generate all 8 aspect combinations for the test split, ODE-guided and unguided → the
+    controllability matrix. Rerunning resumes every step.
 
     [bold]Examples[/]
 
@@ -632,6 +694,7 @@ def demo(
             on_generate=update,
             train_overrides=tuple(train_overrides or ()),
             classifier_overrides=tuple(classifier_overrides or ()),
+            cvae_overrides=tuple(cvae_overrides or ()),
         )
     if json_out:
         print_json(summary)
@@ -706,8 +769,72 @@ def demo(
         )
     )
     render_report(summary["eval"])
+    render_demo_cvae(summary["cvae"])
+    d = summary["out_dir"]
     out.print(
-        f"demo outputs in {summary['out_dir']}/ (loss curves: {summary['train']['plot']}; eval report: {summary['out_dir']}/eval/finetune-tiny.json)"
+        f"demo outputs in {d}/ (loss curves: {summary['train']['plot']}, {d}/cvae-tiny/loss.png; "
+        f"latent space: {d}/cvae-tiny/latent_space.png; eval reports: {d}/eval/)"
+    )
+
+
+def render_demo_cvae(c: dict) -> None:
+    """The demo's cvae part: training, one context in every combination, controllability, guided vs not."""
+    from personadlg.data.attributes import target_key
+
+    v = c["train"]["last_valid"]
+    g = c["guided"]["generate"]
+    stages = g.get("stage_seconds", {})
+    ode_share = stages.get("ode", 0.0) / max(sum(stages.values()), 1e-9)
+    rows = [
+        ["training time (s)", round(c["train"]["seconds"], 1)],
+        [
+            "valid reconstruction ppl (posterior / prior z)",
+            f"{v.get('ppl', float('nan')):.1f} / {v.get('ppl_prior', float('nan')):.1f}",
+        ],
+        ["active latent units", int(v.get("active_units", 0))],
+        *[
+            [f"latent head accuracy: {k[4:]}", round(val, 1)]
+            for k, val in v.items()
+            if k.startswith("acc_")
+        ],
+        ["generation (responses/s)", round(g["responses_per_s"], 1)],
+        [
+            "ODE evaluations per solve / share of generation time",
+            f"{g['decoding'].get('latent', {}).get('nfe', 0)} / {100 * ode_share:.1f}%",
+        ],
+    ]
+    out.print(table("cvae-tiny (MIRACLE)", ["", "value"], rows, justify_numbers=False))
+    samples = c.get("samples") or []
+    if samples:
+        ctx = samples[0]["context"][-1]["content"] if samples[0]["context"] else ""
+        out.print(
+            table(
+                f"cvae-tiny, one test context in every combination (user: {ctx})",
+                ["target", "generation"],
+                [[target_key(r["target_attributes"]), r["generation"]] for r in samples],
+                justify_numbers=False,
+            )
+        )
+    render_controllability(c["guided"]["eval"])
+    names = ["personalization-acc", "dist-2", "sbleu"]
+    out.print(
+        table(
+            "cvae-tiny over all 8 combinations: ODE-guided vs --no-guidance",
+            ["metric", "guided", "unguided"],
+            [
+                [
+                    n,
+                    *[
+                        "-"
+                        if (m := c[k]["eval"]["metrics"].get(n)) is None or m["value"] is None
+                        else f"{m['value']:.2f}"
+                        for k in ("guided", "unguided")
+                    ],
+                ]
+                for n in names
+            ],
+            justify_numbers=False,
+        )
     )
 
 

@@ -65,6 +65,12 @@ def check_targets(target: dict[str, str], space: dict[str, list[str]]) -> None:
             )
 
 
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(decoding overrides, `model.*` overrides): keys without a section are decoding keys."""
+    model = [o for o in overrides if o.startswith("model.")]
+    return [o for o in overrides if not o.startswith("model.")], model
+
+
 def decoding_config(base: GenerateConfig, overrides: Sequence[str]) -> GenerateConfig:
     """The checkpoint's `generate:` defaults with `KEY=VALUE` overrides (`generate.` prefix optional)."""
     data = {"generate": to_dict(base)}
@@ -72,9 +78,25 @@ def decoding_config(base: GenerateConfig, overrides: Sequence[str]) -> GenerateC
     unknown = [k for k in data if k != "generate"]
     if unknown:
         raise UsageError(
-            f"unknown override section(s): {', '.join(unknown)}; generate takes generate.* keys"
+            f"unknown override section(s): {', '.join(unknown)}; generate takes generate.* keys "
+            "(and model.* keys a method lets change at generation, e.g. model.ode.guidance_scale)"
         )
     return build_config(GenerateConfig, data["generate"], path="generate")
+
+
+def configure_model(cfg: Any, model: Any, overrides: Sequence[str]) -> None:
+    """Apply `model.*` overrides to a loaded model whose method allows it (`model.configure`)."""
+    if not overrides:
+        return
+    configure = getattr(model, "configure", None)
+    if configure is None:
+        raise UsageError(
+            f"the {cfg.method} method takes no model.* overrides at generation: {', '.join(overrides)}"
+        )
+    data = apply_overrides({"model": to_dict(cfg.model)}, overrides)
+    new = build_config(type(cfg.model), data["model"], path="model")
+    configure(new)
+    cfg.model = new
 
 
 def done_keys(path: Path) -> set[tuple[str, str]]:
@@ -137,7 +159,9 @@ def generate_file(
     if turns not in ("all", "last"):
         raise UsageError(f"--turns must be all or last, got {turns!r}")
     cfg, model = loaded or load_checkpoint(checkpoint)
-    decoding = decoding_config(cfg.generate, overrides)
+    decoding_overrides, model_overrides = split_overrides(overrides)
+    decoding = decoding_config(cfg.generate, decoding_overrides)
+    configure_model(cfg, model, model_overrides)
     space = cfg.data.attributes
     if combinations and targets:
         raise UsageError("give --attributes or --all-combinations, not both")
@@ -153,14 +177,29 @@ def generate_file(
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = done_keys(out_path)
-    todo = [(ex, t) for ex in examples for t in target_list if (ex.id, target_key(t)) not in done]
-    total = len(examples) * len(target_list)
+    pairs = [(ex, t) for ex in examples for t in target_list]
+    todo = [(ex, t) for ex, t in pairs if (ex.id, target_key(t)) not in done]
+    total = len(pairs)
     info = decoding_dict(decoding)
+    timings = getattr(model, "timings", None)
+    timings_before = dict(timings) if timings is not None else {}
     started = time.perf_counter()
     written = 0
     with open(out_path, "a", encoding="utf-8") as f:
-        for i in range(0, len(todo), decoding.batch_size):
-            chunk = todo[i : i + decoding.batch_size]
+        # Methods with a stage solved jointly over a chunk (cvae's adaptive ODE) get fixed chunks of
+        # the whole input, regenerated whole when partly done, so a resumed run writes exactly
+        # what the uninterrupted run would have; for the others only the missing pairs are batched.
+        sizer = getattr(model, "chunk_size", None)
+        if sizer is not None:
+            step = int(sizer(decoding))
+            chunks = [pairs[i : i + step] for i in range(0, len(pairs), step)]
+        else:
+            step = decoding.batch_size
+            chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
+        for chunk in chunks:
+            missing = [(ex.id, target_key(t)) not in done for ex, t in chunk]
+            if not any(missing):
+                continue
             seeds = [example_seed(decoding.seed, ex.id, t) for ex, t in chunk]
             texts = model.generate(
                 [ex for ex, _ in chunk],
@@ -168,25 +207,29 @@ def generate_file(
                 seeds=seeds,
                 targets=[t for _, t in chunk],
             )
-            for (ex, t), seed, text in zip(chunk, seeds, texts):
+            chunk_info = {**info, **(getattr(model, "generation_info", None) or {})}
+            kept = [
+                (pair, seed, text) for pair, seed, text, m in zip(chunk, seeds, texts, missing) if m
+            ]
+            for (ex, t), seed, text in kept:
                 rec = replace(
                     ex,
                     generation=text,
                     target_attributes=t,
                     method=cfg.method,
                     checkpoint=str(checkpoint),
-                    decoding=info,
+                    decoding=chunk_info,
                     seed=seed,
                 )
                 f.write(dumps(rec.to_dict()) + "\n")
             f.flush()
             os.fsync(f.fileno())
-            written += len(chunk)
+            written += len(kept)
             if on_progress:
                 on_progress(len(done) + written, total)
     seconds = time.perf_counter() - started
     logger.info("generated %d responses (%d already done) in %.1fs", written, len(done), seconds)
-    return {
+    summary: dict[str, Any] = {
         "out": str(out_path),
         "examples": len(examples),
         "targets": len(target_list),
@@ -195,9 +238,14 @@ def generate_file(
         "total": total,
         "seconds": seconds,
         "responses_per_s": written / seconds if seconds > 0 else 0.0,
-        "decoding": info,
+        "decoding": {**info, **(getattr(model, "generation_info", None) or {})},
         "method": cfg.method,
     }
+    if timings is not None:  # seconds per generation stage, for methods that report them
+        summary["stage_seconds"] = {
+            k: v - timings_before.get(k, 0.0) for k, v in dict(timings).items()
+        }
+    return summary
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:

@@ -69,6 +69,8 @@ class Computed:
     per_example: np.ndarray | None = None
     n: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    breakdown: Callable[[np.ndarray | None], dict[str, float]] | None = None
+    """Optional: the metric's parts on rows IDX (e.g. per attribute), for per-target reports."""
 
 
 @dataclass

@@ -159,7 +159,11 @@ def evaluate_data(
                     data.subset(groups[key]), again, opts, explicit=False
                 )
                 values.update({n: _finite(s.value) for n, s in sub_scores.items()})
-            table[key or "(no target)"] = {"n": len(rows), **{n: values.get(n) for n in prepared}}
+            entry: dict[str, Any] = {"n": len(rows), **{n: values.get(n) for n in prepared}}
+            parts = {n: c.breakdown(rows) for n, c in prepared.items() if c.breakdown is not None}
+            if parts:
+                entry["by_attribute"] = parts
+            table[key or "(no target)"] = entry
         report["by_target"] = table
     report["_per_example"] = {
         name: c.per_example for name, c in prepared.items() if c.per_example is not None
@@ -299,3 +303,21 @@ def evaluate_texts(
     names = check_metric_names(metrics) if metrics else default_metrics(data, opts)
     scores, _, _ = compute_scores(data, names, opts, explicit=bool(metrics))
     return scores
+
+
+def controllability_matrix(
+    report: dict[str, Any], metric: str = "personalization-acc"
+) -> tuple[list[str], list[tuple[str, int, dict[str, float | None], float | None]]]:
+    """(attributes, rows) of a by-target eval report: per target combination, METRIC for each
+    targeted attribute and their mean: [(target, n, {attribute: value}, mean)]."""
+    table = report.get("by_target") or {}
+    attrs: list[str] = sorted(
+        {a for row in table.values() for a in (row.get("by_attribute", {}).get(metric) or {})}
+    )
+    rows = []
+    for key, row in table.items():
+        parts = row.get("by_attribute", {}).get(metric)
+        if not parts:
+            continue
+        rows.append((key, int(row["n"]), {a: parts.get(a) for a in attrs}, row.get(metric)))
+    return attrs, rows

@@ -255,17 +255,21 @@ class Personalization:
             v = v[~np.isnan(v)]
             return float(v.mean() * 100) if len(v) else float("nan")
 
-        by_attr = {
-            a: float(np.nanmean(values[:, j]) * 100)
-            for j, a in enumerate(attrs)
-            if not np.isnan(values[:, j]).all()
-        }
+        def by_attribute(idx: np.ndarray | None) -> dict[str, float]:
+            v = values if idx is None else values[idx]
+            return {
+                a: float(np.nanmean(v[:, j]) * 100)
+                for j, a in enumerate(attrs)
+                if not np.isnan(v[:, j]).all()
+            }
+
         per_example = np.array([np.nanmean(r) if not np.isnan(r).all() else np.nan for r in values])
         return Computed(
             aggregate=agg,
             per_example=per_example,
             n=int((~np.isnan(values)).sum()),
-            details={"by_attribute": by_attr},
+            details={"by_attribute": by_attribute(None)},
+            breakdown=by_attribute,
         )
 
 

@@ -9,7 +9,7 @@ process with batch 8 sees the same global batches as two processes with batch 4.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +76,41 @@ def held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
 
 
 def epoch_batches(
-    n: int, *, epoch: int, seed: int, batch_size: int, world_size: int = 1, rank: int = 0
+    n: int,
+    *,
+    epoch: int,
+    seed: int,
+    batch_size: int,
+    world_size: int = 1,
+    rank: int = 0,
+    groups: Sequence[int] | None = None,
 ) -> list[list[int]]:
-    """This process's micro-batches (example indices) for EPOCH; the incomplete last global batch is dropped."""
+    """This process's micro-batches (example indices) for EPOCH; the incomplete last global batch is dropped.
+
+    With GROUPS (one group id per example), every global batch holds examples of one group only
+    (e.g. MIRACLE's attribute-homogeneous batches): each group is shuffled and cut into global
+    batches (its incomplete last one dropped), and the order of all global batches is shuffled.
+    """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
     global_bs = batch_size * world_size
-    return [
-        perm[b * global_bs + rank * batch_size : b * global_bs + (rank + 1) * batch_size]
-        for b in range(n // global_bs)
-    ]
+    if groups is None:
+        perm = torch.randperm(n, generator=g).tolist()
+        blocks = [perm[b * global_bs : (b + 1) * global_bs] for b in range(n // global_bs)]
+    else:
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} entries for {n} examples")
+        members: dict[int, list[int]] = {}
+        for i, grp in enumerate(groups):
+            members.setdefault(int(grp), []).append(i)
+        blocks = []
+        for grp in sorted(members):
+            rows = members[grp]
+            perm = [rows[j] for j in torch.randperm(len(rows), generator=g).tolist()]
+            blocks += [
+                perm[b * global_bs : (b + 1) * global_bs] for b in range(len(rows) // global_bs)
+            ]
+        blocks = [blocks[j] for j in torch.randperm(len(blocks), generator=g).tolist()]
+    return [blk[rank * batch_size : (rank + 1) * batch_size] for blk in blocks]
 
 
 def eval_batches(n: int, *, batch_size: int, world_size: int = 1, rank: int = 0) -> list[list[int]]:

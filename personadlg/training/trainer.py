@@ -154,8 +154,20 @@ def train(
         emit("debug_tokens", {"examples": [(ex, model.explain(ex)) for ex in examples]})
 
     world, rank = acc.num_processes, acc.process_index
-    micro_per_epoch = len(train_feats) // (tc.batch_size * world)
-    steps_per_epoch = micro_per_epoch // tc.grad_accum
+    groups = _batch_groups(model, train_feats)
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        return epoch_batches(
+            len(train_feats),
+            epoch=epoch,
+            seed=tc.seed,
+            batch_size=tc.batch_size,
+            world_size=world,
+            rank=rank,
+            groups=groups,
+        )
+
+    steps_per_epoch = len(batches_of(0)) // tc.grad_accum  # the same count in every epoch
     if steps_per_epoch == 0:
         raise UsageError(
             f"{train_path}: {len(train_feats)} training examples are fewer than one optimizer step needs "
@@ -287,17 +299,13 @@ def train(
     window: dict[str, float] = defaultdict(float)
     window_n, window_tokens, window_start = 0, 0, time.perf_counter()
     module.train()
+    on_step = getattr(model, "on_step", None)
     while state["step"] < total and not stopped_early:
-        batches = epoch_batches(
-            len(train_feats),
-            epoch=state["epoch"],
-            seed=tc.seed,
-            batch_size=tc.batch_size,
-            world_size=world,
-            rank=rank,
-        )
+        batches = batches_of(state["epoch"])
         usable = len(batches) - len(batches) % tc.grad_accum
         while state["micro"] + tc.grad_accum <= usable and state["step"] < total:
+            if on_step is not None:
+                on_step(state["step"])
             for k in range(tc.grad_accum):
                 idx = batches[state["micro"] + k]
                 batch = {
@@ -397,6 +405,14 @@ def train(
             plot = plot_run(out)
         except Exception as err:  # a plot must never fail a finished training run
             logger.warning("could not draw the loss curves: %s", err)
+        after = getattr(model, "after_training", None)
+        if after is not None:
+            try:
+                drawn = after(out, valid_feats or train_feats[:1000])
+                if drawn:
+                    emit("figure", {"path": str(drawn)})
+            except Exception as err:  # likewise for a method's own figures
+                logger.warning("could not draw the %s figures: %s", cfg.method, err)
     result = TrainResult(
         output_dir=out,
         final_dir=final,
@@ -421,6 +437,14 @@ def train(
     )
     acc.end_training()
     return result
+
+
+def _batch_groups(model: Any, feats: list[dict[str, Any]]) -> list[int] | None:
+    """Group ids for group-homogeneous batches, when the method asks for them (a `group` feature
+    and `cfg.attribute_batches`)."""
+    if not feats or "group" not in feats[0] or not getattr(model.cfg, "attribute_batches", False):
+        return None
+    return [int(f["group"][0]) for f in feats]
 
 
 def _early_stop(state: dict[str, Any], record: dict[str, Any], patience: int) -> bool:

@@ -411,9 +411,22 @@ def test_words_tokenizer():
 def test_attribute_space_from_recipes(cli, tmp_path):
     from personadlg.config import recipes_dir
 
-    src = write_jsonl(tmp_path / "in.jsonl", [dialogue("a", "hi", OK_TEXT, attributes={"attitude": "optimistic"}),
-                                             dialogue("b", "hi", OK_TEXT + " Sure.", attributes={"attitude": "cheerful"})])
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            dialogue("a", "hi", OK_TEXT, attributes={"attitude": "optimistic"}),
+            dialogue("b", "hi", OK_TEXT + " Sure.", attributes={"attitude": "cheerful"}),
+        ],
+    )
     for recipe in ("synth/miracle.yaml", "finetune/tiny.yaml"):
-        r = cli("clean", src, "--out", tmp_path / "c.jsonl", "--attributes-file", recipes_dir() / recipe, "--json")
+        r = cli(
+            "clean",
+            src,
+            "--out",
+            tmp_path / "c.jsonl",
+            "--attributes-file",
+            recipes_dir() / recipe,
+            "--json",
+        )
         assert r.code == 0, r.stderr
         assert r.json()["rejected_by_filter"] == {"attributes": 1}

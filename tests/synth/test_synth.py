@@ -202,7 +202,9 @@ def test_faults_are_retried(server, tmp_path):
             "fenced",
         ]
     )
-    s = synthesize(recipe(server, tmp_path / "out.jsonl", "client.max_retries=12"))  # even a unit that draws every fault succeeds
+    s = synthesize(
+        recipe(server, tmp_path / "out.jsonl", "client.max_retries=12")
+    )  # even a unit that draws every fault succeeds
     assert s["ok_now"] == 18 and s["failed_units"] == 0
     assert s["retries"] == {
         "rate_limit": 1,
