@@ -31,14 +31,14 @@ def _seconds_per_step(run_dir: Path) -> float:
     return (b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"])
 
 
-def _accuracy(path: Path, classifiers: dict[str, str]) -> dict[str, Any]:
+def _accuracy(path: Path, classifiers: dict[str, str], lm: str | None = None) -> dict[str, Any]:
     from personadlg.metrics.catalog import EvalOptions
     from personadlg.metrics.evaluate import evaluate_file
 
     rep = evaluate_file(
         path,
-        metrics=["personalization-acc", "dist-2", "sbleu"],
-        opts=EvalOptions(classifiers=classifiers),
+        metrics=["personalization-acc", "dist-2", "sbleu", *(["ppl"] if lm else [])],
+        opts=EvalOptions(classifiers=classifiers, lm=lm),
         by_target=True,
     )
     m = rep["metrics"]
@@ -47,6 +47,7 @@ def _accuracy(path: Path, classifiers: dict[str, str]) -> dict[str, Any]:
         "by_attribute": m["personalization-acc"]["by_attribute"],
         "dist2": m["dist-2"]["value"],
         "sbleu": m["sbleu"]["value"],
+        "ppl": m["ppl"]["value"] if lm else None,
         "report": rep,
     }
 
@@ -96,6 +97,15 @@ def run(quick: bool = False) -> dict[str, Any]:
             results.setdefault("classifiers", {})[attr] = cres.last_valid.get("accuracy")
 
         extra = ["train.max_steps=150"] if quick else []
+        # The fluency judge: finetune/tiny (the same decoder, trained as a plain LM on the train split).
+        judge = train(
+            load_recipe(
+                "finetune/tiny",
+                [f"data.train={tr}", f"data.valid={va}", f"train.output_dir={d / 'judge'}", *extra],
+            )
+        )
+        lm = str(judge.final_dir)
+        results["judge"] = {"valid_ppl": judge.last_valid.get("ppl")}
         cres = train(
             load_recipe(
                 "cvae/tiny",
@@ -164,13 +174,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         for mode, over in (("guided", []), ("unguided", ["model.ode.guidance_scale=0"])):
             out = d / f"combos-{mode}.jsonl"
             g = _generate(loaded, ck, te, out, combinations=True, overrides=over)
-            a = _accuracy(out, classifiers)
+            a = _accuracy(out, classifiers, lm)
             _attrs, rows = controllability_matrix(a["report"])
             combos[mode] = {
                 "acc": a["acc"],
                 "by_attribute": a["by_attribute"],
                 "dist2": a["dist2"],
                 "sbleu": a["sbleu"],
+                "ppl": a["ppl"],
                 "matrix": [
                     {"target": key, **{k: v for k, v in vals.items()}, "mean": mean}
                     for key, _, vals, mean in rows
@@ -190,7 +201,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 combinations=True,
                 overrides=[f"model.ode.guidance_scale={scale}"],
             )
-            a = _accuracy(out, classifiers)
+            a = _accuracy(out, classifiers, lm)
             sweep.append(
                 {
                     "guidance_scale": scale,
@@ -198,6 +209,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "by_attribute": a["by_attribute"],
                     "dist2": a["dist2"],
                     "sbleu": a["sbleu"],
+                    "ppl": a["ppl"],
                     "nfe": g["nfe"],
                     "ode_share": g["ode_share"],
                     "responses_per_s": g["responses_per_s"],
@@ -276,11 +288,32 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
             rows,
         )
     )
+    tables.append(
+        (
+            "all 8 combinations x test split: guided vs unguided (seconds: encode / ODE / decode)",
+            ["run", "acc", "Dist-2", "self-BLEU", "judge ppl", "NFE", "stage seconds", "ODE share"],
+            [
+                [
+                    mode,
+                    f"{r['acc']:.1f}",
+                    f"{r['dist2']:.2f}",
+                    f"{r['sbleu']:.2f}",
+                    f"{r['ppl']:.1f}",
+                    r["nfe"],
+                    " / ".join(
+                        f"{r['stage_seconds'].get(k, 0.0):.2f}" for k in ("encode", "ode", "decode")
+                    ),
+                    f"{100 * r['ode_share']:.1f}%",
+                ]
+                for mode, r in c.items()
+            ],
+        )
+    )
     sw = results["sweep"]
     tables.append(
         (
             f"guidance_scale sweep over the 8 combinations (default {sw['default']})",
-            ["scale", "acc", *ATTRS, "Dist-2", "self-BLEU", "NFE", "ODE share", "resp/s"],
+            ["scale", "acc", *ATTRS, "Dist-2", "self-BLEU", "judge ppl", "NFE", "ODE share", "resp/s"],
             [
                 [
                     r["guidance_scale"],
@@ -288,6 +321,7 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
                     *[f"{r['by_attribute'].get(a, float('nan')):.1f}" for a in ATTRS],
                     f"{r['dist2']:.2f}",
                     f"{r['sbleu']:.2f}",
+                    f"{r['ppl']:.1f}",
                     r["nfe"],
                     f"{100 * r['ode_share']:.1f}%",
                     f"{r['responses_per_s']:.0f}",
