@@ -85,18 +85,21 @@ def decoding_config(base: GenerateConfig, overrides: Sequence[str]) -> GenerateC
 
 
 def configure_model(cfg: Any, model: Any, overrides: Sequence[str]) -> None:
-    """Apply `model.*` overrides to a loaded model whose method allows it (`model.configure`)."""
-    if not overrides:
-        return
+    """Apply `model.*` overrides to a loaded model whose method allows it (`model.configure`).
+
+    CFG is left as loaded, and without overrides the model goes back to it: a model reused across
+    calls (`generate_file(loaded=...)`) never keeps an earlier call's overrides."""
     configure = getattr(model, "configure", None)
+    if not overrides:
+        if configure is not None:
+            configure(cfg.model)
+        return
     if configure is None:
         raise UsageError(
             f"the {cfg.method} method takes no model.* overrides at generation: {', '.join(overrides)}"
         )
     data = apply_overrides({"model": to_dict(cfg.model)}, overrides)
-    new = build_config(type(cfg.model), data["model"], path="model")
-    configure(new)
-    cfg.model = new
+    configure(build_config(type(cfg.model), data["model"], path="model"))
 
 
 def done_keys(path: Path) -> set[tuple[str, str]]:

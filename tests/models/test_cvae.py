@@ -355,3 +355,74 @@ def test_library_latent_utilities(cvae_run, small_data):
         p_before = torch.softmax(heads[i](mu), -1)[:, 1]
         p_after = torch.softmax(heads[i](moved.z), -1)[:, 1]
     assert bool((p_after > p_before).all())
+
+
+def test_collapse_warning_fires_on_collapse_only(cvae_run, caplog):
+    _, model = load_checkpoint(cvae_run.final_dir)
+    d, n = model.cfg.latent_dim, 10.0
+    attrs = len(model.attributes)
+
+    def stats(*, kl: float, mu_var: float, mi: float) -> dict[str, torch.Tensor]:
+        f64 = torch.float64
+        return {
+            "n": torch.tensor([n], dtype=f64),
+            "mu_sum": torch.zeros(d, dtype=f64),
+            "mu_sq_sum": torch.full((d,), mu_var * n, dtype=f64),
+            "mi": torch.tensor([mi * n, n], dtype=f64),
+            "kl": torch.tensor([kl * n], dtype=f64),
+            "labelled": torch.zeros(attrs, dtype=f64),
+            "correct_post": torch.zeros(attrs, dtype=f64),
+            "correct_prior": torch.zeros(attrs, dtype=f64),
+            "nll": torch.tensor([1.0, 1.0, 1.0], dtype=f64),
+        }
+
+    with caplog.at_level("WARNING"):
+        # early training: no unit active yet, but the KL is large and z already informative
+        m = model.eval_metrics(stats(kl=20.0, mu_var=0.001, mi=0.5))
+        assert m["active_units"] == 0 and "posterior collapse" not in caplog.text
+        model.eval_metrics(stats(kl=20.0, mu_var=0.5, mi=0.0))  # units vary: no collapse
+        assert "posterior collapse" not in caplog.text
+        model.eval_metrics(stats(kl=0.001 * d, mu_var=0.5, mi=1.0))  # q = p: the KL collapsed
+        assert caplog.text.count("posterior collapse") == 1
+        model.eval_metrics(stats(kl=0.0, mu_var=0.0, mi=0.0))
+        assert caplog.text.count("posterior collapse") == 1  # said once per run
+
+
+def test_collapse_without_information_warns(cvae_run, caplog):
+    _, model = load_checkpoint(cvae_run.final_dir)
+    d, attrs = model.cfg.latent_dim, len(model.attributes)
+    f64 = torch.float64
+    s = {
+        "n": torch.tensor([4.0], dtype=f64),
+        "mu_sum": torch.zeros(d, dtype=f64),
+        "mu_sq_sum": torch.zeros(d, dtype=f64),
+        "mi": torch.tensor([0.0, 4.0], dtype=f64),
+        "kl": torch.tensor([40.0], dtype=f64),
+        "labelled": torch.zeros(attrs, dtype=f64),
+        "correct_post": torch.zeros(attrs, dtype=f64),
+        "correct_prior": torch.zeros(attrs, dtype=f64),
+        "nll": torch.tensor([1.0, 1.0, 1.0], dtype=f64),
+    }
+    with caplog.at_level("WARNING"):
+        model.eval_metrics(s)
+    assert "posterior collapse" in caplog.text and "0 active units" in caplog.text
+
+
+def test_a_reused_model_does_not_keep_an_earlier_calls_overrides(cvae_run, small_data, tmp_path):
+    from personadlg.generation.generate import generate_file
+
+    loaded = load_checkpoint(cvae_run.final_dir)
+    default = loaded[0].model.ode.guidance_scale
+    kw = {"loaded": loaded, "targets": {"attitude": "optimistic"}, "limit": 2}
+    off = generate_file(
+        cvae_run.final_dir,
+        small_data["test"],
+        tmp_path / "a.jsonl",
+        overrides=["model.ode.guidance_scale=0"],
+        **kw,
+    )
+    on = generate_file(cvae_run.final_dir, small_data["test"], tmp_path / "b.jsonl", **kw)
+    assert off["decoding"]["latent"]["guidance_scale"] == 0.0
+    assert on["decoding"]["latent"]["guidance_scale"] == default > 0
+    assert on["decoding"]["latent"]["nfe"] > 0
+    assert loaded[0].model.ode.guidance_scale == default  # the loaded config is left as it was

@@ -71,6 +71,12 @@ def _position_limit(config: Any) -> int | None:
     return None
 
 
+KL_COLLAPSE_NATS = 0.01
+"""Validation KL(q || p) per latent dimension below which the KL has collapsed."""
+MI_COLLAPSE_NATS = 0.05
+"""With no active unit, a mutual information I(x; z) below this is a collapse too."""
+
+
 class CVAEModel:
     """A trained or fresh MIRACLE model (see the module docstring)."""
 
@@ -282,6 +288,7 @@ class CVAEModel:
             "mi": torch.tensor(
                 [float(mi) * b if b > 1 else 0.0, float(b) if b > 1 else 0.0], dtype=f64
             ),
+            "kl": torch.tensor([float(outputs["kl_raw"]) * b], dtype=f64),
             "labelled": labelled,
             "correct_post": correct_post.to(f64).cpu(),
             "correct_prior": correct_prior.to(f64).cpu(),
@@ -298,9 +305,11 @@ class CVAEModel:
         active = int((var > 0.01).sum())
         nll_post, nll_prior, tokens = stats["nll"].tolist()
         mi_sum, mi_n = stats["mi"].tolist()
+        kl_per_dim = float(stats["kl"][0]) / n / self.cfg.latent_dim
+        mi = mi_sum / mi_n if mi_n else float("nan")
         out: dict[str, float] = {
             "active_units": float(active),
-            "mi": mi_sum / mi_n if mi_n else float("nan"),
+            "mi": mi,
             "ppl": float(np.exp(min(nll_post / max(tokens, 1), 50.0))),
             "ppl_prior": float(np.exp(min(nll_prior / max(tokens, 1), 50.0))),
         }
@@ -309,12 +318,18 @@ class CVAEModel:
             if count:
                 out[f"acc_{name}"] = 100.0 * float(stats["correct_post"][a]) / count
                 out[f"prior_acc_{name}"] = 100.0 * float(stats["correct_prior"][a]) / count
-        if active == 0 and not self._collapse_warned:
+        # Collapse: q(z|x) = p(z|c) everywhere (KL ~ 0), or no unit varies with x and z carries no
+        # information. (Early in training units are often inactive while I(x; z) is already > 0.)
+        collapsed = kl_per_dim < KL_COLLAPSE_NATS or (active == 0 and not mi >= MI_COLLAPSE_NATS)
+        if collapsed and not self._collapse_warned:
             self._collapse_warned = True
             logger.warning(
-                "posterior collapse: no active latent unit (the posterior means do not vary across "
-                "the validation set), so z carries no information; raise model.free_bits, lower "
-                "model.kl_weight or use beta_schedule cyclic_linear"
+                "posterior collapse: KL %.4f nats per latent dimension, %d active units, mutual "
+                "information %.3f nats: z carries (almost) no information about the response; raise "
+                "model.free_bits, lower model.kl_weight or use beta_schedule cyclic_linear",
+                kl_per_dim,
+                active,
+                mi,
             )
         return out
 
