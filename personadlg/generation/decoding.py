@@ -9,7 +9,9 @@ different batch sizes therefore give the same response for the same example and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -64,6 +66,23 @@ def decoding_dict(cfg: GenerateConfig) -> dict[str, Any]:
     return out
 
 
+def _spurious_padding_warning(record: logging.LogRecord) -> bool:
+    """False for transformers' "pass an attention_mask" warning: `generate_ids` always passes the
+    mask, and the warning fires on later decoding steps when a finished row's new token is the pad
+    token (seen with a cache prefix passed as `past_key_values`)."""
+    return "We strongly recommend passing in an `attention_mask`" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_padding_warning() -> Iterator[None]:
+    log = logging.getLogger("transformers.modeling_utils")
+    log.addFilter(_spurious_padding_warning)
+    try:
+        yield
+    finally:
+        log.removeFilter(_spurious_padding_warning)
+
+
 def generate_ids(
     model: Any,
     input_ids: torch.Tensor,
@@ -97,7 +116,7 @@ def generate_ids(
         if cfg.top_p < 1.0:
             processors.append(TopPLogitsWarper(cfg.top_p))
         processors.append(PerRowSampler(seeds))
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_padding_warning():
         out = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
