@@ -217,19 +217,41 @@ def train(
 
 def plot(
     run_dir: Annotated[
-        Path, typer.Argument(help="A training run directory (holds metrics.jsonl).")
+        Path,
+        typer.Argument(
+            help="A training run directory (holds metrics.jsonl); with --latent also a checkpoint."
+        ),
     ],
     out_path: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="PNG path [default: RUN_DIR/loss.png].")
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="PNG path [default: RUN_DIR/loss.png or RUN_DIR/latent_space.png]."
+        ),
+    ] = None,
+    latent: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--latent",
+            help="cvae: draw the latent space (PCA of prior and posterior means) of this data file instead.",
+        ),
     ] = None,
 ) -> None:
-    """Draw a run's loss curves (every logged loss term, train and valid, and the learning rate) to PNG.
+    """Draw a run's loss curves (every logged loss term, train and valid, and the learning rate) to
+    PNG, or with --latent a cvae model's latent space on any data.
 
     [bold]Examples[/]
 
       personadlg plot runs/finetune-tiny
       personadlg plot runs/finetune-tiny --out curves.png
+      personadlg plot runs/cvae-tiny --latent data/test.jsonl --out latent-test.png
     """
+    if latent is not None:
+        from personadlg.models.cvae.latent_plot import latent_space_png
+
+        checkpoint = run_dir / "final" if (run_dir / "final").is_dir() else run_dir
+        target = out_path or run_dir / "latent_space.png"
+        out.print(f"wrote {latent_space_png(checkpoint, latent, target)}")
+        return
     from personadlg.training.logging import plot_run
 
     out.print(f"wrote {plot_run(run_dir, out_path)}")

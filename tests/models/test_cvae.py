@@ -337,6 +337,15 @@ def test_latent_space_png_on_demand(cvae_run, small_data, tmp_path):
     assert out.stat().st_size > 5000
 
 
+def test_plot_latent_from_the_command_line(cvae_run, small_data, tmp_path, cli):
+    r = cli("plot", cvae_run.output_dir, "--latent", small_data["test"], "-o", tmp_path / "t.png")
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "t.png").stat().st_size > 5000
+    r = cli("plot", cvae_run.final_dir, "--latent", tmp_path / "missing.jsonl")
+    assert r.code == 2 and "missing.jsonl" in r.stderr and "Traceback" not in r.stderr
+    assert not (cvae_run.final_dir / "latent_space.png").exists()
+
+
 def test_library_latent_utilities(cvae_run, small_data):
     from personadlg.generation.generate import load_examples
 
