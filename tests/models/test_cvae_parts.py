@@ -96,8 +96,9 @@ def _heads(d=6, sizes=(2, 3, 2), seed=0):
     return [nn.Sequential(nn.Linear(d, 16), nn.ReLU(), nn.Linear(16, k)) for k in sizes]
 
 
-def test_fused_gradient_equals_autograd_of_the_energy():
-    heads = _heads()
+@pytest.mark.parametrize("sizes", [(2, 3, 2), (2, 2, 2)])  # per-head and one reshaped softmax
+def test_fused_gradient_equals_autograd_of_the_energy(sizes):
+    heads = _heads(sizes=sizes)
     z = torch.randn(20, 6)
     targets = torch.randint(-1, 2, (20, 3))
     weights = torch.tensor([1.0, 0.5, 2.0])

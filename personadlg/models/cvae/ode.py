@@ -76,7 +76,6 @@ class FusedHeads:
         dev = firsts[0].weight.device
         self.w1 = torch.cat([f.weight.float() for f in firsts])  # (sum H, d)
         self.b1 = torch.cat([_bias(f) for f in firsts])  # (sum H,)
-        hs = [f.out_features for f in firsts]
         cs = [lst.out_features for lst in lasts]
         self.w2 = torch.block_diag(*[lst.weight.float() for lst in lasts])  # (sum C, sum H)
         self.b2 = torch.cat([_bias(lst) for lst in lasts])  # (sum C,)
@@ -85,6 +84,7 @@ class FusedHeads:
         for c in cs:
             self.slices.append(slice(start, start + c))
             start += c
+        self.same_classes = cs[0] if len(set(cs)) == 1 else 0  # one reshaped softmax for all heads
         n = targets.shape[0]
         # d log p_c / d logits = onehot(c) - p, weighted by w_i on targeted rows
         self.row_weight = torch.zeros(n, start, device=dev)
@@ -94,15 +94,18 @@ class FusedHeads:
             self.row_weight[:, sl] = wanted.unsqueeze(1)
             rows = torch.nonzero(targets[:, i] >= 0).squeeze(1)
             self.onehot[rows, sl.start + targets[rows, i].to(dev)] = 1.0
-        del hs
 
     def grad(self, z: torch.Tensor) -> torch.Tensor:
         """(N, d_z) → (N, d_z)."""
         h = torch.addmm(self.b1, z, self.w1.T)
         logits = torch.addmm(self.b2, h.clamp(min=0), self.w2.T)
-        probs = torch.cat([torch.softmax(logits[:, sl], dim=-1) for sl in self.slices], dim=1)
+        if self.same_classes:
+            n = logits.shape[0]
+            probs = torch.softmax(logits.view(n, -1, self.same_classes), dim=-1).view(n, -1)
+        else:
+            probs = torch.cat([torch.softmax(logits[:, sl], dim=-1) for sl in self.slices], dim=1)
         g_logits = (self.onehot - probs) * self.row_weight
-        g_h = (g_logits @ self.w2) * (h > 0)
+        g_h = (g_logits @ self.w2).masked_fill_(h <= 0, 0.0)
         return g_h @ self.w1
 
 
