@@ -37,6 +37,7 @@ def run_demo(
     from personadlg.generation.generate import generate_file, iter_records
     from personadlg.metrics.catalog import EvalOptions
     from personadlg.metrics.evaluate import evaluate_file
+    from personadlg.training.checkpoint import load_checkpoint
     from personadlg.training.trainer import train
 
     out = Path(out_dir)
@@ -102,6 +103,7 @@ def run_demo(
     )
     vres = train(vcfg, resume="auto", on_event=on_event)
     cvae: dict[str, Any] = {"train": _train_summary(vres)}
+    loaded = load_checkpoint(vres.final_dir)  # once for both runs
     for name, extra in (("cvae-tiny", []), ("cvae-tiny-unguided", ["model.ode.guidance_scale=0"])):
         path = out / "generations" / f"{name}.jsonl"
         summary = generate_file(
@@ -111,6 +113,7 @@ def run_demo(
             combinations=True,
             overrides=extra,
             on_progress=on_generate,
+            loaded=loaded,
         )
         key = "guided" if name == "cvae-tiny" else "unguided"
         cvae[key] = {
@@ -122,10 +125,10 @@ def run_demo(
                 out=out / "eval" / f"{name}.json",
             ),
         }
-    first = next(iter_records(out / "generations" / "cvae-tiny.jsonl"))
+    guided = list(iter_records(out / "generations" / "cvae-tiny.jsonl"))
     cvae["samples"] = [
-        r for r in iter_records(out / "generations" / "cvae-tiny.jsonl") if r["id"] == first["id"]
-    ]
+        r for r in guided if r["id"] == guided[0]["id"]
+    ]  # one example, every combination
     return {
         "out_dir": str(out),
         "stats": st,

@@ -62,19 +62,13 @@ def parse_attribute_space(
             data = yaml.safe_load(Path(attributes_file).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as err:
             raise UsageError(f"--attributes-file {attributes_file}: {err}") from None
-        if isinstance(data, dict) and "attributes" in data and isinstance(data["attributes"], dict):
-            data = data[
-                "attributes"
-            ]  # a recipe: training (data.attributes is nested below) or synth
-        if (
-            isinstance(data, dict)
-            and isinstance(data.get("data"), dict)
-            and "attributes" in data["data"]
-        ):
-            data = data["data"]["attributes"]
-        if isinstance(
-            data, dict
-        ):  # synth recipes map each aspect to its description: keep the aspect names
+        # a recipe: synth (attributes at the top) or training (data.attributes)
+        if isinstance(data, dict) and isinstance(data.get("attributes"), dict):
+            data = data["attributes"]
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            data = data["data"].get("attributes", data)
+        # synth recipes map each aspect to its description: keep the aspect names
+        if isinstance(data, dict):
             data = {a: list(v) if isinstance(v, dict) else v for a, v in data.items()}
         space.update(coerce(data, dict[str, list[str]], str(attributes_file)))
     for name, aspects in parse_attribute_options(attributes):

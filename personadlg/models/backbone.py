@@ -64,6 +64,41 @@ def train_or_load_tokenizer(
     return load_tokenizer(path)
 
 
+def dialogue_tokenizer(
+    tokenizer_cfg: Any,
+    ctx: Any,
+    *,
+    render: Any,
+    pretrained: str | None,
+    trust_remote_code: bool = False,
+) -> Any:
+    """A generator's tokenizer: with `tokenizer.train`, trained on the training examples rendered
+    as plain prompts (RENDER = the method's RenderOptions) plus their replies; else loaded from
+    `tokenizer.path` or the PRETRAINED model. TOKENIZER_CFG is a TokenizerConfig, CTX a BuildContext."""
+    if tokenizer_cfg.train:
+        from personadlg.models.render import header_lines, plain_prompt
+
+        texts = (
+            (
+                plain_prompt(header_lines(ex, render), ex.context) + " " + (ex.reference or "")
+                for ex in ctx.train_examples()
+            )
+            if ctx.is_main
+            else None
+        )
+        return train_or_load_tokenizer(
+            texts,
+            path=ctx.work_dir / "tokenizer",
+            vocab_size=tokenizer_cfg.vocab_size,
+            min_frequency=tokenizer_cfg.min_frequency,
+            is_main=ctx.is_main,
+            barrier=ctx.barrier,
+        )
+    source = tokenizer_cfg.path or pretrained
+    assert source is not None  # the method's config guarantees a model or a tokenizer path
+    return load_tokenizer(source, trust_remote_code=trust_remote_code)
+
+
 def build_from_config(from_config: dict[str, Any], tokenizer: Any, *, arch: str = "auto") -> Any:
     """A randomly initialised model from a transformers config dict ({model_type: gpt2, n_layer: 2, ...})."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM

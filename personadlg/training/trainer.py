@@ -440,9 +440,8 @@ def train(
 
 
 def _batch_groups(model: Any, feats: list[dict[str, Any]]) -> list[int] | None:
-    """Group ids for group-homogeneous batches, when the method asks for them (a `group` feature
-    and `cfg.attribute_batches`)."""
-    if not feats or "group" not in feats[0] or not getattr(model.cfg, "attribute_batches", False):
+    """Group ids for group-homogeneous batches, when the method's features carry a `group`."""
+    if not feats or "group" not in feats[0]:
         return None
     return [int(f["group"][0]) for f in feats]
 

@@ -34,16 +34,16 @@ from personadlg.errors import DataError, UsageError
 from personadlg.generation.decoding import generate_ids
 from personadlg.models.backbone import (
     build_from_config,
+    dialogue_tokenizer,
     load_pretrained,
     load_tokenizer,
-    train_or_load_tokenizer,
 )
 from personadlg.models.base import BuildContext, TokenView
 from personadlg.models.cvae.config import FIXED_GRID, CVAEConfig, ODEConfig
 from personadlg.models.cvae.losses import beta_at, mutual_information
 from personadlg.models.cvae.network import IGNORE, CVAENetwork
 from personadlg.models.cvae.ode import ODEResult, guide
-from personadlg.models.render import RenderOptions, header_lines, plain_prompt, render
+from personadlg.models.render import RenderOptions, render
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,12 @@ class CVAEModel:
             "dec_ids": dec,
             "labels": labels,
             "attr": attr,
-            "group": [sum(1 << i for i, a in enumerate(attr) if a >= 0)],
+            # attribute-homogeneous batches: the trainer batches examples of one group together
+            **(
+                {"group": [sum(1 << i for i, a in enumerate(attr) if a >= 0)]}
+                if self.cfg.attribute_batches
+                else {}
+            ),
         }
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -664,28 +669,13 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CVAEModel:
     mcfg: CVAEConfig = cfg.model
     attributes = _declared_or_found(cfg, ctx.train_examples())
     cfg.data.attributes = attributes  # recorded in the run's config.yaml
-    if mcfg.tokenizer.train:
-        opts = RenderOptions(persona=mcfg.persona_in_prompt, chat_template="plain")
-        texts = (
-            (
-                plain_prompt(header_lines(ex, opts), ex.context) + " " + (ex.reference or "")
-                for ex in ctx.train_examples()
-            )
-            if ctx.is_main
-            else None
-        )
-        tok = train_or_load_tokenizer(
-            texts,
-            path=ctx.work_dir / "tokenizer",
-            vocab_size=mcfg.tokenizer.vocab_size,
-            min_frequency=mcfg.tokenizer.min_frequency,
-            is_main=ctx.is_main,
-            barrier=ctx.barrier,
-        )
-    else:
-        source = mcfg.tokenizer.path or mcfg.decoder
-        assert source is not None  # CVAEConfig guarantees a decoder or a tokenizer path
-        tok = load_tokenizer(source, trust_remote_code=mcfg.trust_remote_code)
+    tok = dialogue_tokenizer(
+        mcfg.tokenizer,
+        ctx,
+        render=RenderOptions(persona=mcfg.persona_in_prompt, chat_template="plain"),
+        pretrained=mcfg.decoder,
+        trust_remote_code=mcfg.trust_remote_code,
+    )
     if mcfg.encoder_tokenizer:
         enc_tok = load_tokenizer(mcfg.encoder_tokenizer, trust_remote_code=mcfg.trust_remote_code)
     elif mcfg.encoder:

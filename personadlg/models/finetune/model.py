@@ -19,10 +19,10 @@ from personadlg.data.schema import Example
 from personadlg.generation.decoding import generate_ids
 from personadlg.models.backbone import (
     build_from_config,
+    dialogue_tokenizer,
     is_seq2seq,
     load_pretrained,
     load_tokenizer,
-    train_or_load_tokenizer,
 )
 from personadlg.models.base import BuildContext, TokenView
 from personadlg.models.finetune.config import FinetuneConfig
@@ -200,32 +200,16 @@ class FinetuneModel:
 def build(cfg: RunConfig, ctx: BuildContext) -> FinetuneModel:
     """A fresh model: a pretrained backbone, or one built from `model.from_config` with a trained tokenizer."""
     mcfg: FinetuneConfig = cfg.model
-    if mcfg.tokenizer.train:
-        from personadlg.models.render import header_lines, plain_prompt
-
-        opts = RenderOptions(
-            mcfg.persona_in_prompt, mcfg.profile_in_prompt, mcfg.attributes_in_prompt, "plain"
-        )
-        texts = (
-            (
-                plain_prompt(header_lines(ex, opts), ex.context) + " " + (ex.reference or "")
-                for ex in ctx.train_examples()
-            )
-            if ctx.is_main
-            else None
-        )
-        tok = train_or_load_tokenizer(
-            texts,
-            path=ctx.work_dir / "tokenizer",
-            vocab_size=mcfg.tokenizer.vocab_size,
-            min_frequency=mcfg.tokenizer.min_frequency,
-            is_main=ctx.is_main,
-            barrier=ctx.barrier,
-        )
-    else:
-        source = mcfg.tokenizer.path or mcfg.backbone
-        assert source is not None  # FinetuneConfig guarantees a backbone or a tokenizer path
-        tok = load_tokenizer(source, trust_remote_code=mcfg.trust_remote_code)
+    opts = RenderOptions(
+        mcfg.persona_in_prompt, mcfg.profile_in_prompt, mcfg.attributes_in_prompt, "plain"
+    )
+    tok = dialogue_tokenizer(
+        mcfg.tokenizer,
+        ctx,
+        render=opts,
+        pretrained=mcfg.backbone,
+        trust_remote_code=mcfg.trust_remote_code,
+    )
     if mcfg.from_config:
         torch.manual_seed(cfg.train.seed)
         lm = build_from_config(mcfg.from_config, tok, arch=mcfg.arch)
