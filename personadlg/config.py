@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -145,23 +146,26 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             f = float(value) if isinstance(value, (str, float)) else None
         except ValueError:
             f = None
-        if f is not None and f.is_integer():
+        if f is not None and math.isfinite(f) and f.is_integer():
             return int(f)
         problems.append(f"{path}: expected an integer, got {value!r}")
         return None
     if tp is float:
-        if isinstance(value, bool):
+        number: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is None:
             problems.append(f"{path}: expected a number, got {value!r}")
             return None
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        problems.append(f"{path}: expected a number, got {value!r}")
-        return None
+        if not math.isfinite(number):
+            problems.append(f"{path}: expected a finite number, got {value!r}")
+            return None
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -283,6 +287,40 @@ def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
 # ---------------------------------------------------------------------------------------------
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        try:
+            hash(key)
+        except TypeError:
+            continue
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key] + 1}); each key may appear once",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _no_duplicates,  # type: ignore[arg-type]
+)
+
+
+def load_yaml_text(text: str) -> Any:
+    """`yaml.safe_load` that refuses duplicate keys."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.lr=3e-5` → (["train", "lr"], "3e-5"). Values go through YAML, so `[a, b]`, `true`, `null` work."""
     if "=" not in text:
@@ -292,7 +330,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: expected a dotted key such as train.lr")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
+    except yaml.constructor.ConstructorError as err:
+        raise ConfigError(f"override {text!r}: {err.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -413,10 +453,18 @@ class TrainConfig:
         default=0, metadata={"help": "steps between validation passes (0 = at the end only)"}
     )
     save_every: int = field(
-        default=0, metadata={"help": "steps between checkpoints (0 = final only)"}
+        default=0,
+        metadata={"help": "steps between checkpoints (0 = only the timed ones and final)"},
+    )
+    save_every_minutes: float = field(
+        default=15.0,
+        metadata={
+            "help": "also save a checkpoint when this many minutes passed since the last one, so a "
+            "killed run loses at most that much (0 = off)"
+        },
     )
     keep_last: int = field(
-        default=2, metadata={"help": "step checkpoints to keep (final/ is always kept)"}
+        default=2, metadata={"help": "step checkpoints to keep, >= 1 (final/ is always kept)"}
     )
     early_stopping_patience: int = field(
         default=0, metadata={"help": "stop after N evaluations without improvement (0 = off)"}
@@ -439,6 +487,16 @@ class TrainConfig:
             problems.append("train.max_steps and train.epochs must be >= 0")
         if self.max_steps == 0 and self.epochs == 0:
             problems.append("set train.max_steps or train.epochs")
+        if not 0 <= self.seed < 2**32:
+            problems.append(f"train.seed must be in [0, 2**32), got {self.seed}")
+        if self.keep_last < 1:
+            problems.append(
+                f"train.keep_last must be >= 1 (0 would delete every step checkpoint), got {self.keep_last}"
+            )
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.save_every_minutes < 0:
+            problems.append(
+                "train.weight_decay, train.max_grad_norm and train.save_every_minutes must be >= 0"
+            )
         for name in (
             "log_every",
             "eval_every",
@@ -492,6 +550,18 @@ class GenerateConfig:
             problems.append(f"generate.top_p must be in (0, 1], got {self.top_p}")
         if self.num_beams < 1 or self.batch_size < 1:
             problems.append("generate.num_beams and generate.batch_size must be >= 1")
+        if self.top_k < 0:
+            problems.append(f"generate.top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            problems.append(
+                f"generate.repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}"
+            )
+        if self.no_repeat_ngram_size < 0:
+            problems.append(
+                f"generate.no_repeat_ngram_size must be >= 0 (0 = off), got {self.no_repeat_ngram_size}"
+            )
+        if not 0 <= self.seed < 2**32:
+            problems.append(f"generate.seed must be in [0, 2**32), got {self.seed}")
         check(problems)
 
 
@@ -505,16 +575,21 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     source: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Changes made when a run was resumed: [{step, changed: {field: {from, to}}}] (config.yaml)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, sections in recipe order (what `config.yaml` in a checkpoint holds)."""
-        return {
+        out = {
             "method": self.method,
             **{k: to_dict(getattr(self, k)) for k in ("data", "model", "train", "generate")},
         }
+        if self.history:
+            out["history"] = to_dict(self.history)
+        return out
 
 
-RECIPE_SECTIONS = ("method", "data", "model", "train", "generate")
+RECIPE_SECTIONS = ("method", "data", "model", "train", "generate", "history")
 
 
 def method_config_class(method: str) -> type:
@@ -588,7 +663,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -642,9 +717,12 @@ def build_run_config(data: Mapping[str, Any], *, source: str | None = None) -> R
         ("generate", GenerateConfig),
     ):
         sections[name] = _build(cls, data.get(name) or {}, name, problems)
+    history = data.get("history") or []
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        problems.append("history: expected a list of mappings (written by `train --resume`)")
     if problems:
         raise ConfigError(problems, source=source)
-    return RunConfig(method=method, source=source, **sections)
+    return RunConfig(method=method, source=source, history=list(history), **sections)
 
 
 def dump_yaml(obj: Any) -> str:

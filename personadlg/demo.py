@@ -28,6 +28,10 @@ def run_demo(
     cvae → generate every aspect combination for the test split, ODE-guided and unguided →
     evaluate both (the controllability matrix); return what each step reported.
 
+    TRAIN_OVERRIDES go to the baseline's recipe, and their `train.*` keys to every stage that
+    trains (so `train.max_steps=20` makes the whole demo a smoke run); CLASSIFIER_OVERRIDES and
+    CVAE_OVERRIDES to those stages. Every recipe and override is checked before the first stage.
+
     Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json), OUT_DIR/data/{train,valid,test}.jsonl,
     OUT_DIR/finetune-tiny/ and OUT_DIR/cvae-tiny/ (checkpoints, metrics.jsonl, loss.png; cvae also
     latent_space.png), OUT_DIR/generations/{finetune-tiny,cvae-tiny,cvae-tiny-unguided}.jsonl,
@@ -41,6 +45,43 @@ def run_demo(
     from personadlg.training.trainer import train
 
     out = Path(out_dir)
+    data = out / "data"
+    run_dir, cvae_dir = out / "finetune-tiny", out / "cvae-tiny"
+    shared = [o for o in train_overrides if o.startswith("train.")]  # every stage that trains
+    # every recipe and override is checked before the first stage runs
+    cfg = load_recipe(
+        "finetune/tiny",
+        [
+            f"data.train={data / 'train.jsonl'}",
+            f"data.valid={data / 'valid.jsonl'}",
+            f"train.output_dir={run_dir}",
+            *train_overrides,
+        ],
+    )
+    ccfgs = {
+        attr: load_recipe(
+            "classifier/attribute-tiny",
+            [
+                f"data.train={data / 'train.jsonl'}",
+                f"data.attribute={attr}",
+                f"train.output_dir={out / 'classifiers' / attr}",
+                *shared,
+                *classifier_overrides,
+            ],
+        )
+        for attr in DEMO_ATTRIBUTES
+    }
+    vcfg = load_recipe(
+        "cvae/tiny",
+        [
+            f"data.train={data / 'train.jsonl'}",
+            f"data.valid={data / 'valid.jsonl'}",
+            f"train.output_dir={cvae_dir}",
+            *shared,
+            *cvae_overrides,
+        ],
+    )
+
     corpus = demo_corpus()
     logger.info("demo corpus: %s", corpus)
     st = stats(corpus)
@@ -54,33 +95,13 @@ def run_demo(
     sp = split(
         out / "clean.jsonl", out_dir=out / "data", valid=0.1, test=0.1, by="dialogue", seed=0
     )
-    data = out / "data"
-    run_dir = out / "finetune-tiny"
-    cfg = load_recipe(
-        "finetune/tiny",
-        [
-            f"data.train={data / 'train.jsonl'}",
-            f"data.valid={data / 'valid.jsonl'}",
-            f"train.output_dir={run_dir}",
-            *train_overrides,
-        ],
-    )
     result = train(cfg, resume="auto", on_event=on_event)
     gen_path = out / "generations" / "finetune-tiny.jsonl"
     gen = generate_file(result.final_dir, data / "test.jsonl", gen_path, on_progress=on_generate)
 
     classifiers: dict[str, str] = {}
     accuracy: dict[str, dict[str, float]] = {}
-    for attr in DEMO_ATTRIBUTES:
-        ccfg = load_recipe(
-            "classifier/attribute-tiny",
-            [
-                f"data.train={data / 'train.jsonl'}",
-                f"data.attribute={attr}",
-                f"train.output_dir={out / 'classifiers' / attr}",
-                *classifier_overrides,
-            ],
-        )
+    for attr, ccfg in ccfgs.items():
         cres = train(ccfg, resume="auto", on_event=on_event)
         classifiers[attr] = str(cres.final_dir)
         accuracy[attr] = {k: cres.last_valid.get(k, float("nan")) for k in ("accuracy", "macro_f1")}
@@ -91,16 +112,6 @@ def run_demo(
         out=out / "eval" / "finetune-tiny.json",
     )
 
-    cvae_dir = out / "cvae-tiny"
-    vcfg = load_recipe(
-        "cvae/tiny",
-        [
-            f"data.train={data / 'train.jsonl'}",
-            f"data.valid={data / 'valid.jsonl'}",
-            f"train.output_dir={cvae_dir}",
-            *cvae_overrides,
-        ],
-    )
     vres = train(vcfg, resume="auto", on_event=on_event)
     cvae: dict[str, Any] = {"train": _train_summary(vres)}
     loaded = load_checkpoint(vres.final_dir)  # once for both runs

@@ -61,18 +61,36 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the app, turning personadlg errors into one line and an exit code."""
+    import os
+
     from personadlg.errors import PersonadlgError
+    from personadlg.training.interrupt import Interrupted, Stopped, signals_raise_stopped
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        rc = app(args=args, prog_name="personadlg", standalone_mode=False)
+        with signals_raise_stopped():
+            rc = app(args=args, prog_name="personadlg", standalone_mode=False)
+    except Interrupted as e:  # a training run that saved where it stopped
+        if os.environ.get("RANK", "0") == "0":
+            _note(f"interrupted; {e}")
+        sys.exit(e.exit_code)
     except PersonadlgError as e:
         if debug:
             raise
         _fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except (Stopped, KeyboardInterrupt) as e:
+        from personadlg.cli._console import interrupt_note
+
+        code = getattr(e, "exit_code", 130)
+        if os.environ.get("RANK", "0") == "0":
+            _note(f"{'interrupted' if code == 130 else 'terminated'}; {interrupt_note()}")
+        sys.exit(code)
+    except OSError as e:  # a failed read or write: disk full, permission, a directory in the way
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}", 1)
     except Exception as e:
         # click's exceptions (typer may vendor its own copy of click, so match by class name)
         kinds = {c.__name__ for c in type(e).__mro__}
@@ -92,3 +110,9 @@ def _fail(message: str, code: int) -> None:
 
     error(message)
     sys.exit(code)
+
+
+def _note(message: str) -> None:
+    from personadlg.cli._console import err
+
+    err.print(message, markup=False, highlight=False, soft_wrap=True)

@@ -37,6 +37,18 @@ def setup_logging(verbosity: int = 0) -> None:
     root.propagate = False
 
 
+_INTERRUPT_NOTE = ["outputs are written atomically, so nothing half-written was left behind"]
+
+
+def set_interrupt_note(note: str) -> None:
+    """What an interrupted command keeps and how to continue (the line after "interrupted;")."""
+    _INTERRUPT_NOTE[0] = note
+
+
+def interrupt_note() -> str:
+    return _INTERRUPT_NOTE[0]
+
+
 def error(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
 

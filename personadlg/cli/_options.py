@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from personadlg.data.attributes import parse_targets
 from personadlg.errors import UsageError
@@ -56,11 +59,11 @@ def parse_attribute_space(
     if attributes_file is not None:
         import yaml
 
-        from personadlg.config import coerce
+        from personadlg.config import coerce, load_yaml_text
 
         try:
-            data = yaml.safe_load(Path(attributes_file).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
+            data = load_yaml_text(Path(attributes_file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             raise UsageError(f"--attributes-file {attributes_file}: {err}") from None
         # a recipe: synth (attributes at the top) or training (data.attributes)
         if isinstance(data, dict) and isinstance(data.get("attributes"), dict):
@@ -82,3 +85,24 @@ def split_list(values: list[str] | None) -> list[str]:
     for v in values or []:
         out.extend(x.strip() for x in v.split(",") if x.strip())
     return out
+
+
+# -- loading opt-ins: the only way to run code from a model directory or to unpickle weights ------
+
+
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Allow models that ship their own Python code (auto_map) to run it; the files are named "
+        "before they run. Never enabled by a recipe or a checkpoint.",
+    ),
+]
+AllowPickle = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle",
+        help="UNSAFE: also load weights stored as pickles (pytorch_model.bin), which can run code "
+        "when loaded. Default: safetensors only.",
+    ),
+]

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from personadlg.cli._console import err, out, print_json, progress, table
+from personadlg.cli._console import err, out, print_json, progress, set_interrupt_note, table
+from personadlg.cli._options import AllowPickle, TrustRemoteCode
 
 Overrides = Annotated[
     Optional[list[str]],
@@ -184,6 +185,16 @@ def train(
             help="Print the first N training examples token by token with their labels, then train.",
         ),
     ] = 0,
+    allow_config_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-config-change",
+            help="Resume even though fields that change the result (seed, lr, batch size, ...) differ "
+            "from the checkpoint's; the change is recorded in config.yaml.",
+        ),
+    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
 ) -> None:
     """Train a method from a recipe: checkpoints, metrics.jsonl and loss.png under train.output_dir.
 
@@ -196,19 +207,34 @@ def train(
       personadlg train recipes/finetune/gpt2.yaml data.train=train.jsonl data.valid=valid.jsonl train.lr=3e-5
       personadlg train finetune/tiny --resume auto
       personadlg train finetune/tiny --debug-tokens 2 train.max_steps=1
+
+    Ctrl-C (or SIGTERM) saves a checkpoint at the current step; `--resume auto` continues from it.
     """
     import sys
 
     from personadlg.cli._train_view import TrainView, render_result
     from personadlg.config import load_recipe
+    from personadlg.models.loading import load_policy
     from personadlg.training.distributed import maybe_relaunch
 
     cfg = load_recipe(recipe, overrides or [])
     maybe_relaunch(sys.argv[1:])
     from personadlg.training.trainer import train as run
 
-    with TrainView() as view:
-        result = run(cfg, resume=resume, debug_tokens=debug_tokens, on_event=view)
+    set_interrupt_note(
+        "no checkpoint was written yet; rerun the command (add --resume auto if the run had begun)"
+    )
+    with (
+        load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
+        TrainView() as view,
+    ):
+        result = run(
+            cfg,
+            resume=resume,
+            debug_tokens=debug_tokens,
+            on_event=view,
+            allow_config_change=allow_config_change,
+        )
     import os
 
     if os.environ.get("RANK", "0") == "0":
@@ -235,6 +261,8 @@ def plot(
             help="cvae: draw the latent space (PCA of prior and posterior means) of this data file instead.",
         ),
     ] = None,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
 ) -> None:
     """Draw a run's loss curves (every logged loss term, train and valid, and the learning rate) to
     PNG, or with --latent a cvae model's latent space on any data.
@@ -246,11 +274,15 @@ def plot(
       personadlg plot runs/cvae-tiny --latent data/test.jsonl --out latent-test.png
     """
     if latent is not None:
+        from personadlg.data.paths import check_outputs
         from personadlg.models.cvae.latent_plot import latent_space_png
+        from personadlg.models.loading import load_policy
 
         checkpoint = run_dir / "final" if (run_dir / "final").is_dir() else run_dir
         target = out_path or run_dir / "latent_space.png"
-        out.print(f"wrote {latent_space_png(checkpoint, latent, target)}")
+        check_outputs({"--out": target}, {"--latent": latent})
+        with load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle):
+            out.print(f"wrote {latent_space_png(checkpoint, latent, target)}")
         return
     from personadlg.training.logging import plot_run
 
@@ -292,6 +324,16 @@ def generate(
             help="cvae: decode the start latent as is (the unguided baseline); targets are still recorded.",
         ),
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Start --out afresh (default: append the missing responses to an earlier output of "
+            "the same checkpoint and settings, and refuse anything else).",
+        ),
+    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
     overrides: Overrides = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -312,8 +354,15 @@ def generate(
     """
     from personadlg.data.attributes import parse_targets
     from personadlg.generation.generate import generate_file
+    from personadlg.models.loading import load_policy
 
-    with progress("generating", unit="responses") as update:
+    set_interrupt_note(
+        f"the responses written so far are kept in {out_path}; the same command continues"
+    )
+    with (
+        load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
+        progress("generating", unit="responses") as update,
+    ):
         summary = generate_file(
             checkpoint,
             input,
@@ -326,6 +375,7 @@ def generate(
             targets=parse_targets(attributes),
             combinations=all_combinations,
             limit=limit,
+            overwrite=overwrite,
             on_progress=update,
         )
     if json_out:
@@ -440,6 +490,8 @@ def evaluate(
     per_example: Annotated[
         Optional[Path], typer.Option("--per-example", help="Per-example scores (JSONL).")
     ] = None,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Score generations: BLEU, ROUGE-L, Dist, self-BLEU, P-Co, NLI, C-score, personalization accuracy, PPL, embedding similarity.
@@ -458,9 +510,13 @@ def evaluate(
     from personadlg.cli._options import split_list
     from personadlg.data.attributes import parse_targets
     from personadlg.data.jsonl import AtomicWriter
+    from personadlg.data.paths import check_outputs
     from personadlg.metrics.catalog import EvalOptions
     from personadlg.metrics.evaluate import compare_files, evaluate_file
+    from personadlg.models.loading import load_policy
 
+    inputs = {"generations": generations, **{f"--compare {p}": p for p in compare or []}}
+    check_outputs({"--out": report, "--per-example": per_example}, inputs)
     classifiers = {}
     for spec in classifier or []:
         classifiers.update(parse_targets(spec))
@@ -479,7 +535,10 @@ def evaluate(
         bootstrap=bootstrap,
     )
     names = split_list([metrics]) if metrics else None
-    with progress("scoring", unit="metrics") as update:
+    with (
+        load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
+        progress("scoring", unit="metrics") as update,
+    ):
         count = {"n": 0}
 
         def step(name: str) -> None:
@@ -608,6 +667,8 @@ def chat(
     user: Annotated[
         Optional[str], typer.Option("--user", help="User id (lora: selects the user's adapter).")
     ] = None,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
     overrides: Overrides = None,
 ) -> None:
     """Talk to a trained model in the terminal. /help lists the commands (/reset, /persona, /attributes, /user, /quit).
@@ -624,16 +685,22 @@ def chat(
     from personadlg.data.attributes import parse_targets
     from personadlg.errors import PersonadlgError
     from personadlg.generation.chat import ChatSession
-    from personadlg.generation.generate import check_targets, decoding_config
+    from personadlg.generation.generate import check_decoding, check_targets, decoding_config
+    from personadlg.models.loading import load_policy
     from personadlg.registry import METHODS
-    from personadlg.training.checkpoint import load_checkpoint
+    from personadlg.training.checkpoint import load_config, load_model
 
-    cfg, model = load_checkpoint(checkpoint)
+    cfg = load_config(checkpoint)
     targets = parse_targets(attributes)
     check_targets(targets, cfg.data.attributes)
+    decoding = decoding_config(cfg.generate, overrides or [])
+    with load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle):
+        model = load_model(checkpoint, cfg)
+    check_decoding(model, decoding)
+    set_interrupt_note("the conversation ended")
     session = ChatSession(
         model=model,
-        decoding=decoding_config(cfg.generate, overrides or []),
+        decoding=decoding,
         method=cfg.method,
         supports=METHODS.get(cfg.method).supports,
         attribute_space=cfg.data.attributes,
@@ -646,11 +713,21 @@ def chat(
         err.print(
             f"chatting with {checkpoint} ({cfg.method}); /help for commands, /quit or Ctrl-D to leave"
         )
+    lineno = 0
     while True:
+        lineno += 1
         try:
-            line = input("you> " if interactive else "")
+            line = input("you> ") if interactive else _stdin_line()
         except EOFError:
             break
+        except UnicodeDecodeError as e:  # one bad line is reported; the conversation goes on
+            bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
+            out.print(
+                f"error: <stdin>:{lineno}: not valid UTF-8: byte 0x{bad} at byte offset {e.start}; line skipped",
+                markup=False,
+                highlight=False,
+            )
+            continue
         line = line.strip()
         if not line:
             continue
@@ -665,6 +742,18 @@ def chat(
         out.print(f"bot> {session.reply(line)}", markup=False, highlight=False)
 
 
+def _stdin_line() -> str:
+    """The next line of stdin, decoded strictly as UTF-8 (EOFError at the end)."""
+    import sys
+
+    stream = getattr(sys.stdin, "buffer", None)
+    raw = stream.readline() if stream is not None else sys.stdin.readline()
+    if not raw:
+        raise EOFError
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    return text.rstrip("\r\n")
+
+
 def demo(
     out_dir: Annotated[
         Path, typer.Option("--out-dir", "-o", help="Where the demo writes everything.")
@@ -673,7 +762,8 @@ def demo(
         Optional[list[str]],
         typer.Option(
             "--train",
-            help="KEY=VALUE override of the tiny recipe (repeatable), e.g. train.max_steps=50.",
+            help="KEY=VALUE override of the baseline's tiny recipe (repeatable); its train.* keys "
+            "apply to every stage that trains, e.g. train.max_steps=20 for a smoke run.",
         ),
     ] = None,
     classifier_overrides: Annotated[

@@ -41,7 +41,10 @@ def validate(
         data = {k: v for k, v in to_dict(scfg).items() if k != "source"}
         kind = f"synth, {len(scfg.target_list())} targets"
     else:
+        from personadlg.models.backbone import check_model_types
+
         cfg = load_recipe(recipe, overrides or [])
+        check_model_types(cfg.model)
         data, kind = cfg.to_dict(), f"method {cfg.method}"
     if json_out:
         print_json(data)

@@ -16,6 +16,7 @@ from personadlg.data.formats import (
     writable_formats,
 )
 from personadlg.data.jsonl import AtomicWriter, Bad
+from personadlg.data.paths import check_outputs
 from personadlg.data.unique import IdTracker
 from personadlg.errors import DataError, UsageError
 from personadlg.registry import FORMATS, did_you_mean
@@ -50,6 +51,7 @@ def convert(
             f"cannot write format '{to}'{did_you_mean(to, writers)}; output formats: {', '.join(writers)}"
         )
     out_path = Path(out)
+    check_outputs({"--out": out_path}, {"input": input})
     opts = dataclasses.replace(
         options or FormatOptions(), json_list=out_path.suffix == ".json" or to == "morpheus"
     )

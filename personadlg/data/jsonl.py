@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from personadlg.errors import DataError
+from personadlg.errors import DataError, UsageError
 
 MAX_LINE_BYTES = int(os.environ.get("PERSONADLG_MAX_LINE_BYTES", 16 * 1024 * 1024))
 RAW_KEEP_CHARS = (
@@ -103,6 +104,48 @@ def iter_text_lines(
             yield lineno, text.rstrip("\r\n")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in any string of VALUE (JSON escapes can encode them; UTF-8 cannot)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            m = _SURROGATE.search(v)
+            if m:
+                return m.group()
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
+
+
+def check_json_value(raw: str, value: Any) -> None:
+    """Raise ValueError when VALUE (parsed from RAW) holds text that cannot be written as UTF-8."""
+    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+        bad = _lone_surrogate(value)
+        if bad is not None:
+            raise ValueError(
+                f"not valid Unicode: the escape \\u{ord(bad):04x} is a lone surrogate, which no UTF-8 text can hold"
+            )
+
+
+def parse_json(text: str) -> Any:
+    """json.loads that refuses NaN / Infinity and lone surrogate escapes (ValueError)."""
+    value = json.loads(text, parse_constant=_no_constants)
+    check_json_value(text, value)
+    return value
+
+
 def iter_json_lines(
     path: str | Path, *, max_line_bytes: int | None = None
 ) -> Iterator[tuple[int, str, Any] | Bad]:
@@ -116,7 +159,7 @@ def iter_json_lines(
         if not text.strip():
             continue
         try:
-            yield lineno, text, json.loads(text)
+            value = parse_json(text)
         except json.JSONDecodeError as err:
             yield Bad(
                 name,
@@ -126,6 +169,10 @@ def iter_json_lines(
                     f"not valid JSON: {err.msg} (column {err.colno})", path=name, line=lineno
                 ),
             )
+        except ValueError as err:
+            yield Bad(
+                name, lineno, text[:RAW_KEEP_CHARS], DataError(str(err), path=name, line=lineno)
+            )
         except RecursionError:
             yield Bad(
                 name,
@@ -133,6 +180,8 @@ def iter_json_lines(
                 text[:RAW_KEEP_CHARS],
                 DataError("not valid JSON: nested too deeply", path=name, line=lineno),
             )
+        else:
+            yield lineno, text, value
 
 
 _WS = " \t\r\n"
@@ -148,7 +197,7 @@ def iter_json_array(
     """
     name = str(path)
     limit = max_record_bytes or MAX_LINE_BYTES
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_no_constants)
     with open(path, encoding="utf-8-sig", errors="strict") as f:
         buf, pos, eof = "", 0, False
         line, counted = 1, 0  # line number at buf[counted]
@@ -218,6 +267,10 @@ def iter_json_array(
                 try:
                     value, end = decoder.raw_decode(buf, pos)
                     break
+                except RecursionError:
+                    raise DataError(
+                        "not valid JSON: nested too deeply", path=name, line=start_line
+                    ) from None
                 except json.JSONDecodeError as err:
                     if (len(buf) - pos) < limit and more():
                         continue
@@ -234,8 +287,30 @@ def iter_json_array(
                         ),
                     )
                     return
+                except ValueError as err:  # NaN / Infinity: the element's end is unknown
+                    yield Bad(
+                        name,
+                        start_line,
+                        buf[pos : pos + RAW_KEEP_CHARS],
+                        DataError(
+                            f"{err}; the rest of the file cannot be read",
+                            path=name,
+                            line=start_line,
+                        ),
+                    )
+                    return
             raw = buf[pos:end]
             pos = end
+            try:
+                check_json_value(raw, value)
+            except ValueError as err:
+                yield Bad(
+                    name,
+                    start_line,
+                    raw[:RAW_KEEP_CHARS],
+                    DataError(str(err), path=name, line=start_line),
+                )
+                continue
             yield start_line, raw, value
 
 
@@ -257,7 +332,7 @@ def check_nonempty(path: str | Path) -> None:
 
 def dumps(obj: Any) -> str:
     """One compact JSON line (UTF-8 kept readable)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
 
 
 class AtomicWriter:
@@ -275,6 +350,8 @@ class AtomicWriter:
         self._f: IO[Any] | None = None
 
     def open(self) -> IO[Any]:
+        if self.path.is_dir():
+            raise UsageError(f"{self.path}: is a directory; expected a file to write")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if "b" in self.mode:
             self._f = open(self.tmp, self.mode)  # noqa: SIM115
@@ -282,16 +359,39 @@ class AtomicWriter:
             self._f = open(self.tmp, self.mode, encoding="utf-8", newline="\n")  # noqa: SIM115
         return self._f
 
-    def commit(self) -> None:
+    def finish(self) -> None:
+        """Flush, fsync and close the temporary file (where a full disk shows); abort on failure."""
         assert self._f is not None
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def publish(self) -> None:
+        """Rename the finished temporary file onto PATH (and make the rename durable)."""
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        with contextlib.suppress(OSError):
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def commit(self) -> None:
+        self.finish()
+        self.publish()
 
     def abort(self) -> None:
         if self._f is not None and not self._f.closed:
-            self._f.close()
+            with contextlib.suppress(OSError):
+                self._f.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
 
@@ -307,21 +407,30 @@ class AtomicWriter:
 
 @contextlib.contextmanager
 def atomic_outputs(*paths: str | Path | None) -> Iterator[list[IO[Any] | None]]:
-    """Open several outputs atomically; all are renamed into place together, or none (None paths give None)."""
+    """Open several outputs atomically; all are renamed into place together, or none (None paths give None).
+
+    Every file is flushed and fsynced before the first rename, so a full disk or any other write
+    failure leaves neither a partial output nor a temporary file behind."""
     writers = [AtomicWriter(p) if p is not None else None for p in paths]
+    live = [w for w in writers if w is not None]
     handles: list[IO[Any] | None] = []
     try:
         for w in writers:
             handles.append(w.open() if w is not None else None)
         yield handles
+        for w in live:
+            w.finish()
     except BaseException:
-        for w in writers:
-            if w is not None:
-                w.abort()
+        for w in live:
+            w.abort()
         raise
-    for w in writers:
-        if w is not None:
-            w.commit()
+    for i, w in enumerate(live):
+        try:
+            w.publish()
+        except BaseException:
+            for rest in live[i + 1 :]:
+                rest.abort()
+            raise
 
 
 def write_jsonl(path: str | Path, records: Any) -> int:

@@ -20,6 +20,7 @@ from personadlg import __version__
 from personadlg.config import to_dict
 from personadlg.data.formats import Bad, FormatOptions, iter_items, read_dialogues
 from personadlg.data.jsonl import atomic_outputs, dumps
+from personadlg.data.paths import check_outputs
 from personadlg.data.schema import Dialogue
 from personadlg.data.unique import IdTracker
 from personadlg.errors import UsageError
@@ -112,6 +113,7 @@ def split(
             f"--valid and --test must be in [0, 1) with a sum below 1, got {valid} and {test}"
         )
     group_key(Dialogue(id="x", messages=[]), by)  # validates BY
+    check_outputs({f"{s}.jsonl": Path(out_dir) / f"{s}.jsonl" for s in SPLITS}, {"input": input})
     sizes: Counter[str] = Counter()
     ids = IdTracker()
     ungrouped = 0

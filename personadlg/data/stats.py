@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from personadlg.data.formats import FormatOptions, detect_format, read_dialogues
+from personadlg.data.formats import FormatOptions, detect_format, iter_items
 from personadlg.data.formats.native import iter_examples
 from personadlg.data.jsonl import Bad, iter_json_lines
 from personadlg.data.schema import record_kind
+from personadlg.data.unique import IdTracker
 
 
 def summary(counts: Counter[int]) -> dict[str, float]:
@@ -83,7 +84,12 @@ def dialogue_stats(
     topics: set[str] = set()
     profile_keys: Counter[str] = Counter()
     first_role: Counter[str] = Counter()
-    for d in read_dialogues(path, fmt, format_options):
+    ids = IdTracker()  # repeated ids are an error here as in convert, split and train
+    for item in iter_items(path, fmt, format_options):
+        if isinstance(item, Bad):
+            raise item.error
+        d = item.dialogue
+        ids.add(d.id, item.path, item.line)
         n += 1
         msgs[len(d.messages)] += 1
         a_msgs[sum(1 for m in d.messages if m.role == "assistant")] += 1
@@ -105,6 +111,7 @@ def dialogue_stats(
         profile_keys.update(d.profile.keys())
         if on_progress and n % 1000 == 0:
             on_progress(n)
+    ids.check()
     return {
         "file": str(path),
         "kind": "dialogues",

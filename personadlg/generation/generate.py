@@ -24,9 +24,18 @@ from personadlg.config import GenerateConfig, apply_overrides, build_config, to_
 from personadlg.data.attributes import target_key
 from personadlg.data.formats.native import iter_examples
 from personadlg.data.jsonl import Bad, check_nonempty, dumps
+from personadlg.data.lock import exclusive_lock, lock_path_for
+from personadlg.data.paths import check_outputs
 from personadlg.data.schema import Example
-from personadlg.errors import DataError, UsageError
+from personadlg.errors import UsageError
 from personadlg.generation.decoding import decoding_dict
+from personadlg.generation.output import (
+    check_resumable,
+    done_keys,
+    sidecar_path,
+    write_sidecar,
+)
+from personadlg.models.fingerprint import weights_fingerprint
 from personadlg.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -84,49 +93,27 @@ def decoding_config(base: GenerateConfig, overrides: Sequence[str]) -> GenerateC
     return build_config(GenerateConfig, data["generate"], path="generate")
 
 
+def model_settings(cfg: Any, overrides: Sequence[str]) -> Any:
+    """CFG's `model:` section with `model.*` overrides applied and validated (CFG is not changed)."""
+    if not overrides:
+        return cfg.model
+    data = apply_overrides({"model": to_dict(cfg.model)}, overrides)
+    return build_config(type(cfg.model), data["model"], path="model")
+
+
 def configure_model(cfg: Any, model: Any, overrides: Sequence[str]) -> None:
     """Apply `model.*` overrides to a loaded model whose method allows it (`model.configure`).
 
     CFG is left as loaded, and without overrides the model goes back to it: a model reused across
     calls (`generate_file(loaded=...)`) never keeps an earlier call's overrides."""
     configure = getattr(model, "configure", None)
-    if not overrides:
-        if configure is not None:
-            configure(cfg.model)
-        return
     if configure is None:
-        raise UsageError(
-            f"the {cfg.method} method takes no model.* overrides at generation: {', '.join(overrides)}"
-        )
-    data = apply_overrides({"model": to_dict(cfg.model)}, overrides)
-    configure(build_config(type(cfg.model), data["model"], path="model"))
-
-
-def done_keys(path: Path) -> set[tuple[str, str]]:
-    """(example id, target key) pairs already in an output file; a torn last line is cut off."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with open(path, "r+b") as f:
-            f.truncate(cut)
-        logger.warning("%s: removed a partial last line left by an interrupted run", path)
-        data = data[:cut]
-    done = set()
-    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            done.add((rec["id"], target_key(rec.get("target_attributes"))))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(
-                "not a generation record; --out must be a new file or an earlier output of this command",
-                path=str(path),
-                line=n,
-            ) from None
-    return done
+        if overrides:
+            raise UsageError(
+                f"the {cfg.method} method takes no model.* overrides at generation: {', '.join(overrides)}"
+            )
+        return
+    configure(model_settings(cfg, overrides))
 
 
 def load_examples(path: Path, turns: str) -> list[Example]:
@@ -140,6 +127,49 @@ def load_examples(path: Path, turns: str) -> list[Example]:
     return out
 
 
+def check_decoding(model: Any, decoding: GenerateConfig) -> None:
+    """Refuse decoding settings the model cannot run (before any output is written)."""
+    limit_of = getattr(model, "max_new_tokens_limit", None)
+    limit = limit_of() if limit_of is not None else None
+    if limit is not None and decoding.max_new_tokens > limit:
+        raise UsageError(
+            f"generate.max_new_tokens: expected at most {limit} (the model has {limit} positions left "
+            f"for new tokens), got {decoding.max_new_tokens}"
+        )
+
+
+def output_settings(
+    cfg: Any,
+    checkpoint: str | Path,
+    decoding: GenerateConfig,
+    model_overrides: Sequence[str],
+    input: Path,
+    turns: str,
+) -> dict[str, Any]:
+    """What a generation file's sidecar records (see `generation/output.py`)."""
+    model_cfg = to_dict(cfg.model)
+    if model_overrides:
+        model_cfg = apply_overrides({"model": model_cfg}, model_overrides)["model"]
+    return {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": weights_fingerprint(checkpoint) if Path(checkpoint).is_dir() else "",
+        "method": cfg.method,
+        "decoding": {k: v for k, v in to_dict(decoding).items() if k != "batch_size"},
+        "model": model_cfg,
+        "input": str(input),
+        "input_sha256": file_sha256(input),
+        "turns": turns,
+    }
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
 def generate_file(
     checkpoint: str | Path,
     input: str | Path,
@@ -150,35 +180,69 @@ def generate_file(
     targets: dict[str, str] | None = None,
     combinations: bool = False,
     limit: int = 0,
+    overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     loaded: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Generate for every example of INPUT into OUT (appending; pairs already in OUT are skipped).
 
+    OUT is locked for the run; appending is refused when OUT was not written by `generate` with
+    the same checkpoint, decoding, model overrides and input (OVERWRITE: start OUT afresh).
     Returns a summary: counts, seconds, responses per second, decoding.
     """
-    from personadlg.training.checkpoint import load_checkpoint
+    from personadlg.training.checkpoint import load_config, load_model
 
     if turns not in ("all", "last"):
-        raise UsageError(f"--turns must be all or last, got {turns!r}")
-    cfg, model = loaded or load_checkpoint(checkpoint)
-    decoding_overrides, model_overrides = split_overrides(overrides)
-    decoding = decoding_config(cfg.generate, decoding_overrides)
-    configure_model(cfg, model, model_overrides)
-    space = cfg.data.attributes
+        raise UsageError(f"--turns: expected all or last, got {turns!r}")
+    if limit < 0:
+        raise UsageError(f"--limit: expected a number of examples >= 0 (0 = all), got {limit}")
     if combinations and targets:
         raise UsageError("give --attributes or --all-combinations, not both")
+    out_path, in_path = Path(out), Path(input)
+    check_outputs(
+        {"--out": out_path, "its sidecar": sidecar_path(out_path)},
+        {"--input": in_path, "the checkpoint": None if loaded else checkpoint},
+    )
+    examples = load_examples(in_path, turns)  # the input is checked before a model is loaded
+    if limit:
+        examples = examples[:limit]
+    decoding_overrides, model_overrides = split_overrides(overrides)
+    cfg = loaded[0] if loaded else load_config(checkpoint)
+    decoding = decoding_config(cfg.generate, decoding_overrides)  # checked before loading weights
+    model_settings(cfg, model_overrides)
+    space = cfg.data.attributes
     target_list: list[dict[str, str] | None] = [None]
     if combinations:
         target_list = list(all_combinations(space))
     elif targets:
         check_targets(targets, space)
         target_list = [targets]
-    examples = load_examples(Path(input), turns)
-    if limit:
-        examples = examples[:limit]
-    out_path = Path(out)
+    model = loaded[1] if loaded else load_model(checkpoint, cfg)
+    configure_model(cfg, model, model_overrides)
+    check_decoding(model, decoding)
+    settings = output_settings(cfg, checkpoint, decoding, model_overrides, in_path, turns)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path_for(out_path), target=out_path, what="generate"):
+        if overwrite:
+            for p in (out_path, sidecar_path(out_path)):
+                p.unlink(missing_ok=True)
+        check_resumable(out_path, settings)
+        write_sidecar(out_path, settings)
+        return _generate_into(
+            out_path, cfg, model, checkpoint, examples, target_list, decoding, on_progress
+        )
+
+
+def _generate_into(
+    out_path: Path,
+    cfg: Any,
+    model: Any,
+    checkpoint: str | Path,
+    examples: list[Example],
+    target_list: list[dict[str, str] | None],
+    decoding: GenerateConfig,
+    on_progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
     done = done_keys(out_path)
     pairs = [(ex, t) for ex in examples for t in target_list]
     todo = [(ex, t) for ex, t in pairs if (ex.id, target_key(t)) not in done]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from personadlg.errors import UsageError
@@ -58,10 +59,29 @@ class EvalOptions:
             raise UsageError(
                 "--bootstrap, --sbleu-sample and --nli-context-turns must be >= 0 and --sbleu-order >= 1"
             )
+        refs: list[tuple[str, str | None]] = [
+            (f"--classifier {a}", d) for a, d in sorted(self.classifiers.items())
+        ]
+        refs += [("--nli", self.nli), ("--lm", self.lm), ("--embedder", self.embedder)]
+        for flag, ref in refs:
+            if ref is not None:
+                check_model_ref(flag, ref)
 
     @property
     def tok(self) -> TokenSetting:
         return TokenSetting(self.tokenize, self.lowercase)
+
+
+def check_model_ref(flag: str, ref: str) -> None:
+    """A model given to eval must be a model directory (config.json inside)."""
+    path = Path(ref)
+    if not path.exists():
+        raise UsageError(f"{flag} {ref}: no such model directory")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise UsageError(
+            f"{flag} {ref}: not a Hugging Face model directory (no config.json); pass a checkpoint "
+            "such as RUN/final"
+        )
 
 
 def _need(value: Any, flag: str, name: str) -> Any:

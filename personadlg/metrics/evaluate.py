@@ -21,6 +21,7 @@ from personadlg.config import to_dict
 from personadlg.data.attributes import target_key
 from personadlg.data.formats.native import iter_examples
 from personadlg.data.jsonl import AtomicWriter, Bad, check_nonempty, dumps
+from personadlg.data.paths import check_outputs
 from personadlg.errors import DataError, UsageError
 from personadlg.metrics.base import Computed, EvalData, Score, bootstrap_ci
 from personadlg.metrics.catalog import EvalOptions
@@ -112,6 +113,17 @@ def _finite(v: float) -> float | None:
     return None if v != v or v in (float("inf"), float("-inf")) else round(v, 6)
 
 
+def check_classifier_targets(data: EvalData, opts: EvalOptions) -> None:
+    """Every --classifier attribute must be targeted by some record (else it would score nothing)."""
+    targeted = sorted({a for t in data.targets for a in t})
+    for attr in sorted(opts.classifiers):
+        if attr not in targeted:
+            raise UsageError(
+                f"--classifier {attr}=...: no record targets the attribute '{attr}'"
+                f"{did_you_mean(attr, targeted)} (targeted attributes: {', '.join(targeted) or 'none'})"
+            )
+
+
 def evaluate_data(
     data: EvalData,
     *,
@@ -129,6 +141,7 @@ def evaluate_data(
     opts = opts or EvalOptions()
     if len(data) == 0:
         raise UsageError("nothing to evaluate: no generations")
+    check_classifier_targets(data, opts)
     names = check_metric_names(metrics) if metrics else default_metrics(data, opts)
     scores, prepared, skipped = compute_scores(
         data, names, opts, explicit=bool(metrics), on_metric=on_metric
@@ -214,6 +227,7 @@ def evaluate_file(
     on_metric: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a generation file; write the report (OUT) and per-example scores (PER_EXAMPLE) atomically."""
+    check_outputs({"--out": out, "--per-example": per_example}, {"generations": path})
     data, digest = read_generations(path)
     report = evaluate_data(
         data, metrics=metrics, opts=opts, by_target=by_target, on_metric=on_metric

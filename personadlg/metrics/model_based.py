@@ -16,6 +16,7 @@ import numpy as np
 
 from personadlg.errors import UsageError
 from personadlg.metrics.base import Computed, EvalData, mean_of, signature
+from personadlg.models.loading import pretrained_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,11 @@ def load_sequence_classifier(path: str) -> tuple[Any, Any, dict[int, str]]:
     if not Path(path).exists():
         raise UsageError(f"{path}: no such model directory")
     tok = load_tokenizer(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).to(_device()).eval()
+    model = (
+        AutoModelForSequenceClassification.from_pretrained(path, **pretrained_kwargs(path))
+        .to(_device())
+        .eval()
+    )
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
     return model, tok, id2label
 
@@ -365,7 +370,8 @@ def _load_embedder(path: str) -> tuple[Any, Any, str]:
             if conf.get("pooling_mode_max_tokens")
             else "mean"
         )
-    return AutoModel.from_pretrained(path).to(_device()).eval(), load_tokenizer(path), pooling
+    model = AutoModel.from_pretrained(path, **pretrained_kwargs(path)).to(_device()).eval()
+    return model, load_tokenizer(path), pooling
 
 
 def embed(path: str, texts: list[str], batch_size: int = 64) -> np.ndarray:

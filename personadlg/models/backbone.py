@@ -1,7 +1,8 @@
 """Hugging Face backbones: load a pretrained model (hub id or dir), or build one from a config.
 
-Shared by every method. Loading never enables `trust_remote_code` unless the recipe asks, and
-tokenizers trained for from-scratch recipes are saved once by the main process.
+Shared by every method. Loading runs no code from a model directory and unpickles nothing unless
+the user passed `--trust-remote-code` / `--allow-pickle` (`models/loading.py`), and tokenizers
+trained for from-scratch recipes are saved once by the main process.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from personadlg.models.loading import pretrained_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +33,13 @@ def is_seq2seq(config: Any) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(path: str | Path) -> Any:
     """AutoTokenizer with a pad token (the EOS token when the tokenizer has none, as for GPT-2)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(
+        str(path), **pretrained_kwargs(path, what="tokenizer", weights=False)
+    )
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok
@@ -70,7 +75,6 @@ def dialogue_tokenizer(
     *,
     render: Any,
     pretrained: str | None,
-    trust_remote_code: bool = False,
 ) -> Any:
     """A generator's tokenizer: with `tokenizer.train`, trained on the training examples rendered
     as plain prompts (RENDER = the method's RenderOptions) plus their replies; else loaded from
@@ -96,7 +100,7 @@ def dialogue_tokenizer(
         )
     source = tokenizer_cfg.path or pretrained
     assert source is not None  # the method's config guarantees a model or a tokenizer path
-    return load_tokenizer(source, trust_remote_code=trust_remote_code)
+    return load_tokenizer(source)
 
 
 def build_from_config(from_config: dict[str, Any], tokenizer: Any, *, arch: str = "auto") -> Any:
@@ -124,18 +128,18 @@ def build_from_config(from_config: dict[str, Any], tokenizer: Any, *, arch: str 
     return model
 
 
-def load_pretrained(
-    name: str | Path, *, arch: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
-) -> Any:
-    """`from_pretrained` a causal LM or seq2seq model by hub id or local dir (safetensors preferred)."""
+def load_pretrained(name: str | Path, *, arch: str = "auto", dtype: str = "auto") -> Any:
+    """`from_pretrained` a causal LM or seq2seq model by hub id or local dir (safetensors only,
+    unless the user passed --allow-pickle)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    config = AutoConfig.from_pretrained(str(name), trust_remote_code=trust_remote_code)
+    kwargs = pretrained_kwargs(name)
+    config = AutoConfig.from_pretrained(str(name), trust_remote_code=kwargs["trust_remote_code"])
     seq2seq = arch == "seq2seq" or (arch == "auto" and is_seq2seq(config))
     cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, _DTYPES[dtype])
-    model = cls.from_pretrained(str(name), dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    model = cls.from_pretrained(str(name), dtype=torch_dtype, **kwargs)
     logger.info(
         "loaded %s (%s): %.1fM parameters",
         name,
@@ -143,3 +147,31 @@ def load_pretrained(
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
     return model
+
+
+def check_model_types(model_cfg: Any) -> None:
+    """Every `*from_config.model_type` of a `model:` section must be a transformers model type.
+
+    Raises ConfigError naming the field, the value and a did-you-mean (before any work starts)."""
+    from dataclasses import fields, is_dataclass
+
+    from transformers import CONFIG_MAPPING
+
+    from personadlg.errors import ConfigError
+    from personadlg.registry import did_you_mean
+
+    if not is_dataclass(model_cfg):
+        return
+    known = list(CONFIG_MAPPING.keys())
+    problems = []
+    for f in fields(model_cfg):
+        value = getattr(model_cfg, f.name)
+        if f.name.endswith("from_config") and isinstance(value, dict) and value:
+            mt = value.get("model_type")
+            if mt not in CONFIG_MAPPING:
+                problems.append(
+                    f"model.{f.name}.model_type: expected a transformers model type (gpt2, llama, bert, t5, ...), "
+                    f"got {mt!r}{did_you_mean(str(mt), known)}"
+                )
+    if problems:
+        raise ConfigError(problems)

@@ -4,14 +4,20 @@
                               trainer_state.json, optimizer.pt, scheduler.pt, rng_state_<rank>.pt
     OUTPUT_DIR/final/         the same, for the last step
 
-A checkpoint is written into `.tmp-<name>` and renamed when complete; `trainer_state.json` is the
-last file written, so a directory without it is never resumed from.
+A checkpoint is written into `.tmp-<name>`, every file fsynced, and renamed when complete;
+`trainer_state.json` is the last file written, so a directory without it is never resumed from.
+An existing `final/` is swapped with the new one in one atomic exchange where the OS has it
+(Linux `renameat2`); elsewhere the old one is moved to `.old-final` for the moment of the swap,
+and `--resume auto` also looks there.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
+import os
 import random
 import re
 import shutil
@@ -24,6 +30,7 @@ import yaml
 
 from personadlg.config import RunConfig, build_run_config, read_yaml
 from personadlg.errors import PersonadlgError, UsageError
+from personadlg.models.fingerprint import weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,7 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 METRICS_FILE = "metrics.jsonl"
 FINAL_DIR = "final"
+OLD_PREFIX = ".old-"
 _STEP = re.compile(r"^step-(\d+)$")
 
 
@@ -118,6 +126,8 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
     if resume == "auto":
         candidates = complete_checkpoints(output_dir)
         final = output_dir / FINAL_DIR
+        if not (final / STATE_FILE).is_file():  # killed in the middle of replacing final/
+            final = output_dir / f"{OLD_PREFIX}{FINAL_DIR}"
         best = candidates[-1] if candidates else None
         if (final / STATE_FILE).is_file():
             fstep = read_state(final)["step"]
@@ -138,24 +148,64 @@ def read_state(directory: Path) -> dict[str, Any]:
     return json.loads((directory / STATE_FILE).read_text())
 
 
+def is_run_dir(path: Path) -> bool:
+    """A training run's directory (holds final/, step-*/ or metrics.jsonl), not a checkpoint."""
+    return not (path / STATE_FILE).is_file() and (
+        (path / FINAL_DIR).is_dir()
+        or bool(complete_checkpoints(path))
+        or (path / METRICS_FILE).is_file()
+    )
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """PATH itself when it is a checkpoint directory; a clear UsageError otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{p}: no such checkpoint directory")
+    if not p.is_dir():
+        raise UsageError(f"{p}: not a directory; expected a checkpoint directory such as RUN/final")
+    if is_run_dir(p):
+        newest = complete_checkpoints(p)
+        hint = f"{p / FINAL_DIR}" if (p / FINAL_DIR).is_dir() else str(newest[-1]) if newest else ""
+        raise UsageError(
+            f"{p}: this is a run directory, not a checkpoint; use {hint or 'RUN/final'}"
+            " (or one of its step-*/ checkpoints)"
+        )
+    if not (p / CONFIG_FILE).is_file():
+        raise UsageError(
+            f"{p}: not a personadlg checkpoint (no {CONFIG_FILE}); pass a run's final/ or step-*/ directory"
+        )
+    return p
+
+
 def load_config(directory: str | Path) -> RunConfig:
     """The resolved recipe saved in a checkpoint directory."""
-    path = Path(directory)
-    if not (path / CONFIG_FILE).is_file():
-        raise UsageError(
-            f"{path}: not a personadlg checkpoint (no {CONFIG_FILE}); pass a run's final/ or step-*/ directory"
-        )
+    path = checkpoint_dir(directory)
     return build_run_config(read_yaml(path / CONFIG_FILE), source=str(path / CONFIG_FILE))
 
 
 def load_checkpoint(directory: str | Path) -> tuple[RunConfig, Any]:
     """(config, model) from a checkpoint directory; needs nothing else."""
+    cfg = load_config(directory)
+    return cfg, load_model(directory, cfg)
+
+
+def load_model(directory: str | Path, cfg: RunConfig) -> Any:
+    """The model of a checkpoint whose config CFG is already loaded (`load_config`).
+
+    A checkpoint's own files never enable remote code or pickles: its config's
+    `model.trust_remote_code` is ignored (see `models/loading.py` for the user's opt-ins)."""
     from personadlg.registry import METHODS
 
-    cfg = load_config(directory)
+    if getattr(cfg.model, "trust_remote_code", False):
+        logger.warning(
+            "%s: the checkpoint's config sets model.trust_remote_code; ignored (a file never enables "
+            "remote code; pass --trust-remote-code to allow it)",
+            directory,
+        )
     spec = METHODS.get(cfg.method)
     try:
-        return cfg, spec.load(Path(directory), cfg)
+        return spec.load(Path(directory), cfg)
     except (OSError, ValueError) as err:
         raise PersonadlgError(f"{directory}: cannot load the {cfg.method} model: {err}") from err
 
@@ -194,19 +244,70 @@ def write_checkpoint(
         torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
         for fname, obj in (extra_json or {}).items():
             (tmp / fname).write_text(json.dumps(obj, indent=2))
+        weights_fingerprint(tmp, write_cache=True)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            old = output_dir / f".old-{name}"
-            if old.exists():
-                shutil.rmtree(old)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
+        fsync_tree(tmp)
+        replace_dir(tmp, final)
         logger.info("saved %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def fsync_tree(directory: Path) -> None:
+    """fsync every file under DIRECTORY and the directories themselves (before a rename publishes them)."""
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(root))
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems do not fsync directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put directory NEW in place of TARGET: an atomic swap where possible, so there is no moment
+    without a complete TARGET; else via `.old-TARGET`, which `--resume auto` also reads."""
+    if not target.exists():
+        new.rename(target)
+    elif _exchange(new, target):
+        shutil.rmtree(new)  # now the old one
+    else:
+        old = target.with_name(f"{OLD_PREFIX}{target.name}")
+        if old.exists():
+            shutil.rmtree(old)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old)
+    fsync_dir(target.parent)
 
 
 def prune_checkpoints(output_dir: Path, keep_last: int) -> None:

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from personadlg.errors import UsageError
+from personadlg.errors import DataError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,10 @@ class JsonlLogger:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():  # drop lines logged after the checkpoint we resume from
-            kept = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= resume_step
-            ]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [r for r in read_records(self.path) if r.get("step", 0) <= resume_step]
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.replace(self.path)
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def log(self, record: dict[str, Any]) -> None:
@@ -70,11 +68,36 @@ class TensorBoardLogger:
         self.writer.close()
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a last line torn by a kill mid-write is skipped with a
+    warning, any other bad line is a DataError naming it."""
+    data = path.read_bytes()
+    torn = bool(data) and not data.endswith(b"\n")
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if torn and n == len(lines):
+                logger.warning(
+                    "%s:%d: skipped a last line cut short by an interrupted run", path, n
+                )
+                continue
+            raise DataError("not a metrics record (JSON object)", path=str(path), line=n) from None
+        records.append(rec)
+    return records
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise UsageError(f"{run_dir}: no {METRICS_FILE} (is this a training run directory?)")
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return read_records(path)
 
 
 _NOT_CURVES = {"step", "epoch", "split", "lr", "tokens_per_s", "elapsed_s", "tokens", "examples"}

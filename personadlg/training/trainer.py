@@ -5,6 +5,11 @@ or `torchrun`); mixed precision, gradient accumulation and clipping, AdamW with 
 constant schedules and warm-up, validation loss and perplexity every N steps, early stopping,
 seeds, atomic checkpoints with keep-last-K, and `--resume auto` that reproduces the uninterrupted
 run (same batches, same optimizer, scheduler and random states).
+
+Safety: one run at a time per output dir (an OS lock; a second run exits 2 naming the pid), a
+resume that would change the result is refused unless allowed (the change is recorded in
+config.yaml), SIGINT / SIGTERM save a checkpoint at the current step before exiting, and a
+checkpoint is also written every `train.save_every_minutes`, so a kill loses at most that much.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +29,14 @@ import yaml
 
 from personadlg import __version__
 from personadlg.config import RunConfig
+from personadlg.data.lock import exclusive_lock
 from personadlg.errors import UsageError
+from personadlg.models.backbone import check_model_types
 from personadlg.models.base import BuildContext
+from personadlg.models.loading import check_requested
 from personadlg.registry import METHODS
 from personadlg.training import checkpoint as ckpt
+from personadlg.training.changes import describe, recipe_changes, result_changes
 from personadlg.training.data import (
     dialogue_examples,
     encode_examples,
@@ -37,6 +46,7 @@ from personadlg.training.data import (
     resolve_data_path,
 )
 from personadlg.training.distributed import make_accelerator
+from personadlg.training.interrupt import Interrupted, StopFlag
 from personadlg.training.logging import JsonlLogger, MetricLogger, TensorBoardLogger, plot_run
 
 logger = logging.getLogger(__name__)
@@ -93,6 +103,7 @@ def train(
     resume: str | None = None,
     debug_tokens: int = 0,
     on_event: Event | None = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Train CFG's method; write checkpoints, metrics.jsonl and loss.png under `train.output_dir`.
 
@@ -100,14 +111,84 @@ def train(
         resume: 'auto' (newest complete checkpoint in the output dir, if any) or a checkpoint dir.
         debug_tokens: emit the first N encoded training examples token by token ('debug_tokens' event).
         on_event: called on the main process with ('start' | 'debug_tokens' | 'step' | 'log' | 'eval' | 'save' | 'end', payload).
+        allow_config_change: resume even when fields that change the result differ from the
+            checkpoint's recipe (the change is recorded in config.yaml).
+
+    Raises:
+        Interrupted: on SIGINT / SIGTERM, after saving a checkpoint at the current step.
     """
-    tc = cfg.train
-    started = time.perf_counter()
-    acc = make_accelerator(tc.mixed_precision)
-    emit: Event = on_event if (on_event and acc.is_main_process) else (lambda kind, payload: None)
-    out = Path(tc.output_dir)
+    check_requested(getattr(cfg.model, "trust_remote_code", False), "model.trust_remote_code")
+    check_model_types(cfg.model)
+    check_data(cfg)
+    acc = make_accelerator(cfg.train.mixed_precision)
+    out = Path(cfg.train.output_dir)
+    lock: AbstractContextManager[None] = nullcontext()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        lock = exclusive_lock(out / ".lock", target=out, what="train")
+    with lock:
+        return _train(
+            cfg,
+            acc,
+            resume=resume,
+            debug_tokens=debug_tokens,
+            on_event=on_event,
+            allow_config_change=allow_config_change,
+        )
+
+
+def check_data(cfg: RunConfig) -> None:
+    """Read data.train and data.valid once, strictly, before anything is built or written:
+    the first bad record stops the run with `FILE:LINE: ...` (exit 2)."""
+    if resolve_data_path(cfg.data.train) is None:
+        raise UsageError(
+            "data.train is not set: give the training dialogues, e.g. data.train=train.jsonl"
+        )
+    spec = METHODS.get(cfg.method)
+    reader = spec.read or dialogue_examples
+    for value in (cfg.data.train, cfg.data.valid):
+        path = resolve_data_path(value)
+        if path is not None:
+            for _ in reader(path, cfg):
+                pass
+
+
+def _resume_history(
+    cfg: RunConfig, start: Path, recipe: dict[str, Any], allow: bool
+) -> list[dict[str, Any]]:
+    """The run's history after resuming from START: refuse result-changing edits unless ALLOW."""
+    saved = ckpt.read_state(start)
+    old_cfg = ckpt.read_yaml(start / ckpt.CONFIG_FILE)
+    old_recipe = saved.get("recipe") or {k: v for k, v in old_cfg.items() if k != "history"}
+    changes = recipe_changes(old_recipe, recipe)
+    blocking = result_changes(changes, recipe)
+    if blocking and not allow:
+        raise UsageError(
+            f"--resume from {start}: the recipe changed since that checkpoint ({describe(changes, blocking)}); "
+            "the resumed run would not reproduce the original. Restore those values, start a new "
+            "train.output_dir, or pass --allow-config-change (the change is recorded in config.yaml)"
+        )
+    history = list(old_cfg.get("history") or [])
+    if changes:
+        logger.info("resuming with changes: %s", describe(changes, list(changes)))
+        history.append({"step": int(saved.get("step", 0)), "changed": changes})
+    return history
+
+
+def _train(
+    cfg: RunConfig,
+    acc: Any,
+    *,
+    resume: str | None,
+    debug_tokens: int,
+    on_event: Event | None,
+    allow_config_change: bool,
+) -> TrainResult:
+    tc = cfg.train
+    started = time.perf_counter()
+    recipe = {k: v for k, v in cfg.to_dict().items() if k != "history"}  # what the user asked
+    emit: Event = on_event if (on_event and acc.is_main_process) else (lambda kind, payload: None)
+    out = Path(tc.output_dir)
     acc.wait_for_everyone()
     from accelerate.utils import set_seed
 
@@ -130,6 +211,7 @@ def train(
         )
     if start_ckpt is not None:
         logger.info("resuming from %s", start_ckpt)
+        cfg.history = _resume_history(cfg, start_ckpt, recipe, allow_config_change)
         model = spec.load(start_ckpt, cfg)
     else:
         ctx = BuildContext(
@@ -182,8 +264,8 @@ def train(
     module, optimizer = acc.prepare(module, optimizer)
     state: dict[str, Any] = {"step": 0, "epoch": 0, "micro": 0, "best_valid": None, "bad_evals": 0}
     if start_ckpt is not None:
-        saved = ckpt.load_training_state(start_ckpt, optimizer, scheduler, rank)
-        state.update({k: saved[k] for k in state if k in saved})
+        restored = ckpt.load_training_state(start_ckpt, optimizer, scheduler, rank)
+        state.update({k: restored[k] for k in state if k in restored})
 
     loggers: list[MetricLogger] = []
     if acc.is_main_process:
@@ -227,6 +309,7 @@ def train(
             "seed": tc.seed,
             "version": __version__,
             "processes": world,
+            "recipe": recipe,
         }
         path = ckpt.write_checkpoint(
             out,
@@ -242,7 +325,35 @@ def train(
             else None,
         )
         emit("save", {"path": str(path), "step": state["step"]})
+        last_save["step"], last_save["time"] = state["step"], time.monotonic()
         return path
+
+    last_save: dict[str, Any] = {"step": state["step"], "time": time.monotonic()}
+
+    def save_step() -> Path:
+        path = (
+            out / ckpt.step_dir_name(state["step"])
+            if last_save["step"] == state["step"]
+            else save(ckpt.step_dir_name(state["step"]))
+        )
+        if acc.is_main_process:
+            ckpt.prune_checkpoints(out, tc.keep_last)
+        return path
+
+    def poll(stop: StopFlag) -> tuple[int, bool]:
+        """(signal received by any process, timed checkpoint due on the main process)."""
+        due = bool(
+            tc.save_every_minutes
+            and acc.is_main_process
+            and time.monotonic() - last_save["time"] >= 60 * tc.save_every_minutes
+        )
+        if world == 1:
+            return stop.signum, due
+        import torch.distributed as dist
+
+        flags = torch.tensor([stop.signum, int(due)], dtype=torch.long, device=acc.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return int(flags[0]), bool(flags[1])
 
     def evaluate() -> dict[str, Any]:
         inner = acc.unwrap_model(module)
@@ -300,97 +411,109 @@ def train(
     window_n, window_tokens, window_start = 0, 0, time.perf_counter()
     module.train()
     on_step = getattr(model, "on_step", None)
-    while state["step"] < total and not stopped_early:
-        batches = batches_of(state["epoch"])
-        usable = len(batches) - len(batches) % tc.grad_accum
-        while state["micro"] + tc.grad_accum <= usable and state["step"] < total:
-            if on_step is not None:
-                on_step(state["step"])
-            for k in range(tc.grad_accum):
-                idx = batches[state["micro"] + k]
-                batch = {
-                    key: v.to(acc.device)
-                    for key, v in model.collate([train_feats[i] for i in idx]).items()
-                }
-                sync = acc.no_sync(module) if k < tc.grad_accum - 1 else nullcontext()
-                with sync:
-                    with acc.autocast():
-                        terms = module(**batch)
-                    acc.backward(terms["loss"] / tc.grad_accum)
-                for name, value in terms.items():
-                    if not name.startswith("_"):
-                        window[name] += float(value.detach())
-                window_n += 1
-                window_tokens += model.count_tokens(batch)[0]
-            grad_norm = (
-                acc.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
-                if tc.max_grad_norm > 0
-                else None
-            )
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["micro"] += tc.grad_accum
-            state["step"] += 1
-            step = state["step"]
-            emit(
-                "step",
-                {
-                    **last_train,
-                    "step": step,
-                    "total": total,
-                    "epoch": step / steps_per_epoch,
-                    "lr": scheduler.get_last_lr()[0],
-                },
-            )
-
-            if step % max(tc.log_every, 1) == 0 or step == total:
-                names = sorted(window)
-                elapsed = time.perf_counter() - window_start
-                values = acc.reduce(
-                    torch.tensor(
-                        [window[n] / window_n for n in names] + [float(window_tokens)],
-                        device=acc.device,
-                        dtype=torch.float64,
-                    ),
-                    "sum",
-                ).tolist()
-                last_train = {
-                    "step": step,
-                    "split": "train",
-                    "epoch": round(step / steps_per_epoch, 4),
-                    "lr": scheduler.get_last_lr()[0],
-                    **{n: v / world for n, v in zip(names, values)},
-                    "tokens_per_s": values[-1] / max(elapsed, 1e-9),
-                    "elapsed_s": round(time.perf_counter() - started, 3),
-                }
-                if grad_norm is not None:
-                    last_train["grad_norm"] = float(grad_norm)
-                log(last_train)
-                emit("log", last_train)
-                window.clear()
-                window_n, window_tokens, window_start = 0, 0, time.perf_counter()
-
-            if valid_feats and tc.eval_every and step % tc.eval_every == 0 and step < total:
-                last_valid = evaluate()
-                log(last_valid)
-                emit("eval", last_valid)
-                stopped_early = _early_stop(state, last_valid, tc.early_stopping_patience)
-            if tc.save_every and step % tc.save_every == 0 and step < total:
-                save(ckpt.step_dir_name(step))
-                if acc.is_main_process:
-                    ckpt.prune_checkpoints(out, tc.keep_last)
-            if stopped_early:
-                logger.info(
-                    "early stopping at step %d: no improvement in %d evaluations",
-                    step,
-                    tc.early_stopping_patience,
+    stop = StopFlag()
+    with stop.installed():
+        while state["step"] < total and not stopped_early:
+            batches = batches_of(state["epoch"])
+            usable = len(batches) - len(batches) % tc.grad_accum
+            while state["micro"] + tc.grad_accum <= usable and state["step"] < total:
+                if on_step is not None:
+                    on_step(state["step"])
+                for k in range(tc.grad_accum):
+                    idx = batches[state["micro"] + k]
+                    batch = {
+                        key: v.to(acc.device)
+                        for key, v in model.collate([train_feats[i] for i in idx]).items()
+                    }
+                    sync = acc.no_sync(module) if k < tc.grad_accum - 1 else nullcontext()
+                    with sync:
+                        with acc.autocast():
+                            terms = module(**batch)
+                        acc.backward(terms["loss"] / tc.grad_accum)
+                    for name, value in terms.items():
+                        if not name.startswith("_"):
+                            window[name] += float(value.detach())
+                    window_n += 1
+                    window_tokens += model.count_tokens(batch)[0]
+                grad_norm = (
+                    acc.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
+                    if tc.max_grad_norm > 0
+                    else None
                 )
-                break
-        else:
-            if state["step"] < total:
-                state["epoch"] += 1
-                state["micro"] = 0
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["micro"] += tc.grad_accum
+                state["step"] += 1
+                step = state["step"]
+                emit(
+                    "step",
+                    {
+                        **last_train,
+                        "step": step,
+                        "total": total,
+                        "epoch": step / steps_per_epoch,
+                        "lr": scheduler.get_last_lr()[0],
+                    },
+                )
+
+                if step % max(tc.log_every, 1) == 0 or step == total:
+                    names = sorted(window)
+                    elapsed = time.perf_counter() - window_start
+                    values = acc.reduce(
+                        torch.tensor(
+                            [window[n] / window_n for n in names] + [float(window_tokens)],
+                            device=acc.device,
+                            dtype=torch.float64,
+                        ),
+                        "sum",
+                    ).tolist()
+                    last_train = {
+                        "step": step,
+                        "split": "train",
+                        "epoch": round(step / steps_per_epoch, 4),
+                        "lr": scheduler.get_last_lr()[0],
+                        **{n: v / world for n, v in zip(names, values)},
+                        "tokens_per_s": values[-1] / max(elapsed, 1e-9),
+                        "elapsed_s": round(time.perf_counter() - started, 3),
+                    }
+                    if grad_norm is not None:
+                        last_train["grad_norm"] = float(grad_norm)
+                    log(last_train)
+                    emit("log", last_train)
+                    window.clear()
+                    window_n, window_tokens, window_start = 0, 0, time.perf_counter()
+
+                if valid_feats and tc.eval_every and step % tc.eval_every == 0 and step < total:
+                    last_valid = evaluate()
+                    log(last_valid)
+                    emit("eval", last_valid)
+                    stopped_early = _early_stop(state, last_valid, tc.early_stopping_patience)
+                if tc.save_every and step % tc.save_every == 0 and step < total:
+                    save_step()
+                signum, due = poll(stop)
+                if signum and step < total:
+                    path = save_step()
+                    for lg in loggers:
+                        lg.close()
+                    raise Interrupted(
+                        f"saved a checkpoint at step {step} of {total}: {path}; the same command "
+                        "with --resume auto continues from it",
+                        signum=signum,
+                    )
+                if due and step < total:
+                    save_step()
+                if stopped_early:
+                    logger.info(
+                        "early stopping at step %d: no improvement in %d evaluations",
+                        step,
+                        tc.early_stopping_patience,
+                    )
+                    break
+            else:
+                if state["step"] < total:
+                    state["epoch"] += 1
+                    state["micro"] = 0
 
     if valid_feats and last_valid.get("step") != state["step"]:
         last_valid = evaluate()

@@ -435,3 +435,32 @@ def test_a_reused_model_does_not_keep_an_earlier_calls_overrides(cvae_run, small
     assert on["decoding"]["latent"]["guidance_scale"] == default > 0
     assert on["decoding"]["latent"]["nfe"] > 0
     assert loaded[0].model.ode.guidance_scale == default  # the loaded config is left as it was
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        (
+            "model.ode.weights={atitude: 2}",
+            ["model.ode.weights.atitude", "did you mean 'attitude'"],
+        ),
+        ("model.ode.guidance_scale=nan", ["model.ode.guidance_scale", "finite"]),
+    ],
+)
+def test_bad_ode_overrides_are_refused_before_generating(
+    cvae_run, small_data, tmp_path, cli, override, words
+):
+    out = tmp_path / "g.jsonl"
+    r = cli(
+        "generate",
+        cvae_run.final_dir,
+        "-i",
+        small_data["test"],
+        "-o",
+        out,
+        "--all-combinations",
+        override,
+    )
+    assert r.code == 2, r.stderr
+    assert all(w in r.stderr for w in words), r.stderr
+    assert not out.exists()

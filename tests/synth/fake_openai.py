@@ -11,6 +11,9 @@ Faults: `429[:retry-after]`, `500`, `503`, `400`, `401` (auth), `quota` (429 ins
 `slow[:seconds]`, `drop` (close without a response), `malformed` (invalid JSON body), `truncated`
 (content cut, finish_reason length), `unparseable` (prose), `transcript` and `fenced` (valid
 dialogues in the other accepted shapes).
+
+`FakeOpenAI(echo_auth=True)` is a careless server: every error body repeats the request's
+Authorization header (and so the API key), as some proxies do — the key scan tests use it.
 """
 
 from __future__ import annotations
@@ -54,8 +57,14 @@ class FakeOpenAI:
     """The server runs an asyncio event loop in a background thread (keep-alive HTTP/1.1, one write per response)."""
 
     def __init__(
-        self, *, latency: float = 0.0, slow_seconds: float = 3.0, batch_polls_before_done: int = 1
+        self,
+        *,
+        latency: float = 0.0,
+        slow_seconds: float = 3.0,
+        batch_polls_before_done: int = 1,
+        echo_auth: bool = False,
     ) -> None:
+        self.echo_auth = echo_auth
         self.latency, self.slow_seconds, self.batch_polls_before_done = (
             latency,
             slow_seconds,
@@ -170,7 +179,7 @@ class FakeOpenAI:
                 self.log.append(entry)
                 fault = self.script.popleft() if self.script else self.fault_for(entry["prompt"])
             entry["fault"] = fault
-            return await self._chat(body, fault, n)
+            return await self._chat(body, fault, n, headers.get("authorization", ""))
         with self.lock:
             self.log.append(entry)
         if path.endswith("/files") and method == "POST":
@@ -245,7 +254,7 @@ class FakeOpenAI:
         )
 
     async def _chat(
-        self, body: dict[str, Any], fault: str | None, n: int
+        self, body: dict[str, Any], fault: str | None, n: int, auth: str = ""
     ) -> tuple[int, Any, dict[str, str], str]:
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -258,6 +267,10 @@ class FakeOpenAI:
             return 200, b'{"id": "x", "choices": [', rid, "application/json"
         err = self.error_response(fault) if fault else None
         if err:
+            if self.echo_auth:
+                key = auth.removeprefix("Bearer ").strip()
+                err[1]["error"]["message"] += f" (you sent: {key}; Authorization: {auth})"
+                err[1]["debug"] = {"headers": {"authorization": auth}}
             return err[0], err[1], {**rid, **err[2]}, "application/json"
         return 200, self.completion(body, fault, n), rid, "application/json"
 

@@ -95,6 +95,7 @@ def test_checkpoint_directories_describe_themselves(tmp_path, small_data):
         "scheduler.pt",
         "rng_state_0.pt",
         "rng_state_0.json",
+        "fingerprint.json",
     }
     assert {p.name for p in (out / "step-000004").iterdir()} == expected
     assert {p.name for p in (out / "final").iterdir()} == expected | {

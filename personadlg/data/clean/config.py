@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from personadlg.config import check
@@ -112,6 +113,23 @@ class CleanConfig:
             problems.append("num_perm must be >= 8 and shingle_size >= 1")
         if self.persona_copy_ngram < 2:
             problems.append("persona_copy_ngram must be >= 2")
+        for pattern in self.extra_refusal_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                problems.append(
+                    f"--refusal-pattern {pattern!r}: expected a regular expression, got an invalid one ({err})"
+                )
+        if self.lang is not None:
+            from personadlg.data.clean.filters import STOPWORDS
+
+            if self.lang not in STOPWORDS:
+                problems.append(
+                    f"--lang: expected one of {', '.join(STOPWORDS)}, got {self.lang!r}"
+                    f"{did_you_mean(self.lang, list(STOPWORDS))}"
+                )
+        if not 0 <= self.min_script_share <= 1 or not 0 <= self.persona_copy_max_share <= 1:
+            problems.append("min_script_share and persona_copy_max_share must be in [0, 1]")
         check(problems)
 
     def enabled(self) -> list[str]:

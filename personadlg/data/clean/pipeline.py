@@ -31,6 +31,7 @@ from personadlg.data.clean.filters import dialogue_words
 from personadlg.data.clean.normalize import normalize_dialogue
 from personadlg.data.formats import FormatOptions, detect_format, iter_items
 from personadlg.data.jsonl import Bad, atomic_outputs, dumps
+from personadlg.data.paths import check_outputs
 from personadlg.data.schema import Dialogue
 from personadlg.data.unique import id_key
 from personadlg.registry import FILTERS
@@ -115,6 +116,10 @@ def clean(
     Returns:
         The CleanReport (also written to REPORT when given).
     """
+    check_outputs(
+        {"--out": out, "--rejects": rejects, "--report": report},
+        {f"input {p}": p for p in inputs},
+    )
     cfg = config or CleanConfig()
     enabled = cfg.enabled()
     record_filters = [(name, FILTERS.get(name)) for name in _RECORD_FILTER_ORDER if name in enabled]

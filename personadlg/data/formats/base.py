@@ -218,7 +218,7 @@ def first_json_object(head: str) -> dict[str, Any] | None:
     first = next((ln for ln in head.splitlines() if ln.strip()), "")
     try:
         obj = json.loads(first)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to be a record
         return None
     return obj if isinstance(obj, dict) else None
 

@@ -68,7 +68,9 @@ class _Writer:
                 "context": [x.content for x in dialogue.messages[:i]],
                 "response": m.content,
             }
-            self.f.write(("" if self.first else ",\n") + json.dumps(rec, ensure_ascii=False))
+            self.f.write(
+                ("" if self.first else ",\n") + json.dumps(rec, ensure_ascii=False, allow_nan=False)
+            )
             self.first = False
             n += 1
         return n

@@ -102,7 +102,9 @@ class _Writer:
             if k in full:
                 rec[k] = full[k]
         if self.json_list:
-            self.f.write(("" if self.first else ",\n") + json.dumps(rec, ensure_ascii=False))
+            self.f.write(
+                ("" if self.first else ",\n") + json.dumps(rec, ensure_ascii=False, allow_nan=False)
+            )
         else:
             self.f.write(dumps(rec) + "\n")
         self.first = False

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from personadlg.data.synth.client import FatalAPIError, Reply, classify, make_client
+from personadlg.data.synth.client import FatalAPIError, Reply, classify, make_client, redact
 from personadlg.data.synth.config import SynthConfig
 from personadlg.data.synth.journal import Journal
 from personadlg.data.synth.parse import ParseError, check_dialogue, parse_reply
@@ -204,7 +204,7 @@ def _merge_row(
     if error or status != 200:
         failure = (
             "batch_error" if error else f"http_{status}",
-            json.dumps(error or body.get("error") or body)[:500],
+            redact(json.dumps(error or body.get("error") or body))[:500],
         )
     else:
         usage = body.get("usage") or {}

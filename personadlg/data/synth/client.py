@@ -4,7 +4,9 @@
 - 429, 5xx, timeouts, dropped connections, malformed responses → retry, after a back-off that
   doubles from `client.backoff_base` with jitter, or exactly the server's `Retry-After`;
 - other 4xx → record the unit as failed.
-The API key is read from the environment and handed to the client; it is never stored or logged.
+The API key is read from the environment and handed to the client; it is never stored or logged,
+and every error text is redacted (`redact`) before it is stored or shown, so a server that echoes
+the key or the Authorization header in an error body cannot leak it into a file or a terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +46,22 @@ class ErrorKind:
     retry_after: float | None = None
 
 
+_SECRETS: set[str] = set()
+_AUTH = re.compile(
+    r"(?i)\b(authorization|x-api-key|api[-_]?key)([\"']?\s*[:=]\s*[\"']?)(bearer\s+|basic\s+)?[^\s\"',;}]+"
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{6,}")
+REDACTED = "[REDACTED]"
+
+
+def redact(text: str) -> str:
+    """TEXT without any API key read by this process, Authorization / api-key values or bearer tokens."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _AUTH.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}{REDACTED}", text)
+    return _BEARER.sub(f"Bearer {REDACTED}", text)
+
+
 def api_key(cfg: ClientConfig) -> str:
     """The key from `client.api_key_env`; a placeholder when the endpoint needs none (api_key_env: null)."""
     if not cfg.api_key_env:
@@ -52,6 +71,8 @@ def api_key(cfg: ClientConfig) -> str:
         raise UsageError(
             f"client.api_key_env: the environment variable {cfg.api_key_env} is not set (the key is read from the environment only)"
         )
+    if len(key) >= 4:
+        _SECRETS.add(key)
     return key
 
 
@@ -83,7 +104,13 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def classify(err: BaseException) -> ErrorKind:
-    """What to do about an exception raised by the openai client."""
+    """What to do about an exception raised by the openai client (its message redacted)."""
+    kind = _classify(err)
+    kind.message = redact(kind.message)
+    return kind
+
+
+def _classify(err: BaseException) -> ErrorKind:
     import openai
 
     if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):

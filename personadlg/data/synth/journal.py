@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.data.jsonl import atomic_outputs, dumps
+from personadlg.data.lock import exclusive_lock
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +25,20 @@ JOURNAL = "journal.jsonl"
 
 
 class Journal:
+    """The journal of one output; held exclusively (an OS lock) from opening until `close()`,
+    so a second synth on the same output is refused naming the first one's pid."""
+
     def __init__(self, cache_dir: Path) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = exclusive_lock(cache_dir / ".lock", target=cache_dir, what="synth")
+        self._lock.__enter__()
+        try:
+            self._open(cache_dir)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+
+    def _open(self, cache_dir: Path) -> None:
         self.path = cache_dir / JOURNAL
         self.state: dict[str, str] = {}  # unit key -> ok | failed | submitted
         self.batches: dict[str, dict[str, Any]] = {}
@@ -70,9 +83,12 @@ class Journal:
         self._apply(entry)
 
     def close(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+        finally:
+            self._lock.__exit__(None, None, None)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from personadlg import __version__
-from personadlg.data.synth.client import FatalAPIError, Reply, backoff, chat, classify, make_client
+from personadlg.data.paths import check_outputs
+from personadlg.data.synth.client import (
+    FatalAPIError,
+    Reply,
+    backoff,
+    chat,
+    classify,
+    make_client,
+    redact,
+)
 from personadlg.data.synth.config import SynthConfig
 from personadlg.data.synth.journal import Journal
 from personadlg.data.synth.limits import SlidingWindowLimiter
@@ -103,6 +112,11 @@ def record_for(
 
 
 def plan(cfg: SynthConfig) -> tuple[list[Unit], str]:
+    """Every unit of the recipe and the template's tag (outputs checked against the inputs first)."""
+    check_outputs(
+        {"output": cfg.output_path, "the failures file": failed_file(cfg)},
+        {"topics": cfg.topics, "template": cfg.template},
+    )
     template, tag = load_template(cfg.template)
     return list(iter_units(cfg, template, load_topics(cfg.topics))), tag
 
@@ -222,7 +236,7 @@ async def _run_live(
                 "unit": unit.key,
                 "name": unit.name,
                 "class": last[0],
-                "error": last[1],
+                "error": redact(last[1]),
                 "attempts": attempts,
                 "topic": unit.topic.text,
                 "target": unit.target,

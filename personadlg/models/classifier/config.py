@@ -41,7 +41,10 @@ class ClassifierConfig:
         metadata={"help": "longest input in tokens (pairs lose the start of the first text first)"},
     )
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "allow custom model code from the hub (off unless asked)"}
+        default=False,
+        metadata={
+            "help": "the backbone needs custom model code; enabled only with --trust-remote-code on the command line"
+        },
     )
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from personadlg.models.backbone import load_tokenizer, train_or_load_tokenizer
 from personadlg.models.base import BuildContext, TokenView
 from personadlg.models.classifier.config import ClassifierConfig
 from personadlg.models.classifier.data import Item, label_names
+from personadlg.models.loading import pretrained_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def _classifier_from(cfg: ClassifierConfig, tok: Any, names: list[str], seed: in
         id2label=id2label,
         label2id=label2id,
         ignore_mismatched_sizes=True,
-        trust_remote_code=cfg.trust_remote_code,
+        **pretrained_kwargs(cfg.backbone),
     )
 
 
@@ -199,7 +200,7 @@ def build(cfg: RunConfig, ctx: BuildContext) -> ClassifierModel:
     else:
         source = mcfg.tokenizer.path or mcfg.backbone
         assert source is not None
-        tok = load_tokenizer(source, trust_remote_code=mcfg.trust_remote_code)
+        tok = load_tokenizer(source)
     clf = _classifier_from(mcfg, tok, names, cfg.train.seed)
     logger.info("%s classifier over %d labels: %s", mcfg.task, len(names), ", ".join(names))
     return ClassifierModel(clf, tok, mcfg)
@@ -209,8 +210,8 @@ def load(directory: Path, cfg: RunConfig) -> ClassifierModel:
     from transformers import AutoModelForSequenceClassification
 
     mcfg: ClassifierConfig = cfg.model
-    tok = load_tokenizer(directory, trust_remote_code=mcfg.trust_remote_code)
+    tok = load_tokenizer(directory)
     clf = AutoModelForSequenceClassification.from_pretrained(
-        str(directory), trust_remote_code=mcfg.trust_remote_code
+        str(directory), **pretrained_kwargs(directory)
     )
     return ClassifierModel(clf, tok, mcfg)

@@ -186,7 +186,10 @@ class CVAEConfig:
     )
     ode: ODEConfig = field(default_factory=ODEConfig)
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "allow custom model code from the hub (off unless asked)"}
+        default=False,
+        metadata={
+            "help": "the backbone needs custom model code; enabled only with --trust-remote-code on the command line"
+        },
     )
 
     def __post_init__(self) -> None:

@@ -43,7 +43,9 @@ from personadlg.models.cvae.config import FIXED_GRID, CVAEConfig, ODEConfig
 from personadlg.models.cvae.losses import beta_at, mutual_information
 from personadlg.models.cvae.network import IGNORE, CVAENetwork
 from personadlg.models.cvae.ode import ODEResult, guide
+from personadlg.models.loading import pretrained_kwargs
 from personadlg.models.render import RenderOptions, render
+from personadlg.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -497,6 +499,11 @@ class CVAEModel:
 
     # -- generation -------------------------------------------------------------------------------
 
+    def max_new_tokens_limit(self) -> int | None:
+        """New tokens the decoder's positions leave room for after the latent prefix and BOS."""
+        limit = _position_limit(self.net.decoder.config)
+        return None if limit is None else limit - 2
+
     def chunk_size(self, decoding: GenerateConfig) -> int:
         """(example, target) pairs `generate` should receive at once: one ODE solve's worth."""
         return max(decoding.batch_size, self.cfg.ode.batch_size)
@@ -563,6 +570,7 @@ class CVAEModel:
             raise UsageError(
                 f"only model.ode.* can change at generation; these are fixed by training: {', '.join(changed)}"
             )
+        check_ode_weights(cfg.ode, self.attributes)
         self.cfg = cfg
 
     # -- persistence ------------------------------------------------------------------------------
@@ -604,9 +612,18 @@ def _drop_pooler(encoder: nn.Module) -> nn.Module | None:
     return None
 
 
-def _load_encoder(
-    path: str | Path, *, trust_remote_code: bool, pooler: bool = True
-) -> tuple[nn.Module, nn.Module | None]:
+def check_ode_weights(ode: ODEConfig, attributes: dict[str, list[str]]) -> None:
+    """`model.ode.weights` may only name declared attributes (a typo would silently weigh nothing)."""
+    names = list(attributes)
+    for name in ode.weights:
+        if name not in attributes:
+            raise UsageError(
+                f"model.ode.weights.{name}: expected a declared attribute ({', '.join(names)}), "
+                f"got {name!r}{did_you_mean(name, names)}"
+            )
+
+
+def _load_encoder(path: str | Path, *, pooler: bool = True) -> tuple[nn.Module, nn.Module | None]:
     """(encoder without pooler, its pretrained pooler if it had one and POOLER is set).
 
     Checkpoints of this method store encoders without their pooler, so they load with
@@ -614,7 +631,8 @@ def _load_encoder(
     """
     from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    kwargs = pretrained_kwargs(path, what="encoder")
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=kwargs["trust_remote_code"])
     if getattr(config, "is_encoder_decoder", False):
         raise UsageError(
             f"{path}: the cvae encoders must be encoder-only models (BERT, RoBERTa, DeBERTa, ...)"
@@ -622,13 +640,11 @@ def _load_encoder(
     enc = None
     if not pooler:
         try:
-            enc = AutoModel.from_pretrained(
-                str(path), trust_remote_code=trust_remote_code, add_pooling_layer=False
-            )
+            enc = AutoModel.from_pretrained(str(path), add_pooling_layer=False, **kwargs)
         except TypeError:  # the architecture has no such option
             enc = None
     if enc is None:
-        enc = AutoModel.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        enc = AutoModel.from_pretrained(str(path), **kwargs)
     return enc, _drop_pooler(enc)
 
 
@@ -669,17 +685,17 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CVAEModel:
     mcfg: CVAEConfig = cfg.model
     attributes = _declared_or_found(cfg, ctx.train_examples())
     cfg.data.attributes = attributes  # recorded in the run's config.yaml
+    check_ode_weights(mcfg.ode, attributes)
     tok = dialogue_tokenizer(
         mcfg.tokenizer,
         ctx,
         render=RenderOptions(persona=mcfg.persona_in_prompt, chat_template="plain"),
         pretrained=mcfg.decoder,
-        trust_remote_code=mcfg.trust_remote_code,
     )
     if mcfg.encoder_tokenizer:
-        enc_tok = load_tokenizer(mcfg.encoder_tokenizer, trust_remote_code=mcfg.trust_remote_code)
+        enc_tok = load_tokenizer(mcfg.encoder_tokenizer)
     elif mcfg.encoder:
-        enc_tok = load_tokenizer(mcfg.encoder, trust_remote_code=mcfg.trust_remote_code)
+        enc_tok = load_tokenizer(mcfg.encoder)
     else:
         enc_tok = tok
 
@@ -688,9 +704,7 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CVAEModel:
         decoder = build_from_config(mcfg.decoder_from_config, tok, arch="causal")
     else:
         assert mcfg.decoder is not None
-        decoder = load_pretrained(
-            mcfg.decoder, arch="causal", trust_remote_code=mcfg.trust_remote_code
-        )
+        decoder = load_pretrained(mcfg.decoder, arch="causal")
         if len(tok) > decoder.get_input_embeddings().weight.shape[0]:
             decoder.resize_token_embeddings(len(tok))
     if decoder.config.pad_token_id is None:
@@ -703,7 +717,7 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CVAEModel:
             poolers.append(None)
         else:
             assert mcfg.encoder is not None
-            enc, pooler = _load_encoder(mcfg.encoder, trust_remote_code=mcfg.trust_remote_code)
+            enc, pooler = _load_encoder(mcfg.encoder)
             encoders.append(enc)
             poolers.append(pooler)
     net = CVAENetwork(
@@ -741,20 +755,16 @@ def load(directory: Path, cfg: RunConfig) -> CVAEModel:
     attributes = {k: list(v) for k, v in meta["attributes"].items()}
     if not cfg.data.attributes:
         cfg.data.attributes = attributes
-    tok = load_tokenizer(directory, trust_remote_code=mcfg.trust_remote_code)
+    tok = load_tokenizer(directory)
     enc_dir = directory / "encoder_tokenizer"
     enc_tok = load_tokenizer(enc_dir) if enc_dir.is_dir() else tok
     decoder = AutoModelForCausalLM.from_pretrained(
-        str(directory / "decoder"), trust_remote_code=mcfg.trust_remote_code
+        str(directory / "decoder"), **pretrained_kwargs(directory / "decoder", what="decoder")
     )
-    prior, _ = _load_encoder(
-        directory / "prior_encoder", trust_remote_code=mcfg.trust_remote_code, pooler=False
-    )
+    prior, _ = _load_encoder(directory / "prior_encoder", pooler=False)
     posterior = None
     if (directory / "posterior_encoder").is_dir():
-        posterior, _ = _load_encoder(
-            directory / "posterior_encoder", trust_remote_code=mcfg.trust_remote_code, pooler=False
-        )
+        posterior, _ = _load_encoder(directory / "posterior_encoder", pooler=False)
     net = CVAENetwork(
         prior_encoder=prior,
         posterior_encoder=posterior,

@@ -80,7 +80,10 @@ class FinetuneConfig:
         default=64, metadata={"help": "longest trained response in tokens"}
     )
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "allow custom model code from the hub (off unless asked)"}
+        default=False,
+        metadata={
+            "help": "the backbone needs custom model code; enabled only with --trust-remote-code on the command line"
+        },
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "weights dtype when loading a pretrained backbone"}

@@ -152,6 +152,14 @@ class FinetuneModel:
 
     # -- generation ---------------------------------------------------------------------------------
 
+    def max_new_tokens_limit(self) -> int | None:
+        """New tokens the model's positions leave room for: after a 1-token prompt (causal), or
+        in the decoder (seq2seq with absolute positions); None when unbounded (e.g. T5)."""
+        limit = _position_limit(self.lm)
+        if limit is None:
+            return None
+        return limit - 1
+
     def generate(
         self,
         examples: Sequence[Example],
@@ -208,19 +216,13 @@ def build(cfg: RunConfig, ctx: BuildContext) -> FinetuneModel:
         ctx,
         render=opts,
         pretrained=mcfg.backbone,
-        trust_remote_code=mcfg.trust_remote_code,
     )
     if mcfg.from_config:
         torch.manual_seed(cfg.train.seed)
         lm = build_from_config(mcfg.from_config, tok, arch=mcfg.arch)
     else:
         assert mcfg.backbone is not None
-        lm = load_pretrained(
-            mcfg.backbone,
-            arch=mcfg.arch,
-            dtype=mcfg.dtype,
-            trust_remote_code=mcfg.trust_remote_code,
-        )
+        lm = load_pretrained(mcfg.backbone, arch=mcfg.arch, dtype=mcfg.dtype)
         if len(tok) > lm.get_input_embeddings().weight.shape[0]:
             lm.resize_token_embeddings(len(tok))
     if lm.config.pad_token_id is None:
@@ -231,8 +233,6 @@ def build(cfg: RunConfig, ctx: BuildContext) -> FinetuneModel:
 def load(directory: Path, cfg: RunConfig) -> FinetuneModel:
     """The model saved in a checkpoint directory."""
     mcfg: FinetuneConfig = cfg.model
-    tok = load_tokenizer(directory, trust_remote_code=mcfg.trust_remote_code)
-    lm = load_pretrained(
-        directory, arch=mcfg.arch, dtype="auto", trust_remote_code=mcfg.trust_remote_code
-    )
+    tok = load_tokenizer(directory)
+    lm = load_pretrained(directory, arch=mcfg.arch, dtype="auto")
     return FinetuneModel(lm, tok, mcfg)

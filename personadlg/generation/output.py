@@ -1,0 +1,112 @@
+"""A generation file and its sidecar: what `generate` wrote, with which model and settings.
+
+`OUT` holds one JSON line per (example, target); `OUT.meta.json` says which checkpoint (path and
+weights fingerprint), decoding settings, model overrides and input produced it. A rerun appends
+only the missing pairs, and only when everything in the sidecar still matches; otherwise it is
+refused with the differences listed (or `--overwrite` starts the file afresh).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from personadlg import __version__
+from personadlg.data.attributes import target_key
+from personadlg.data.jsonl import AtomicWriter
+from personadlg.errors import DataError, UsageError
+from personadlg.training.changes import flatten
+
+logger = logging.getLogger(__name__)
+
+SIDECAR_SUFFIX = ".meta.json"
+COMPARED = ("checkpoint_sha256", "method", "decoding", "model", "input_sha256", "turns")
+
+
+def sidecar_path(out: str | Path) -> Path:
+    p = Path(out)
+    return p.with_name(p.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(out: Path) -> dict[str, Any] | None:
+    path = sidecar_path(out)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UsageError(f"{path}: not a generate sidecar (unreadable JSON)") from None
+    if not isinstance(data, dict) or data.get("written_by") != "personadlg generate":
+        raise UsageError(f"{path}: not a sidecar written by personadlg generate")
+    return data
+
+
+def write_sidecar(out: Path, settings: dict[str, Any]) -> None:
+    with AtomicWriter(sidecar_path(out)) as f:
+        f.write(
+            json.dumps(
+                {"written_by": "personadlg generate", "version": __version__, **settings}, indent=2
+            )
+            + "\n"
+        )
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable `field: old -> new` for every compared setting that differs."""
+    out = []
+    for key in COMPARED:
+        a, b = flatten(old.get(key), key), flatten(new.get(key), key)
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                out.append(f"{k}: {a.get(k)!r} -> {b.get(k)!r}")
+    return out
+
+
+def check_resumable(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to append to OUT unless it is empty/absent or an earlier output of the same settings."""
+    has_data = out.is_file() and out.stat().st_size > 0
+    old = read_sidecar(out)
+    if old is None:
+        if has_data:
+            raise UsageError(
+                f"--out {out}: the file exists and was not written by `personadlg generate` (no "
+                f"{sidecar_path(out).name}); pass --overwrite to replace it, or choose another --out"
+            )
+        return
+    diff = differences(old, settings)
+    if diff and has_data:
+        raise UsageError(
+            f"--out {out} holds generations made with other settings, so appending would mix two runs: "
+            + "; ".join(diff)
+            + f" (checkpoint then: {old.get('checkpoint')}); pass --overwrite to start it afresh, "
+            "or choose another --out"
+        )
+
+
+def done_keys(path: Path) -> set[tuple[str, str]]:
+    """(example id, target key) pairs already in an output file; a torn last line is cut off."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+        logger.warning("%s: removed a partial last line left by an interrupted run", path)
+        data = data[:cut]
+    done = set()
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            done.add((rec["id"], target_key(rec.get("target_attributes"))))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(
+                "not a generation record; --out must be a new file or an earlier output of this command",
+                path=str(path),
+                line=n,
+            ) from None
+    return done
