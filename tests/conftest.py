@@ -308,3 +308,20 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [
         json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()
     ]
+
+
+def train_command(small_data: dict[str, Path], run: Path, *extra: str) -> list[str]:
+    """`python -m personadlg train finetune/tiny ...` on the small data, for tests that need a process."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "personadlg",
+        "train",
+        "finetune/tiny",
+        *TINY,
+        f"data.train={small_data['train']}",
+        f"train.output_dir={run}",
+        *extra,
+    ]

@@ -14,23 +14,9 @@ import pytest
 import yaml
 
 from personadlg.training.trainer import train
-from tests.conftest import TINY, read_metrics, tiny_recipe
+from tests.conftest import TINY, read_metrics, tiny_recipe, train_command
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _train_args(small_data, run: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "personadlg",
-        "train",
-        "finetune/tiny",
-        *TINY,
-        f"data.train={small_data['train']}",
-        f"train.output_dir={run}",
-        *extra,
-    ]
 
 
 def _steps_logged(run: Path) -> int:
@@ -42,7 +28,7 @@ def _steps_logged(run: Path) -> int:
 def test_a_signal_during_training_saves_the_current_step(small_data, tmp_path, sig, code):
     run = tmp_path / "run"
     p = subprocess.Popen(
-        _train_args(small_data, run, "train.max_steps=100000"),
+        train_command(small_data, run, "train.max_steps=100000"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -64,7 +50,11 @@ def test_a_signal_during_training_saves_the_current_step(small_data, tmp_path, s
     assert not (run / "final").exists() and not (run / ".lock").exists()
     # --resume auto continues from exactly there
     r = subprocess.run(
-        [*_train_args(small_data, run, f"train.max_steps={state['step'] + 2}"), "--resume", "auto"],
+        [
+            *train_command(small_data, run, f"train.max_steps={state['step'] + 2}"),
+            "--resume",
+            "auto",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO, TINY, dialogue, read_jsonl, write_jsonl
+from tests.conftest import DEMO, dialogue, read_jsonl, train_command, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,17 +156,7 @@ def test_two_generates_on_one_output_the_second_is_refused(trained_tiny, tmp_pat
 
 def test_two_trains_in_one_output_dir_the_second_is_refused(small_data, tmp_path):
     run = tmp_path / "run"
-    args = [
-        sys.executable,
-        "-m",
-        "personadlg",
-        "train",
-        "finetune/tiny",
-        *TINY,
-        f"data.train={small_data['train']}",
-        f"train.output_dir={run}",
-        "train.max_steps=100000",
-    ]
+    args = train_command(small_data, run, "train.max_steps=100000")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
