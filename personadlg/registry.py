@@ -188,6 +188,24 @@ FORMATS.register(
     help="ShareGPT JSON/JSONL: {conversations: [{from, value}]}",
 )
 FORMATS.register(
+    "csv",
+    f"{_F}.table:CSV",
+    help="CSV with a header row, mapped onto dialogues by --column (transcript, context/response, persona, ...)",
+    extensions=(".csv",),
+)
+FORMATS.register(
+    "tsv",
+    f"{_F}.table:TSV",
+    help="tab-separated values with a header row, mapped by --column",
+    extensions=(".tsv",),
+)
+FORMATS.register(
+    "parquet",
+    f"{_F}.table:PARQUET",
+    help="Parquet (through pyarrow), mapped by --column",
+    extensions=(".parquet",),
+)
+FORMATS.register(
     "openai",
     f"{_F}.openai:FORMAT",
     help="OpenAI chat fine-tuning JSONL: {messages: [{role, content}]}",
@@ -263,9 +281,23 @@ for _name, _hib, _help in [
     ("dist-1-sent", True, "mean per-response distinct unigram ratio"),
     ("dist-2-sent", True, "mean per-response distinct bigram ratio"),
     ("sbleu", False, "self-BLEU-4 against all other generations (exact NLTK method1, O(n-grams))"),
-    ("p-co", True, "persona coverage (idf-weighted persona words in the generation)"),
+    (
+        "p-co",
+        True,
+        "persona coverage (idf-weighted persona words in the generation, no stop words)",
+    ),
+    (
+        "p-co-lift",
+        True,
+        "P-Co with the own persona minus P-Co with another example's (about 0 when persona-blind)",
+    ),
     ("persona-copy", False, "% generations copying >= 5 words of their persona"),
     ("persona-cos", True, "max cosine between generation and persona sentences (--embedder)"),
+    (
+        "persona-cos-lift",
+        True,
+        "persona-cos with the own persona minus with another example's (--embedder)",
+    ),
     ("nli-prob", True, "mean P(entailment | context, generation) (--nli)"),
     ("nli-acc", True, "% generations whose NLI argmax is entailment (--nli)"),
     (

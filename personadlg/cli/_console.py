@@ -12,8 +12,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-out = Console(soft_wrap=True, highlight=False)  # results (stdout)
-err = Console(stderr=True, highlight=False)  # logs, progress, errors (stderr)
+# When a stream is not a terminal (a pipe, a log file, CI), nothing is wrapped at 80 columns:
+# lines stay whole and tables take the width they need.
+out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 240)
+err = Console(
+    stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 240
+)
 
 
 def setup_logging(verbosity: int = 0) -> None:

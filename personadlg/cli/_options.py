@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -77,6 +77,38 @@ def parse_attribute_space(
     for name, aspects in parse_attribute_options(attributes):
         space[name] = aspects
     return space
+
+
+def parse_columns(values: list[str] | None) -> dict[str, str]:
+    """`--column KEY=COLUMN` (repeatable) → {KEY: COLUMN}; `persona[User 1]=user 1 personas` works."""
+    out: dict[str, str] = {}
+    for text in values or []:
+        key, sep, column = text.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise UsageError(
+                f"--column {text!r}: expected KEY=COLUMN, e.g. --column transcript=dialogue"
+            )
+        out[key.strip()] = column.strip()
+    return out
+
+
+ColumnOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--column",
+        help="Tables (csv, tsv, parquet): KEY=COLUMN, repeatable. Keys: transcript (Speaker: text "
+        "lines), context + response, persona (one sentence per line), persona[SPEAKER], id, "
+        "user_id, topic, generation, attributes.NAME, profile.KEY, meta.KEY.",
+    ),
+]
+AssistantOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--assistant",
+        help="Tables with a transcript: the personalized speaker (e.g. \"User 2\"), or 'both' "
+        "(each conversation once per speaker, sharing meta.conversation).",
+    ),
+]
 
 
 def split_list(values: list[str] | None) -> list[str]:

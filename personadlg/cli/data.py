@@ -8,7 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from personadlg.cli._console import err, out, print_json, progress, table
-from personadlg.cli._options import parse_attribute_options, parse_attribute_space, split_list
+from personadlg.cli._options import (
+    AssistantOpt,
+    ColumnOpt,
+    parse_attribute_options,
+    parse_attribute_space,
+    parse_columns,
+    split_list,
+)
 
 FromOpt = Annotated[
     str,
@@ -16,6 +23,14 @@ FromOpt = Annotated[
         "--from", "-f", help="Input format (auto-detected by default). See `personadlg ls formats`."
     ),
 ]
+
+
+READER_COUNTS = {
+    "unattributed_lines": "lines before any speaker (dropped: they belong to no one)",
+    "continuation_lines": "lines without a speaker (joined to the turn before)",
+    "merged_turns": "consecutive turns of one side (merged into one message)",
+    "dialogues": "dialogues from transcripts",
+}
 
 
 def convert(
@@ -65,6 +80,8 @@ def convert(
             "--merge/--no-merge", help="Merge consecutive single-turn records of one dialogue."
         ),
     ] = True,
+    column: ColumnOpt = None,
+    assistant: AssistantOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Convert a dialogue dataset between formats. Stops at the first bad record (exit 2).
@@ -76,6 +93,8 @@ def convert(
       personadlg convert dialogue_l.raw.jsonl --from miracle --attribute language_style --out miracle-l.jsonl
       personadlg convert dialogues.jsonl --to miracle --attribute attitude --out dialogue_a.raw.jsonl
       personadlg convert dialogues.jsonl --to sharegpt --out sharegpt.json
+      personadlg convert chats.csv --column "persona[User 1]=user 1 personas" --column "persona[User 2]=user 2 personas" --column "transcript=Best Generated Conversation" --assistant both --out chats.jsonl
+      personadlg convert pairs.parquet --column context=prompt --column response=reply --column persona=persona --out pairs.jsonl
     """
     from personadlg.data.convert import convert as run
     from personadlg.data.formats import FormatOptions
@@ -85,6 +104,8 @@ def convert(
         id_prefix=id_prefix,
         split=split,
         merge=merge,
+        columns=parse_columns(column),
+        assistant=assistant,
     )
     with progress("converting", unit="dialogues") as update:
         summary = run(input, out_path, fmt=from_, to=to, options=opts, on_progress=update)
@@ -100,6 +121,7 @@ def convert(
                 ["dialogues", summary["dialogues"]],
                 ["assistant messages", summary["assistant_messages"]],
                 ["output records", summary["written"]],
+                *[[READER_COUNTS.get(k, k), v] for k, v in summary["reader"].items()],
             ],
         )
     )
@@ -281,8 +303,18 @@ def split(
     test: Annotated[float, typer.Option(help="Share of dialogues for test.")] = 0.05,
     by: Annotated[
         str,
-        typer.Option(help="Group by dialogue, user or persona; a group never spans two splits."),
+        typer.Option(
+            help="Group by dialogue, user, persona, or any field path (e.g. meta.conversation); "
+            "a group never spans two splits."
+        ),
     ] = "dialogue",
+    persona_overlap: Annotated[
+        int,
+        typer.Option(
+            help="--by persona: personas sharing at least this many (normalised) sentences are one "
+            "group, transitively; 0 = only identical sentence sets."
+        ),
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the group order.")] = 0,
     from_: FromOpt = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -293,6 +325,7 @@ def split(
 
       personadlg split clean.jsonl --out-dir data/ --valid 0.05 --test 0.05
       personadlg split clean.jsonl --out-dir data/ --by persona --seed 1   # unseen roles at test time (MORPHEUS)
+      personadlg split both.jsonl --out-dir data/ --by meta.conversation    # both speakers' views together
     """
     from personadlg.data.split import split as run
 
@@ -302,7 +335,8 @@ def split(
             out_dir=out_dir,
             valid=valid,
             test=test,
-            by=by,  # type: ignore[arg-type]
+            by=by,
+            persona_overlap=persona_overlap,
             seed=seed,
             fmt=from_,
             on_progress=update,
@@ -321,6 +355,12 @@ def split(
             rows,
         )
     )
+    if rep.persona_overlap is not None:
+        groups = rep.persona_sets - rep.groups_merged
+        out.print(
+            f"{rep.persona_sets:,} distinct persona sets in {groups:,} groups: {rep.groups_merged:,} "
+            f"merged into the group of a persona they share >= {rep.persona_overlap} sentence(s) with"
+        )
     if rep.ungrouped:
         err.print(
             f"note: {rep.ungrouped} dialogue(s) have no {rep.by} key and were grouped by dialogue id"
@@ -386,10 +426,11 @@ def render_stats(s: dict) -> None:
             else "-",
         ],
         [
-            "unique personas",
+            "unique personas (sentence sets)",
             f"{s['personas']['unique']:,}"
             + (
-                f" ({dist(s['personas']['sentences_per_persona'])} sentences)"
+                f" ({dist(s['personas']['sentences_per_persona'])} sentences; "
+                f"{s['personas']['unique_sentences']:,} distinct sentences)"
                 if s["personas"]["unique"]
                 else ""
             ),

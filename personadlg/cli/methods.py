@@ -409,6 +409,8 @@ def generate(
         )
     )
     out.print(f"wrote {summary['out']}")
+    if summary["collapse"].get("alarm"):
+        err.print(f"warning: {summary['collapse']['message']}", markup=False, highlight=False)
 
 
 def evaluate(
@@ -599,7 +601,10 @@ def render_report(result: dict) -> None:
             row.append(f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
         row.append("↑" if m0["higher_is_better"] else "↓")
         t.add_row(*row)
+    for name, reason in first.get("skipped", {}).items():
+        t.add_row(name, *(["skipped"] * len(systems)), *([reason] if len(systems) == 1 else []), "")
     out.print(t)
+    render_comparisons(result)
     for name in names:
         by_attr = first["metrics"][name].get("by_attribute")
         if by_attr:
@@ -616,8 +621,9 @@ def render_report(result: dict) -> None:
     for name in names:
         sig.add_row(name, first["metrics"][name]["signature"])
     out.print(sig)
-    for reason_name, reason in first.get("skipped", {}).items():
-        err.print(f"skipped {reason_name}: {reason}")
+    for alarm in [s.get("collapse") for s in systems.values()]:
+        if alarm and alarm.get("alarm"):
+            err.print(f"warning: {alarm['message']}", markup=False, highlight=False)
     by_target = first.get("by_target")
     if by_target:
         focus = [c for c in names if c.startswith("personalization")] or names[:4]
@@ -628,6 +634,36 @@ def render_report(result: dict) -> None:
         title = "by target (every metric per target is in the --json / --out report)"
         out.print(table(title, ["target", "n", *focus], rows, justify_numbers=False))
         render_controllability(first)
+
+
+def render_comparisons(result: dict) -> None:
+    """--compare: each system's difference from the first, with paired 95% intervals and p-values."""
+    comp = result.get("comparisons")
+    if not comp:
+        return
+    rows = []
+    for system, metrics in comp["vs_base"].items():
+        for name, d in metrics.items():
+            lo, hi = d["ci95"]
+            rows.append(
+                [
+                    str(system).rsplit("/", 1)[-1],
+                    name,
+                    f"{d['diff']:+.2f}",
+                    f"[{lo:+.2f}, {hi:+.2f}]",
+                    f"{d['p']:.4f}",
+                    d["method"],
+                ]
+            )
+    base = str(comp["base"]).rsplit("/", 1)[-1]
+    out.print(
+        table(
+            f"difference from {base} on the same {comp['n']:,} examples (paired)",
+            ["system", "metric", "Δ", "95% CI", "p", "method"],
+            rows,
+            justify_numbers=False,
+        )
+    )
 
 
 def render_controllability(report: dict) -> None:

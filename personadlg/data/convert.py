@@ -86,7 +86,8 @@ def convert(
                 on_progress(summary["dialogues"])
         sink.close()
         ids.check()  # before the output is committed
-    logger.info(
+    summary["reader"] = {k: v for k, v in opts.counters.items() if k != "dialogues"}
+    logger.debug(
         "converted %s (%s) -> %s (%s): %d dialogues",
         input,
         name,

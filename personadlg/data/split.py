@@ -1,26 +1,32 @@
 """`personadlg split`: deterministic train/valid/test splits grouped so nothing leaks across them.
 
-Groups are dialogues, users (`user_id`) or personas (the persona sentences, case-folded). Group
-order is a seeded hash of the group key, so the split depends only on the seed and the set of
-groups, not on record order. Splits are filled greedily in that order (test, then valid) up to
-their share of dialogues; every other group goes to train.
+Groups are dialogues, users (`user_id`), personas, or the value of any field (`--by
+meta.conversation` keeps the two speakers' views of one conversation together). A persona is the
+set of its normalised sentences (`data/persona.py`), and personas that share at least
+`persona_overlap` sentences form one group (connected components), so a test persona shares no
+sentence with a training one. Group order is a seeded hash of the group key, so the split depends
+only on the seed and the set of groups, not on record order. Splits are filled greedily in that
+order (test, then valid) up to their share of dialogues; every other group goes to train.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from personadlg import __version__
 from personadlg.config import to_dict
 from personadlg.data.formats import Bad, FormatOptions, iter_items, read_dialogues
 from personadlg.data.jsonl import atomic_outputs, dumps
 from personadlg.data.paths import check_outputs
+from personadlg.data.persona import group_personas, persona_identity
 from personadlg.data.schema import Dialogue
 from personadlg.data.unique import IdTracker
 from personadlg.errors import UsageError
@@ -28,20 +34,75 @@ from personadlg.errors import UsageError
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-GroupBy = Literal["dialogue", "user", "persona"]
+GroupBy = str  # "dialogue" | "user" | "persona" | a field path such as "meta.conversation"
+_FIELD = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*$")
+
+
+def check_by(by: str) -> None:
+    if by in ("dialogue", "user", "persona") or _FIELD.match(by):
+        return
+    raise UsageError(
+        f"--by: expected dialogue, user, persona or a field path such as meta.conversation, got {by!r}"
+    )
+
+
+def field_value(d: Dialogue, path: str) -> Any:
+    """The value at a dotted field path of a dialogue record (None when absent)."""
+    node: Any = d.to_dict()
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def group_key(d: Dialogue, by: str) -> str | None:
-    """The leakage group of a dialogue, or None when the record has no such key."""
+    """The leakage group of a dialogue, or None when the record has no such key (persona groups
+    are resolved separately: see `PersonaGroups`)."""
     if by == "dialogue":
         return "d:" + d.id
     if by == "user":
         return None if d.user_id is None else "u:" + d.user_id
     if by == "persona":
-        if not d.persona:
-            return None
-        return "p:" + "\n".join(" ".join(s.casefold().split()) for s in d.persona)
-    raise UsageError(f"--by must be dialogue, user or persona, got {by!r}")
+        ident = persona_identity(d.persona)
+        return "p:" + "\n".join(sorted(ident)) if ident else None
+    value = field_value(d, by)
+    if value is None or value == "" or value == [] or value == {}:
+        return None
+    return f"f:{by}=" + json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+class PersonaGroups:
+    """Persona sets seen in a file, grouped by shared sentences; `key(d)` is a dialogue's group."""
+
+    def __init__(self, overlap: int) -> None:
+        self.overlap = overlap
+        self.ids: dict[frozenset[str], int] = {}
+        self._key: list[str] = []
+
+    def add(self, d: Dialogue) -> None:
+        ident = persona_identity(d.persona)
+        if ident:
+            self.ids.setdefault(ident, len(self.ids))
+
+    def resolve(self) -> int:
+        """Group the persona sets; return the number of groups."""
+        sets = list(self.ids)
+        group = group_personas(sets, overlap=self.overlap)
+        members: dict[int, set[str]] = defaultdict(set)
+        for ident, g in zip(sets, group):
+            members[g] |= ident
+        # a group's key depends only on its sentences, not on the order the records came in
+        names = {
+            g: "p:" + hashlib.blake2b("\n".join(sorted(m)).encode(), digest_size=12).hexdigest()
+            for g, m in members.items()
+        }
+        self._key = [names[g] for g in group]
+        return len(members)
+
+    def key(self, d: Dialogue) -> str | None:
+        ident = persona_identity(d.persona)
+        return self._key[self.ids[ident]] if ident else None
 
 
 def _rank(seed: int, key: str) -> bytes:
@@ -58,7 +119,12 @@ class SplitReport:
     groups: dict[str, int] = field(default_factory=dict)
     assistant_messages: dict[str, int] = field(default_factory=dict)
     ungrouped: int = 0
-    """Dialogues without the group key (no user_id / persona): each is its own group."""
+    """Dialogues without the group key (no user_id / persona / field): each is its own group."""
+    persona_overlap: int | None = None
+    persona_sets: int = 0
+    """--by persona: distinct persona sets (normalised sentence sets) ..."""
+    groups_merged: int = 0
+    """... and how many of them joined another set's group by sharing >= persona_overlap sentences."""
     outputs: dict[str, str] = field(default_factory=dict)
     version: str = __version__
 
@@ -97,6 +163,7 @@ def split(
     valid: float = 0.05,
     test: float = 0.05,
     by: GroupBy = "dialogue",
+    persona_overlap: int = 1,
     seed: int = 0,
     fmt: str = "auto",
     format_options: FormatOptions | None = None,
@@ -112,24 +179,44 @@ def split(
         raise UsageError(
             f"--valid and --test must be in [0, 1) with a sum below 1, got {valid} and {test}"
         )
-    group_key(Dialogue(id="x", messages=[]), by)  # validates BY
+    check_by(by)
+    if persona_overlap < 0:
+        raise UsageError(
+            f"--persona-overlap: expected a number of sentences >= 0, got {persona_overlap}"
+        )
     check_outputs({f"{s}.jsonl": Path(out_dir) / f"{s}.jsonl" for s in SPLITS}, {"input": input})
-    sizes: Counter[str] = Counter()
     ids = IdTracker()
+    personas = PersonaGroups(persona_overlap) if by == "persona" else None
+
+    def key_of(d: Dialogue) -> str | None:
+        return personas.key(d) if personas is not None else group_key(d, by)
+
+    sizes: Counter[str] = Counter()
     ungrouped = 0
+
+    def count(d: Dialogue) -> None:
+        nonlocal ungrouped
+        k = key_of(d)
+        ungrouped += k is None
+        sizes[k if k is not None else "d:" + d.id] += 1
+
     for n, item in enumerate(iter_items(input, fmt, format_options), 1):
         if isinstance(item, Bad):
             raise item.error
         d = item.dialogue
         ids.add(d.id, item.path, item.line)
-        key = group_key(d, by)
-        if key is None:
-            ungrouped += 1
-            key = "d:" + d.id
-        sizes[key] += 1
+        if personas is not None:
+            personas.add(d)  # persona groups are known only after the whole file
+        else:
+            count(d)
         if on_progress and n % 1000 == 0:
             on_progress(n)
     ids.check()
+    n_groups = 0
+    if personas is not None:
+        n_groups = personas.resolve()
+        for d in read_dialogues(input, fmt, format_options):
+            count(d)
     if len(sizes) < 2 and (valid > 0 or test > 0):
         raise UsageError(f"{input}: only {len(sizes)} {by} group(s); cannot split")
     where = assign_groups(dict(sizes), valid=valid, test=test, seed=seed)
@@ -140,6 +227,10 @@ def split(
         fractions={"valid": valid, "test": test},
         ungrouped=ungrouped,
     )
+    if personas is not None:
+        rep.persona_overlap = persona_overlap
+        rep.persona_sets = len(personas.ids)
+        rep.groups_merged = len(personas.ids) - n_groups
     rep.dialogues = dict.fromkeys(SPLITS, 0)
     rep.assistant_messages = dict.fromkeys(SPLITS, 0)
     rep.groups = {s: sum(1 for v in where.values() if v == s) for s in SPLITS}
@@ -148,11 +239,10 @@ def split(
     with atomic_outputs(*paths) as handles:
         files = dict(zip(SPLITS, handles, strict=True))
         for d in read_dialogues(input, fmt, format_options):
-            key = group_key(d, by) or "d:" + d.id
-            s = where[key]
+            s = where[key_of(d) or "d:" + d.id]
             files[s].write(dumps(d.to_dict()) + "\n")  # type: ignore[union-attr]
             rep.dialogues[s] += 1
             rep.assistant_messages[s] += len(d.assistant_messages)
     rep.outputs = {s: str(p) for s, p in zip(SPLITS, paths, strict=True)}
-    logger.info("split %s by %s: %s", input, by, rep.dialogues)
+    logger.debug("split %s by %s: %s", input, by, rep.dialogues)
     return rep

@@ -10,6 +10,7 @@ from typing import Any
 from personadlg.data.formats import FormatOptions, detect_format, iter_items
 from personadlg.data.formats.native import iter_examples
 from personadlg.data.jsonl import Bad, iter_json_lines
+from personadlg.data.persona import persona_identity
 from personadlg.data.schema import record_kind
 from personadlg.data.unique import IdTracker
 
@@ -79,7 +80,7 @@ def dialogue_stats(
     attrs: dict[str, Counter[str]] = {}
     unlabelled = 0
     users: Counter[str] = Counter()
-    personas: Counter[tuple[str, ...]] = Counter()
+    personas: Counter[frozenset[str]] = Counter()  # by identity: the set of normalised sentences
     persona_len: Counter[int] = Counter()
     topics: set[str] = set()
     profile_keys: Counter[str] = Counter()
@@ -103,9 +104,10 @@ def dialogue_stats(
             unlabelled += 1
         if d.user_id is not None:
             users[d.user_id] += 1
-        if d.persona:
-            personas[tuple(d.persona)] += 1
-            persona_len[len(d.persona)] += 1
+        ident = persona_identity(d.persona)
+        if ident:
+            personas[ident] += 1
+            persona_len[len(ident)] += 1
         if d.topic:
             topics.add(d.topic)
         profile_keys.update(d.profile.keys())
@@ -135,6 +137,7 @@ def dialogue_stats(
         },
         "personas": {
             "unique": len(personas),
+            "unique_sentences": len(set().union(*personas)) if personas else 0,
             "dialogues_with_persona": sum(personas.values()),
             "sentences_per_persona": summary(persona_len),
             "dialogues_per_persona": summary(Counter(personas.values())),

@@ -35,6 +35,7 @@ from personadlg.generation.output import (
     sidecar_path,
     write_sidecar,
 )
+from personadlg.metrics.collapse import collapse_report
 from personadlg.models.fingerprint import weights_fingerprint
 from personadlg.registry import did_you_mean
 
@@ -295,7 +296,7 @@ def _generate_into(
             if on_progress:
                 on_progress(len(done) + written, total)
     seconds = time.perf_counter() - started
-    logger.info("generated %d responses (%d already done) in %.1fs", written, len(done), seconds)
+    logger.debug("generated %d responses (%d already done) in %.1fs", written, len(done), seconds)
     summary: dict[str, Any] = {
         "out": str(out_path),
         "examples": len(examples),
@@ -308,6 +309,7 @@ def _generate_into(
         "decoding": {**info, **(getattr(model, "generation_info", None) or {})},
         "method": cfg.method,
     }
+    summary["collapse"] = collapse_report([r["generation"] for r in iter_records(out_path)])
     if timings is not None:  # seconds per generation stage, for methods that report them
         summary["stage_seconds"] = {
             k: v - timings_before.get(k, 0.0) for k, v in dict(timings).items()

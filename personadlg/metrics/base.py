@@ -1,8 +1,17 @@
-"""Metric plumbing: the evaluated columns, a computed metric, scores with signatures and bootstrap CIs.
+"""Metric plumbing: the evaluated columns, a computed metric, scores with signatures and intervals.
 
 A metric is prepared once on the whole set (per-example statistics first), then aggregated: over
-all examples for the value, over resampled examples for a 95% bootstrap interval. Every number
-carries a signature saying exactly how it was computed (methods/metrics.md).
+all examples for the value, over resampled examples for a 95% interval. Every number carries a
+signature saying exactly how it was computed (methods/metrics.md).
+
+Intervals use a method valid for the metric (`Computed.interval`):
+- `bootstrap` (means of per-example statistics, corpus BLEU): the percentile interval of the
+  metric over resamples of the examples with replacement;
+- `half-sampling` (corpus-level statistics that duplicates would bias, Dist-n and self-BLEU): the
+  delete-d jackknife with d = n/2 — the metric on random halves drawn without replacement, whose
+  variance times b/(n-b) estimates the full set's — and a normal interval around the estimate.
+`paired_difference` gives the same for the difference of two systems on the same examples, with
+a two-sided p-value.
 """
 
 from __future__ import annotations
@@ -71,6 +80,14 @@ class Computed:
     details: dict[str, Any] = field(default_factory=dict)
     breakdown: Callable[[np.ndarray | None], dict[str, float]] | None = None
     """Optional: the metric's parts on rows IDX (e.g. per attribute), for per-target reports."""
+    interval: str = "bootstrap"
+    """How its 95% interval is computed: 'bootstrap' or 'half-sampling' (see the module docstring)."""
+    on_subset: Callable[[np.ndarray], float] | None = None
+    """half-sampling: the metric recomputed on a subset of distinct rows (default: `aggregate`)."""
+    max_replicates: int | None = None
+    """At most this many replicates (for metrics that are costly to recompute, e.g. self-BLEU)."""
+    default_replicates: int = 0
+    """Replicates used when none were asked for (metrics that always carry an interval)."""
 
 
 @dataclass
@@ -83,6 +100,7 @@ class Score:
     higher_is_better: bool
     n: int
     ci95: tuple[float, float] | None = None
+    ci_method: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +115,7 @@ class Score:
         }
         if self.ci95 is not None:
             out["ci95"] = [round(self.ci95[0], 6), round(self.ci95[1], 6)]
+            out["ci95_method"] = self.ci_method
         if self.details:
             out.update(self.details)
         return out
@@ -128,16 +147,100 @@ def mean_of(values: np.ndarray, scale: float = 100.0) -> Callable[[np.ndarray | 
     return agg
 
 
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion, in percent (0-100)."""
+    import math
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+
+
+def _normal_p(estimate: float, sd: float) -> float:
+    import math
+
+    if sd <= 0:
+        return 0.0 if estimate != 0 else 1.0
+    return math.erfc(abs(estimate) / sd / math.sqrt(2))
+
+
+def _replicates(
+    computed: Computed, n: int, samples: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], int]:
+    """Row index sets for COMPUTED's interval method and the subset size (b) for half-sampling."""
+    if computed.interval == "half-sampling":
+        b = n // 2
+        return [rng.choice(n, size=b, replace=False) for _ in range(samples)], b
+    return [rng.integers(0, n, size=n) for _ in range(samples)], n
+
+
+def _value(computed: Computed, idx: np.ndarray) -> float:
+    if computed.interval == "half-sampling" and computed.on_subset is not None:
+        return computed.on_subset(np.sort(idx))
+    return computed.aggregate(idx)
+
+
+def interval_ci(
+    computed: Computed, n: int, samples: int, seed: int = 0
+) -> tuple[tuple[float, float], str] | None:
+    """(95% interval, method) of COMPUTED over SAMPLES seeded replicates of its N rows, or None."""
+    samples = samples or computed.default_replicates
+    if samples <= 0 or n < (4 if computed.interval == "half-sampling" else 2):
+        return None
+    samples = min(samples, computed.max_replicates or samples)
+    rng = np.random.default_rng(seed)
+    rows, b = _replicates(computed, n, samples, rng)
+    values = np.array([_value(computed, idx) for idx in rows], dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return None
+    if computed.interval == "half-sampling":
+        estimate = computed.aggregate(None)
+        sd = float(np.sqrt(b / (n - b) * values.var(ddof=1)))
+        return (estimate - Z95 * sd, estimate + Z95 * sd), f"half-sampling-jackknife:{samples}"
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return (float(lo), float(hi)), f"bootstrap-percentile:{samples}"
+
+
 def bootstrap_ci(
     computed: Computed, n: int, samples: int, seed: int = 0
 ) -> tuple[float, float] | None:
-    """95% percentile interval of the metric over SAMPLES resamples of the N rows (seeded)."""
-    if samples <= 0 or n < 2:
+    """The 95% interval of `interval_ci` alone."""
+    out = interval_ci(computed, n, samples, seed)
+    return out[0] if out else None
+
+
+def paired_difference(
+    a: Computed, b: Computed, n: int, samples: int, seed: int = 0
+) -> dict[str, Any] | None:
+    """A − B on the same N rows: the difference, its 95% interval and a two-sided p-value, from
+    paired replicates (the same rows for both systems) of the metrics' interval method."""
+    if samples <= 0 or n < 4:
         return None
+    diff = a.aggregate(None) - b.aggregate(None)
+    samples = min(samples, a.max_replicates or samples, b.max_replicates or samples)
     rng = np.random.default_rng(seed)
-    values = [computed.aggregate(rng.integers(0, n, size=n)) for _ in range(samples)]
-    values = [v for v in values if not np.isnan(v)]
-    if not values:
+    rows, m = _replicates(a, n, samples, rng)
+    d = np.array([_value(a, idx) - _value(b, idx) for idx in rows], dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
         return None
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
+    if a.interval == "half-sampling":
+        sd = float(np.sqrt(m / (n - m) * d.var(ddof=1)))
+        ci = (diff - Z95 * sd, diff + Z95 * sd)
+        p = _normal_p(diff, sd)
+        method = f"paired-half-sampling-jackknife:{samples}"
+    else:
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        ci = (float(lo), float(hi))
+        # shift method: how often a resampled difference lands as far from the estimate as the
+        # estimate is from 0
+        p = float((1 + np.sum(np.abs(d - diff) >= abs(diff))) / (len(d) + 1))
+        method = f"paired-bootstrap:{samples}"
+    return {"diff": float(diff), "ci95": [float(ci[0]), float(ci[1])], "p": p, "method": method}

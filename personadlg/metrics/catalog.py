@@ -21,9 +21,10 @@ from personadlg.metrics.model_based import (
     EmbeddingSimilarity,
     Perplexity,
     PersonaCosine,
+    PersonaCosineLift,
     Personalization,
 )
-from personadlg.metrics.persona import PCo, PersonaCopy
+from personadlg.metrics.persona import PCo, PCoLift, PersonaCopy
 
 
 @dataclass
@@ -42,10 +43,19 @@ class EvalOptions:
     sbleu_sample: int = 0
     seed: int = 0
     bootstrap: int = 0
+    p_co_stopwords: str = "en"
+    lift_draws: int = 10
 
     def __post_init__(self) -> None:
+        from personadlg.metrics.stopwords import STOPWORD_LISTS
         from personadlg.metrics.tokenize import NAMES
 
+        if self.p_co_stopwords not in STOPWORD_LISTS:
+            raise UsageError(
+                f"--p-co-stopwords: expected one of {', '.join(STOPWORD_LISTS)}, got {self.p_co_stopwords!r}"
+            )
+        if self.lift_draws < 1:
+            raise UsageError(f"--lift-draws: expected at least 1, got {self.lift_draws}")
         if not (self.tokenize in NAMES or self.tokenize.startswith("hf:")):
             raise UsageError(
                 f"--tokenize {self.tokenize!r}: expected one of {', '.join(NAMES)} or hf:<tokenizer dir>"
@@ -73,9 +83,13 @@ class EvalOptions:
 
 
 def check_model_ref(flag: str, ref: str) -> None:
-    """A model given to eval must be a model directory (config.json inside)."""
-    path = Path(ref)
+    """A model given to eval is a model directory (config.json inside) or a hub id."""
+    from personadlg.models.loading import is_hub_id, resolve_model
+
+    path = Path(resolve_model(ref))
     if not path.exists():
+        if is_hub_id(ref):
+            return  # fetched (or found in the hub cache) when it is loaded
         raise UsageError(f"{flag} {ref}: no such model directory")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise UsageError(
@@ -116,7 +130,11 @@ def sbleu(o: EvalOptions) -> Any:
 
 
 def pco(o: EvalOptions) -> Any:
-    return PCo()
+    return PCo(stopwords=o.p_co_stopwords)
+
+
+def pco_lift(o: EvalOptions) -> Any:
+    return PCoLift(stopwords=o.p_co_stopwords, draws=o.lift_draws, seed=o.seed)
 
 
 def persona_copy(o: EvalOptions) -> Any:
@@ -160,6 +178,12 @@ def persona_cos(o: EvalOptions) -> Any:
     return PersonaCosine(_need(o.embedder, "--embedder DIR", "persona-cos"))
 
 
+def persona_cos_lift(o: EvalOptions) -> Any:
+    return PersonaCosineLift(
+        _need(o.embedder, "--embedder DIR", "persona-cos-lift"), draws=o.lift_draws, seed=o.seed
+    )
+
+
 FACTORIES: dict[str, Any] = {
     **{f"bleu-{n}": bleu(n) for n in (1, 2, 3, 4)},
     **{f"bleu-{n}-sent": bleu(n, True) for n in (1, 2, 3, 4)},
@@ -172,8 +196,10 @@ FACTORIES: dict[str, Any] = {
     "dist-2-sent": dist(2, True),
     "sbleu": sbleu,
     "p-co": pco,
+    "p-co-lift": pco_lift,
     "persona-copy": persona_copy,
     "persona-cos": persona_cos,
+    "persona-cos-lift": persona_cos_lift,
     "nli-prob": nli("prob"),
     "nli-acc": nli("acc"),
     "c-score": c_score,

@@ -23,32 +23,63 @@ from personadlg.data.formats.native import iter_examples
 from personadlg.data.jsonl import AtomicWriter, Bad, check_nonempty, dumps
 from personadlg.data.paths import check_outputs
 from personadlg.errors import DataError, UsageError
-from personadlg.metrics.base import Computed, EvalData, Score, bootstrap_ci
+from personadlg.metrics.base import Computed, EvalData, Score, interval_ci, paired_difference
 from personadlg.metrics.catalog import EvalOptions
+from personadlg.metrics.collapse import collapse_report
 from personadlg.registry import METRICS, did_you_mean
 
 logger = logging.getLogger(__name__)
 
 LEXICAL = ("bleu-1", "bleu-2", "rouge-l", "dist-1", "dist-2", "sbleu")
-PERSONA = ("p-co", "persona-copy")
+PERSONA = ("p-co", "p-co-lift", "persona-copy")
 
 
 def default_metrics(data: EvalData, opts: EvalOptions) -> list[str]:
     """Lexical and persona metrics the data allow, plus each model-based metric whose model is given."""
-    has_refs = all(r is not None for r in data.references)
-    has_persona = any(data.personas)
-    names = [m for m in LEXICAL if has_refs or m in ("dist-1", "dist-2", "sbleu")]
-    if has_persona:
-        names += list(PERSONA)
+    return default_metric_plan(data, opts)[0]
+
+
+def default_metric_plan(data: EvalData, opts: EvalOptions) -> tuple[list[str], dict[str, str]]:
+    """(metrics to compute, {metric left out: why}) for the default metric set."""
+    missing_refs = sum(1 for r in data.references if r is None)
+    has_refs = missing_refs == 0
+    with_persona = sum(1 for p in data.personas if p)
+    has_persona = with_persona > 0
+    names: list[str] = []
+    skipped: dict[str, str] = {}
+    no_refs = f"{missing_refs:,} of {len(data):,} records have no reference (missing or empty)"
+    no_persona = "no record has a persona"
+    for m in LEXICAL:
+        if has_refs or m in ("dist-1", "dist-2", "sbleu"):
+            names.append(m)
+        else:
+            skipped[m] = no_refs
+    for m in PERSONA:
+        if has_persona:
+            names.append(m)
+        else:
+            skipped[m] = no_persona
     if opts.nli:
-        names += ["nli-prob", "nli-acc"] + (["c-score"] if has_persona else [])
+        names += ["nli-prob", "nli-acc"]
+        if has_persona:
+            names.append("c-score")
+        else:
+            skipped["c-score"] = no_persona
     if opts.classifiers:
         names += ["personalization-acc", "personalization-prob"]
     if opts.lm:
         names.append("ppl")
     if opts.embedder:
-        names += (["emb-sim"] if has_refs else []) + (["persona-cos"] if has_persona else [])
-    return names
+        if has_refs:
+            names.append("emb-sim")
+        else:
+            skipped["emb-sim"] = no_refs
+        for m in ("persona-cos", "persona-cos-lift"):
+            if has_persona:
+                names.append(m)
+            else:
+                skipped[m] = no_persona
+    return names, skipped
 
 
 def check_metric_names(names: Sequence[str]) -> list[str]:
@@ -63,7 +94,7 @@ def check_metric_names(names: Sequence[str]) -> list[str]:
 
 
 # metrics whose value on a subset is not the subset of the whole computation (they look at the whole set)
-SET_DEPENDENT = ("sbleu", "p-co")
+SET_DEPENDENT = ("sbleu", "p-co", "p-co-lift")
 
 
 def compute_scores(
@@ -103,7 +134,9 @@ def compute_scores(
             n=computed.n,
             details=computed.details,
         )
-        score.ci95 = bootstrap_ci(computed, len(data), opts.bootstrap, opts.seed)
+        ci = interval_ci(computed, len(data), opts.bootstrap, opts.seed)
+        if ci is not None:
+            score.ci95, score.ci_method = ci
         scores[name] = score
         prepared[name] = computed
     return scores, prepared, skipped
@@ -142,10 +175,15 @@ def evaluate_data(
     if len(data) == 0:
         raise UsageError("nothing to evaluate: no generations")
     check_classifier_targets(data, opts)
-    names = check_metric_names(metrics) if metrics else default_metrics(data, opts)
+    planned: dict[str, str] = {}
+    if metrics:
+        names = check_metric_names(metrics)
+    else:
+        names, planned = default_metric_plan(data, opts)
     scores, prepared, skipped = compute_scores(
         data, names, opts, explicit=bool(metrics), on_metric=on_metric
     )
+    skipped = {**planned, **skipped}
     report: dict[str, Any] = {
         "n": len(data),
         "version": __version__,
@@ -154,6 +192,10 @@ def evaluate_data(
     }
     if skipped:
         report["skipped"] = skipped
+    sbleu = scores.get("sbleu")
+    report["collapse"] = collapse_report(
+        data.generations, sbleu=sbleu.value if sbleu is not None else None
+    )
     if by_target:
         groups: dict[str, list[int]] = defaultdict(list)
         for i, t in enumerate(data.targets):
@@ -181,6 +223,7 @@ def evaluate_data(
     report["_per_example"] = {
         name: c.per_example for name, c in prepared.items() if c.per_example is not None
     }
+    report["_prepared"] = prepared
     return report
 
 
@@ -200,7 +243,7 @@ def read_generations(path: str | Path) -> tuple[EvalData, str]:
                 got_text="nothing (missing)",
             ).at(path=str(p), line=line)
         gens.append(ex.generation)
-        refs.append(ex.reference)
+        refs.append(ex.reference if ex.reference and ex.reference.strip() else None)
         personas.append(ex.persona)
         contexts.append([m.to_dict() for m in ex.context])
         targets.append(ex.target_attributes if ex.target_attributes is not None else ex.attributes)
@@ -233,6 +276,7 @@ def evaluate_file(
         data, metrics=metrics, opts=opts, by_target=by_target, on_metric=on_metric
     )
     values = report.pop("_per_example")
+    report.pop("_prepared")
     report = {
         "n": report["n"],
         "input": str(path),
@@ -252,6 +296,12 @@ def evaluate_file(
     return report
 
 
+def _aligned(data: EvalData, order: Sequence[str]) -> EvalData:
+    """DATA's rows in the order of the ids ORDER (the same set of ids)."""
+    where = {rid: i for i, rid in enumerate(data.ids)}
+    return data.subset([where[rid] for rid in order])
+
+
 def compare_files(
     paths: Sequence[str | Path],
     *,
@@ -260,28 +310,57 @@ def compare_files(
     by_target: bool = False,
     on_metric: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate several systems on the same examples with the same settings (ids must match)."""
+    """Evaluate several systems on the same examples with the same settings (ids must match), and
+    each later system's difference from the first on every metric: a paired 95% interval and a
+    two-sided p-value (`--bootstrap` replicates, 1,000 when not given)."""
+    opts = opts or EvalOptions()
     loaded = [(p, *read_generations(p)) for p in paths]
     base_path, base, _ = loaded[0]
     base_ids = set(base.ids)
+    if len(base_ids) != len(base.ids):
+        raise UsageError(f"--compare: {base_path} holds an example (and target) more than once")
     for p, data, _ in loaded[1:]:
         ids = set(data.ids)
-        if ids != base_ids:
+        if ids != base_ids or len(ids) != len(data.ids):
             only_here, only_base = sorted(ids - base_ids), sorted(base_ids - ids)
             raise UsageError(
                 f"--compare: {p} and {base_path} do not hold the same examples "
                 f"({len(only_here)} only in {p}, e.g. {only_here[:2]}; {len(only_base)} only in {base_path}, e.g. {only_base[:2]})"
             )
-    names = metrics or default_metrics(base, opts or EvalOptions())
+    names = metrics or default_metrics(base, opts)
     systems: dict[str, Any] = {}
+    prepared: list[dict[str, Computed]] = []
     for p, data, digest in loaded:
-        r = evaluate_data(data, metrics=names, opts=opts, by_target=by_target, on_metric=on_metric)
+        r = evaluate_data(
+            _aligned(data, base.ids),
+            metrics=names,
+            opts=opts,
+            by_target=by_target,
+            on_metric=on_metric,
+        )
         r.pop("_per_example")
+        prepared.append(r.pop("_prepared"))
         key = (
             str(p) if str(p) not in systems else f"{p}#{len(systems) + 1}"
         )  # the same file twice stays two columns
         systems[key] = {"input_sha256": digest, **r}
-    return {"version": __version__, "systems": systems}
+    samples = opts.bootstrap or 1000
+    keys = list(systems)
+    comparisons: dict[str, Any] = {}
+    for key, prep in zip(keys[1:], prepared[1:]):
+        comparisons[key] = {
+            name: d
+            for name in prep
+            if name in prepared[0]
+            and (
+                d := paired_difference(prep[name], prepared[0][name], len(base), samples, opts.seed)
+            )
+        }
+    return {
+        "version": __version__,
+        "systems": systems,
+        "comparisons": {"base": keys[0], "n": len(base), "vs_base": comparisons},
+    }
 
 
 def evaluate_texts(
@@ -308,7 +387,7 @@ def evaluate_texts(
     )
     data = EvalData(
         generations=list(generations),
-        references=list(references) if references else [],
+        references=[r if r and r.strip() else None for r in references] if references else [],
         personas=[list(p) for p in personas] if personas else [],
         contexts=ctx,
         targets=[dict(t) for t in targets] if targets else [],

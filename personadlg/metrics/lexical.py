@@ -246,7 +246,8 @@ class Distinct:
             distinct = len(np.unique(np.concatenate([ids[i] for i in rows]))) if len(rows) else 0
             return 100.0 * distinct / total
 
-        return Computed(aggregate=agg, n=len(data))
+        # corpus-level: a resample with duplicates would count repeated n-grams as new ones
+        return Computed(aggregate=agg, n=len(data), interval="half-sampling")
 
 
 @dataclass
@@ -281,9 +282,22 @@ class SelfBLEU:
 
     def compute(self, data: EvalData) -> Computed:
         tokens = self.tok.of(data)
-        if self.sample:
-            scores = self_bleu_reference(tokens, self.order, sample=self.sample, seed=self.seed)
-        else:
-            scores = self_bleu(tokens, self.order)
-        values = np.array(scores, dtype=float)
-        return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+
+        def scores_of(toks: list[list[str]]) -> list[float]:
+            if self.sample:
+                return self_bleu_reference(toks, self.order, sample=self.sample, seed=self.seed)
+            return self_bleu(toks, self.order)
+
+        values = np.array(scores_of(tokens), dtype=float)
+
+        def on_subset(idx: np.ndarray) -> float:  # each generation against the others of the subset
+            return 100.0 * float(np.mean(scores_of([tokens[i] for i in idx])))
+
+        return Computed(
+            aggregate=mean_of(values),
+            per_example=values,
+            n=len(data),
+            interval="half-sampling",
+            on_subset=on_subset,
+            max_replicates=200,
+        )

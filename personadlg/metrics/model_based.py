@@ -5,6 +5,7 @@ a GPU when there is one (methods/metrics.md, "Model-based").
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import numpy as np
 
 from personadlg.errors import UsageError
 from personadlg.metrics.base import Computed, EvalData, mean_of, signature
-from personadlg.models.loading import pretrained_kwargs
+from personadlg.models.loading import from_pretrained, is_hub_id, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -32,24 +33,31 @@ def _device() -> Any:
 
 
 def _tag(path: str | Path) -> str:
-    return str(path).rstrip("/").split("/")[-1]
+    """The model in a signature: its name and weights hash (`models/identity.py`)."""
+    from personadlg.models.identity import model_id
+
+    return model_id(str(path))
+
+
+def _source(path: str) -> str:
+    """A model directory, or a hub id (a bundled copy when installed); else a clear error."""
+    resolved = resolve_model(path)
+    if not Path(resolved).exists() and not is_hub_id(path):
+        raise UsageError(f"{path}: no such model directory")
+    return resolved
 
 
 @lru_cache(maxsize=16)
 def load_sequence_classifier(path: str) -> tuple[Any, Any, dict[int, str]]:
-    """(model, tokenizer, id2label) of a Hugging Face sequence-classification directory, in eval mode."""
+    """(model, tokenizer, id2label) of a Hugging Face sequence-classification model (directory or
+    hub id), in eval mode."""
     from transformers import AutoModelForSequenceClassification
 
     from personadlg.models.backbone import load_tokenizer
 
-    if not Path(path).exists():
-        raise UsageError(f"{path}: no such model directory")
-    tok = load_tokenizer(path)
-    model = (
-        AutoModelForSequenceClassification.from_pretrained(path, **pretrained_kwargs(path))
-        .to(_device())
-        .eval()
-    )
+    source = _source(path)
+    tok = load_tokenizer(source)
+    model = from_pretrained(AutoModelForSequenceClassification, source).to(_device()).eval()
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
     return model, tok, id2label
 
@@ -218,12 +226,36 @@ class Personalization:
     def name(self) -> str:
         return f"personalization-{self.kind}"
 
+    def judges(self) -> dict[str, dict[str, Any]]:
+        """Each classifier: its model id and its held-out accuracy (from the eval_results.json a
+        personadlg classifier checkpoint carries: data it never trained on), with a 95% interval."""
+        out = {}
+        for attr, ref in sorted(self.classifiers.items()):
+            info: dict[str, Any] = {"model": _tag(ref)}
+            results = Path(resolve_model(ref)) / "eval_results.json"
+            if results.is_file():
+                r = json.loads(results.read_text())
+                info["held_out_accuracy"] = r.get("accuracy")
+                info["held_out_n"] = r.get("n")
+                if "accuracy_ci95_lo" in r:
+                    info["held_out_ci95"] = [r["accuracy_ci95_lo"], r["accuracy_ci95_hi"]]
+            out[attr] = info
+        return out
+
     def signature(self) -> str:
-        models = ",".join(f"{a}={_tag(d)}" for a, d in sorted(self.classifiers.items()))
+        parts = []
+        for attr, j in self.judges().items():
+            acc = j.get("held_out_accuracy")
+            held = (
+                f"(held-out acc {acc:.1f} n {j.get('held_out_n')})"
+                if isinstance(acc, (int, float))
+                else "(held-out acc unknown)"
+            )
+            parts.append(f"{attr}={j['model']}{held}")
         return signature(
             "personalization",
             stat=self.kind,
-            classifiers=models,
+            classifiers=",".join(parts),
             target="target_attributes|attributes",
             agg="mean-over-pairs",
         )
@@ -273,8 +305,9 @@ class Personalization:
             aggregate=agg,
             per_example=per_example,
             n=int((~np.isnan(values)).sum()),
-            details={"by_attribute": by_attribute(None)},
+            details={"by_attribute": by_attribute(None), "classifiers": self.judges()},
             breakdown=by_attribute,
+            default_replicates=1000,
         )
 
 
@@ -282,9 +315,8 @@ class Personalization:
 def _load_lm(path: str) -> tuple[Any, Any]:
     from personadlg.models.backbone import load_pretrained, load_tokenizer
 
-    if not Path(path).exists():
-        raise UsageError(f"{path}: no such model directory")
-    return load_pretrained(path, arch="causal").to(_device()).eval(), load_tokenizer(path)
+    source = _source(path)
+    return load_pretrained(source, arch="causal").to(_device()).eval(), load_tokenizer(source)
 
 
 @dataclass
@@ -357,10 +389,9 @@ def _load_embedder(path: str) -> tuple[Any, Any, str]:
 
     from personadlg.models.backbone import load_tokenizer
 
-    if not Path(path).exists():
-        raise UsageError(f"{path}: no such model directory")
+    source = _source(path)
     pooling = "mean"
-    cfg = Path(path) / "1_Pooling" / "config.json"
+    cfg = Path(source) / "1_Pooling" / "config.json"
     if cfg.is_file():  # a sentence-transformers directory: use its own pooling
         conf = json.loads(cfg.read_text())
         pooling = (
@@ -370,8 +401,8 @@ def _load_embedder(path: str) -> tuple[Any, Any, str]:
             if conf.get("pooling_mode_max_tokens")
             else "mean"
         )
-    model = AutoModel.from_pretrained(path, **pretrained_kwargs(path)).to(_device()).eval()
-    return model, load_tokenizer(path), pooling
+    model = from_pretrained(AutoModel, source).to(_device()).eval()
+    return model, load_tokenizer(source), pooling
 
 
 def embed(path: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -455,6 +486,52 @@ class PersonaCosine:
                 for i, p in enumerate(data.personas)
             ]
         )
+        return Computed(
+            aggregate=mean_of(values), per_example=values, n=int((~np.isnan(values)).sum())
+        )
+
+
+@dataclass
+class PersonaCosineLift:
+    """persona-cos against the own persona minus against another example's persona (seeded
+    derangements of the distinct personas, DRAWS draws), × 100; about 0 when persona-blind."""
+
+    model: str
+    draws: int = 10
+    seed: int = 0
+    name: str = "persona-cos-lift"
+    higher_is_better: bool = True
+    requires: tuple[str, ...] = ("personas",)
+
+    def signature(self) -> str:
+        return signature(
+            "persona-cos-lift",
+            model=_tag(self.model),
+            pooling=_load_embedder(str(self.model))[2],
+            control=f"derangement-of-personas:draws{self.draws}:seed{self.seed}",
+            agg="mean-of-own-minus-other",
+        )
+
+    def compute(self, data: EvalData) -> Computed:
+        from personadlg.metrics.persona import other_personas
+
+        sentences = sorted({s for p in data.personas for s in p})
+        if not sentences:
+            raise ValueError("persona-cos-lift needs personas; no example has one")
+        draws = other_personas(data.personas, draws=self.draws, seed=self.seed)
+        index = {s: i for i, s in enumerate(sentences)}
+        s_emb = embed(str(self.model), sentences)
+        g_emb = embed(str(self.model), list(data.generations))
+
+        def best(i: int, persona: list[str]) -> float:
+            return max(float(g_emb[i] @ s_emb[index[s]]) for s in persona)
+
+        values = np.full(len(data), np.nan)
+        for i, p in enumerate(data.personas):
+            if p:
+                values[i] = best(i, p) - float(
+                    np.mean([best(i, data.personas[d[i]]) for d in draws])
+                )
         return Computed(
             aggregate=mean_of(values), per_example=values, n=int((~np.isnan(values)).sum())
         )

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from personadlg.models.loading import pretrained_kwargs
+from personadlg.models.loading import from_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ def load_tokenizer(path: str | Path) -> Any:
     """AutoTokenizer with a pad token (the EOS token when the tokenizer has none, as for GPT-2)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(
-        str(path), **pretrained_kwargs(path, what="tokenizer", weights=False)
-    )
+    tok = from_pretrained(AutoTokenizer, path, what="tokenizer", weights=False)
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok
@@ -134,12 +132,11 @@ def load_pretrained(name: str | Path, *, arch: str = "auto", dtype: str = "auto"
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    kwargs = pretrained_kwargs(name)
-    config = AutoConfig.from_pretrained(str(name), trust_remote_code=kwargs["trust_remote_code"])
+    config = from_pretrained(AutoConfig, name, weights=False)
     seq2seq = arch == "seq2seq" or (arch == "auto" and is_seq2seq(config))
     cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, _DTYPES[dtype])
-    model = cls.from_pretrained(str(name), dtype=torch_dtype, **kwargs)
+    model = from_pretrained(cls, name, dtype=torch_dtype)
     logger.info(
         "loaded %s (%s): %.1fM parameters",
         name,

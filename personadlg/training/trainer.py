@@ -210,7 +210,7 @@ def _train(
             "or choose another train.output_dir (or delete this one) to start over"
         )
     if start_ckpt is not None:
-        logger.info("resuming from %s", start_ckpt)
+        logger.debug("resuming from %s", start_ckpt)
         cfg.history = _resume_history(cfg, start_ckpt, recipe, allow_config_change)
         model = spec.load(start_ckpt, cfg)
     else:
@@ -288,7 +288,7 @@ def _train(
             "step": state["step"],
         },
     )
-    logger.info(
+    logger.debug(  # the CLI prints the 'start' event
         "%d train / %d valid examples, %d steps (%d per epoch), %d process(es) on %s",
         len(train_feats),
         len(valid_feats),

@@ -83,8 +83,8 @@ def test_split_errors(tmp_path):
     )
     with pytest.raises(UsageError, match="--valid and --test"):
         split(src, out_dir=tmp_path / "o", valid=0.6, test=0.5)
-    with pytest.raises(UsageError, match="--by must be"):
-        split(src, out_dir=tmp_path / "o", by="topic")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="--by: expected dialogue, user, persona or a field path"):
+        split(src, out_dir=tmp_path / "o", by="meta..x y")
     assert not (tmp_path / "o").exists()
 
 

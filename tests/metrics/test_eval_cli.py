@@ -30,6 +30,7 @@ def test_report_contract(cli, tmp_path):
             gen("a#1", "the cat sat on a mat"),
             gen("b#1", "i like cats a lot"),
             gen("c#1", "dogs are fine"),
+            gen("d#1", "a mat for the cat"),
         ],
     )
     r = cli(
@@ -46,7 +47,7 @@ def test_report_contract(cli, tmp_path):
     assert r.code == 0, r.stderr
     report = r.json()
     assert report == json.loads((tmp_path / "r.json").read_text())
-    assert report["n"] == 3 and report["version"] == "0.1.0" and len(report["input_sha256"]) == 64
+    assert report["n"] == 4 and report["version"] == "0.1.0" and len(report["input_sha256"]) == 64
     assert list(report["metrics"]) == [
         "bleu-1",
         "bleu-2",
@@ -57,14 +58,18 @@ def test_report_contract(cli, tmp_path):
         "p-co",
         "persona-copy",
     ]
+    # one persona for every record: the lift has nothing to compare against, and says so
+    assert "two different personas" in report["skipped"]["p-co-lift"]
     for m in report["metrics"].values():
-        assert {"value", "higher_is_better", "signature", "ci95", "n"} <= m.keys() and m[
-            "signature"
-        ].endswith("|v:0.1.0")
+        assert {"value", "higher_is_better", "signature", "ci95", "ci95_method", "n"} <= m.keys()
+        assert m["signature"].endswith("|v:0.1.0")
+        assert m["ci95"][0] <= m["value"] <= m["ci95"][1]
+    assert report["metrics"]["dist-2"]["ci95_method"].startswith("half-sampling")
+    assert report["metrics"]["rouge-l"]["ci95_method"].startswith("bootstrap")
     assert report["metrics"]["sbleu"]["higher_is_better"] is False
     rows = read_jsonl(tmp_path / "pe.jsonl")
     assert (
-        [x["id"] for x in rows] == ["a#1", "b#1", "c#1"]
+        [x["id"] for x in rows] == ["a#1", "b#1", "c#1", "d#1"]
         and "rouge-l" in rows[0]
         and "bleu-1" not in rows[0]
     )  # corpus BLEU has no per-example score

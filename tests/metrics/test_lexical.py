@@ -235,8 +235,12 @@ def test_pco_by_hand():
     expected = (idf["i"] + idf["like"] + idf["tea"]) / 3
     assert pco_example("Yes, I like TEA!", personas[0], idf) == pytest.approx(expected)
     assert pco_example("nothing shared", personas[0], idf) == 0.0
-    v = value(PCo(), generations=["Yes, I like TEA!", "nothing shared"], personas=personas)
+    gens = ["Yes, I like TEA!", "nothing shared"]
+    v = value(PCo(stopwords="none"), generations=gens, personas=personas)  # the papers' variant
     assert v == pytest.approx(100 * expected / 2)
+    # by default the function word "i" does not count
+    v = value(PCo(), generations=gens, personas=personas)
+    assert v == pytest.approx(100 * (idf["like"] + idf["tea"]) / 2 / 2)
 
 
 def test_persona_copy():

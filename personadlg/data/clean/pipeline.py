@@ -277,7 +277,7 @@ def clean(
     if on_progress:
         on_progress(rep.units)
     assert rep.units == rep.clean + rep.rejected, (rep.units, rep.clean, rep.rejected)
-    logger.info("clean: %d units -> %d clean, %d rejected", rep.units, rep.clean, rep.rejected)
+    logger.debug("clean: %d units -> %d clean, %d rejected", rep.units, rep.clean, rep.rejected)
     return rep
 
 

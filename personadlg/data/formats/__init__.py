@@ -29,7 +29,19 @@ __all__ = [
 ]
 
 # detection order matters: specific shapes before generic ones
-_DETECT_ORDER = ("rcdg", "parlai", "clv", "morpheus", "sharegpt", "miracle", "jsonl", "openai")
+_DETECT_ORDER = (
+    "csv",
+    "tsv",
+    "parquet",
+    "rcdg",
+    "parlai",
+    "clv",
+    "morpheus",
+    "sharegpt",
+    "miracle",
+    "jsonl",
+    "openai",
+)
 
 
 def get_format(name: str) -> Format:

@@ -7,7 +7,7 @@ can route it to its rejects file while `convert`, `stats` and `train` stop on it
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,12 @@ class FormatOptions:
     """Merge consecutive single-turn records of the same dialogue back into one dialogue."""
     json_list: bool = False
     """Writers: emit one JSON list instead of JSONL, where the format allows both."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Tables (csv, tsv, parquet): record key -> column name (`--column KEY=COLUMN`)."""
+    assistant: str | None = None
+    """Tables with a transcript: the personalized speaker, or 'both' (one dialogue per speaker)."""
+    counters: Counter[str] = field(default_factory=Counter)
+    """What a reader noticed and repaired (e.g. unattributed or continuation lines), for reports."""
 
 
 class Sink(Protocol):

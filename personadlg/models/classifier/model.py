@@ -21,7 +21,7 @@ from personadlg.models.backbone import load_tokenizer, train_or_load_tokenizer
 from personadlg.models.base import BuildContext, TokenView
 from personadlg.models.classifier.config import ClassifierConfig
 from personadlg.models.classifier.data import Item, label_names
-from personadlg.models.loading import pretrained_kwargs
+from personadlg.models.loading import from_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +133,17 @@ def confusion_metrics(confusion: torch.Tensor) -> dict[str, float]:
         precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp)
     )
     present = cm.sum(dim=1) > 0  # classes with gold examples
-    return {
+    out = {
         "accuracy": float(tp.sum() / total * 100) if total else float("nan"),
         "macro_f1": float(f1[present].mean() * 100) if present.any() else float("nan"),
+        "n": int(total),
     }
+    if total:
+        from personadlg.metrics.base import wilson_interval
+
+        lo, hi = wilson_interval(int(tp.sum()), int(total))
+        out["accuracy_ci95_lo"], out["accuracy_ci95_hi"] = lo, hi
+    return out
 
 
 def _classifier_from(cfg: ClassifierConfig, tok: Any, names: list[str], seed: int) -> Any:
@@ -158,13 +165,13 @@ def _classifier_from(cfg: ClassifierConfig, tok: Any, names: list[str], seed: in
         torch.manual_seed(seed)
         return AutoModelForSequenceClassification.from_config(config)
     assert cfg.backbone is not None
-    return AutoModelForSequenceClassification.from_pretrained(
+    return from_pretrained(
+        AutoModelForSequenceClassification,
         cfg.backbone,
         num_labels=len(names),
         id2label=id2label,
         label2id=label2id,
         ignore_mismatched_sizes=True,
-        **pretrained_kwargs(cfg.backbone),
     )
 
 
@@ -211,7 +218,5 @@ def load(directory: Path, cfg: RunConfig) -> ClassifierModel:
 
     mcfg: ClassifierConfig = cfg.model
     tok = load_tokenizer(directory)
-    clf = AutoModelForSequenceClassification.from_pretrained(
-        str(directory), **pretrained_kwargs(directory)
-    )
+    clf = from_pretrained(AutoModelForSequenceClassification, directory)
     return ClassifierModel(clf, tok, mcfg)

@@ -43,7 +43,7 @@ from personadlg.models.cvae.config import FIXED_GRID, CVAEConfig, ODEConfig
 from personadlg.models.cvae.losses import beta_at, mutual_information
 from personadlg.models.cvae.network import IGNORE, CVAENetwork
 from personadlg.models.cvae.ode import ODEResult, guide
-from personadlg.models.loading import pretrained_kwargs
+from personadlg.models.loading import from_pretrained
 from personadlg.models.render import RenderOptions, render
 from personadlg.registry import did_you_mean
 
@@ -631,8 +631,7 @@ def _load_encoder(path: str | Path, *, pooler: bool = True) -> tuple[nn.Module, 
     """
     from transformers import AutoConfig, AutoModel
 
-    kwargs = pretrained_kwargs(path, what="encoder")
-    config = AutoConfig.from_pretrained(str(path), trust_remote_code=kwargs["trust_remote_code"])
+    config = from_pretrained(AutoConfig, path, what="encoder", weights=False)
     if getattr(config, "is_encoder_decoder", False):
         raise UsageError(
             f"{path}: the cvae encoders must be encoder-only models (BERT, RoBERTa, DeBERTa, ...)"
@@ -640,11 +639,11 @@ def _load_encoder(path: str | Path, *, pooler: bool = True) -> tuple[nn.Module, 
     enc = None
     if not pooler:
         try:
-            enc = AutoModel.from_pretrained(str(path), add_pooling_layer=False, **kwargs)
+            enc = from_pretrained(AutoModel, path, what="encoder", add_pooling_layer=False)
         except TypeError:  # the architecture has no such option
             enc = None
     if enc is None:
-        enc = AutoModel.from_pretrained(str(path), **kwargs)
+        enc = from_pretrained(AutoModel, path, what="encoder")
     return enc, _drop_pooler(enc)
 
 
@@ -758,9 +757,7 @@ def load(directory: Path, cfg: RunConfig) -> CVAEModel:
     tok = load_tokenizer(directory)
     enc_dir = directory / "encoder_tokenizer"
     enc_tok = load_tokenizer(enc_dir) if enc_dir.is_dir() else tok
-    decoder = AutoModelForCausalLM.from_pretrained(
-        str(directory / "decoder"), **pretrained_kwargs(directory / "decoder", what="decoder")
-    )
+    decoder = from_pretrained(AutoModelForCausalLM, directory / "decoder", what="decoder")
     prior, _ = _load_encoder(directory / "prior_encoder", pooler=False)
     posterior = None
     if (directory / "posterior_encoder").is_dir():
