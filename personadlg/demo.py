@@ -21,10 +21,12 @@ def run_demo(
     on_generate: Any = None,
     train_overrides: tuple[str, ...] = (),
     classifier_overrides: tuple[str, ...] = (),
+    classifier_recipe: str | None = None,
     cvae_overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """stats → clean → split → train the tiny baseline → generate for the test split → train tiny
-    attribute classifiers on the train split → evaluate the generations → train the tiny MIRACLE
+    attribute classifiers on the train split (fine-tuned all-MiniLM-L6-v2 when installed, else tiny
+    ones; CLASSIFIER_RECIPE chooses) → evaluate the generations → train the tiny MIRACLE
     cvae → generate every aspect combination for the test split, ODE-guided and unguided →
     evaluate both (the controllability matrix); return what each step reported.
 
@@ -58,11 +60,14 @@ def run_demo(
             *train_overrides,
         ],
     )
+    judge = classifier_recipe or default_classifier_recipe()
     ccfgs = {
         attr: load_recipe(
-            "classifier/attribute-tiny",
+            judge,
             [
                 f"data.train={data / 'train.jsonl'}",
+                f"data.valid={data / 'valid.jsonl'}",  # held-out dialogues: an honest accuracy
+                "data.valid_fraction=0",
                 f"data.attribute={attr}",
                 f"train.output_dir={out / 'classifiers' / attr}",
                 *shared,
@@ -104,7 +109,10 @@ def run_demo(
     for attr, ccfg in ccfgs.items():
         cres = train(ccfg, resume="auto", on_event=on_event)
         classifiers[attr] = str(cres.final_dir)
-        accuracy[attr] = {k: cres.last_valid.get(k, float("nan")) for k in ("accuracy", "macro_f1")}
+        accuracy[attr] = {
+            k: cres.last_valid.get(k, float("nan"))
+            for k in ("accuracy", "macro_f1", "n", "accuracy_ci95_lo", "accuracy_ci95_hi")
+        }
     report = evaluate_file(
         gen_path,
         opts=EvalOptions(classifiers=classifiers),
@@ -148,10 +156,21 @@ def run_demo(
         "train": _train_summary(result),
         "generate": gen,
         "samples": list(iter_records(gen_path))[:5],
+        "classifier_recipe": judge,
         "classifiers": {a: {"dir": d, **accuracy[a]} for a, d in classifiers.items()},
         "eval": report,
         "cvae": cvae,
     }
+
+
+def default_classifier_recipe() -> str:
+    """The judges' recipe: all-MiniLM-L6-v2 fine-tuned when that model is installed (a strong,
+    pretrained judge), else the tiny from-scratch classifier."""
+    from personadlg.models.loading import bundled_dir
+
+    if bundled_dir("sentence-transformers/all-MiniLM-L6-v2") is not None:
+        return "classifier/attribute-minilm"
+    return "classifier/attribute-tiny"
 
 
 def _train_summary(result: Any) -> dict[str, Any]:

@@ -14,6 +14,8 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "train.max_steps=4",
         "--cvae-train",
         "train.max_steps=6",
+        "--classifier-recipe",
+        "classifier/attribute-tiny",
     )
     r = cli(*args, "--json")
     assert r.code == 0, r.stderr

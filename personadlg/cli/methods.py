@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from personadlg.cli._console import err, out, print_json, progress, set_interrupt_note, table
-from personadlg.cli._options import AllowPickle, TrustRemoteCode
+from personadlg.cli._options import (
+    AllowPickle,
+    AssistantOpt,
+    ColumnOpt,
+    TrustRemoteCode,
+    parse_columns,
+)
+
+InputFormat = Annotated[
+    str,
+    typer.Option(
+        "--from",
+        "-f",
+        help="Input format (auto-detected by default; any format `convert` reads, converted on the fly).",
+    ),
+]
 
 Overrides = Annotated[
     Optional[list[str]],
@@ -332,6 +347,9 @@ def generate(
             "the same checkpoint and settings, and refuse anything else).",
         ),
     ] = False,
+    from_: InputFormat = "auto",
+    column: ColumnOpt = None,
+    assistant: AssistantOpt = None,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
     overrides: Overrides = None,
@@ -353,6 +371,7 @@ def generate(
       personadlg generate runs/cvae-tiny/final -i test.jsonl -o base.jsonl --all-combinations --no-guidance
     """
     from personadlg.data.attributes import parse_targets
+    from personadlg.data.formats import FormatOptions
     from personadlg.generation.generate import generate_file
     from personadlg.models.loading import load_policy
 
@@ -376,6 +395,8 @@ def generate(
             combinations=all_combinations,
             limit=limit,
             overwrite=overwrite,
+            input_format=from_,
+            format_options=FormatOptions(columns=parse_columns(column), assistant=assistant),
             on_progress=update,
         )
     if json_out:
@@ -492,6 +513,20 @@ def evaluate(
     per_example: Annotated[
         Optional[Path], typer.Option("--per-example", help="Per-example scores (JSONL).")
     ] = None,
+    p_co_stopwords: Annotated[
+        str,
+        typer.Option(
+            "--p-co-stopwords",
+            help="Words P-Co (and its lift) leave out: en (English function words) or none (the papers' variant).",
+        ),
+    ] = "en",
+    lift_draws: Annotated[
+        int,
+        typer.Option(help="p-co-lift / persona-cos-lift: draws of other personas to average over."),
+    ] = 10,
+    from_: InputFormat = "auto",
+    column: ColumnOpt = None,
+    assistant: AssistantOpt = None,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -511,6 +546,7 @@ def evaluate(
 
     from personadlg.cli._options import split_list
     from personadlg.data.attributes import parse_targets
+    from personadlg.data.formats import FormatOptions
     from personadlg.data.jsonl import AtomicWriter
     from personadlg.data.paths import check_outputs
     from personadlg.metrics.catalog import EvalOptions
@@ -535,7 +571,13 @@ def evaluate(
         sbleu_sample=sbleu_sample,
         seed=seed,
         bootstrap=bootstrap,
+        p_co_stopwords=p_co_stopwords,
+        lift_draws=lift_draws,
     )
+    reading: dict[str, Any] = {
+        "input_format": from_,
+        "format_options": FormatOptions(columns=parse_columns(column), assistant=assistant),
+    }
     names = split_list([metrics]) if metrics else None
     with (
         load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
@@ -554,6 +596,7 @@ def evaluate(
                 opts=opts,
                 by_target=by_target,
                 on_metric=step,
+                **reading,
             )
             if report is not None:
                 with AtomicWriter(report) as f:
@@ -567,6 +610,7 @@ def evaluate(
                 out=report,
                 per_example=per_example,
                 on_metric=step,
+                **reading,
             )
     if json_out:
         print_json(result)
@@ -816,12 +860,21 @@ def demo(
             help="KEY=VALUE override of the tiny cvae recipe (repeatable).",
         ),
     ] = None,
+    classifier_recipe: Annotated[
+        Optional[str],
+        typer.Option(
+            "--classifier-recipe",
+            help="The judges' recipe [default: classifier/attribute-minilm when all-MiniLM-L6-v2 is "
+            "installed, else classifier/attribute-tiny].",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline on the bundled demo corpus, offline, on a CPU, in a few minutes.
 
     stats → clean → split → train the tiny GPT-2 baseline (recipes/finetune/tiny.yaml) → generate for
-    the test split → train tiny attribute classifiers on the train split → evaluate (lexical, persona and
+    the test split → train attribute classifiers on the train split (all-MiniLM-L6-v2 fine-tuned when
+    installed, `pip install personadlg[minilm]`; tiny ones otherwise) → evaluate (lexical, persona and
     personalization metrics, per target) → train the tiny MIRACLE cvae (recipes/cvae/tiny.yaml) →
     generate all 8 aspect combinations for the test split, ODE-guided and unguided → the
     controllability matrix. Rerunning resumes every step.
@@ -843,6 +896,7 @@ def demo(
             train_overrides=tuple(train_overrides or ()),
             classifier_overrides=tuple(classifier_overrides or ()),
             cvae_overrides=tuple(cvae_overrides or ()),
+            classifier_recipe=classifier_recipe,
         )
     if json_out:
         print_json(summary)
@@ -908,12 +962,20 @@ def demo(
     )
     out.print(
         table(
-            "tiny attribute classifiers (held-out 10% of the train split's messages)",
-            ["attribute", "accuracy", "macro-F1"],
+            f"attribute classifiers ({summary['classifier_recipe']}): accuracy on the valid split's "
+            "dialogues, which they never trained on",
+            ["attribute", "accuracy", "95% CI", "n", "macro-F1"],
             [
-                [a, round(c["accuracy"], 2), round(c["macro_f1"], 2)]
+                [
+                    a,
+                    round(c["accuracy"], 2),
+                    f"[{c.get('accuracy_ci95_lo', float('nan')):.1f}, {c.get('accuracy_ci95_hi', float('nan')):.1f}]",
+                    int(c.get("n", 0)),
+                    round(c["macro_f1"], 2),
+                ]
                 for a, c in summary["classifiers"].items()
             ],
+            justify_numbers=False,
         )
     )
     render_report(summary["eval"])

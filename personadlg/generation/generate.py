@@ -22,7 +22,7 @@ from typing import Any
 
 from personadlg.config import GenerateConfig, apply_overrides, build_config, to_dict
 from personadlg.data.attributes import target_key
-from personadlg.data.formats.native import iter_examples
+from personadlg.data.formats import FormatOptions, iter_any_examples
 from personadlg.data.jsonl import Bad, check_nonempty, dumps
 from personadlg.data.lock import exclusive_lock, lock_path_for
 from personadlg.data.paths import check_outputs
@@ -117,11 +117,13 @@ def configure_model(cfg: Any, model: Any, overrides: Sequence[str]) -> None:
     configure(model_settings(cfg, overrides))
 
 
-def load_examples(path: Path, turns: str) -> list[Example]:
-    """Examples of a dialogue or example file (strict)."""
+def load_examples(
+    path: Path, turns: str, *, fmt: str = "auto", opts: FormatOptions | None = None
+) -> list[Example]:
+    """Examples of a dialogue or example file in any readable format (strict)."""
     check_nonempty(path)
     out = []
-    for item in iter_examples(path, turns=turns):
+    for item in iter_any_examples(path, fmt=fmt, opts=opts, turns=turns):
         if isinstance(item, Bad):
             raise item.error
         out.append(item[1])
@@ -182,6 +184,8 @@ def generate_file(
     combinations: bool = False,
     limit: int = 0,
     overwrite: bool = False,
+    input_format: str = "auto",
+    format_options: FormatOptions | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     loaded: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
@@ -204,7 +208,8 @@ def generate_file(
         {"--out": out_path, "its sidecar": sidecar_path(out_path)},
         {"--input": in_path, "the checkpoint": None if loaded else checkpoint},
     )
-    examples = load_examples(in_path, turns)  # the input is checked before a model is loaded
+    # the input is read and checked before a model is loaded
+    examples = load_examples(in_path, turns, fmt=input_format, opts=format_options)
     if limit:
         examples = examples[:limit]
     decoding_overrides, model_overrides = split_overrides(overrides)

@@ -19,7 +19,7 @@ import numpy as np
 from personadlg import __version__
 from personadlg.config import to_dict
 from personadlg.data.attributes import target_key
-from personadlg.data.formats.native import iter_examples
+from personadlg.data.formats import FormatOptions, iter_any_examples
 from personadlg.data.jsonl import AtomicWriter, Bad, check_nonempty, dumps
 from personadlg.data.paths import check_outputs
 from personadlg.errors import DataError, UsageError
@@ -227,12 +227,16 @@ def evaluate_data(
     return report
 
 
-def read_generations(path: str | Path) -> tuple[EvalData, str]:
-    """EvalData and the input's sha256 from a generation file (example records with `generation`)."""
+def read_generations(
+    path: str | Path, *, fmt: str = "auto", opts: FormatOptions | None = None
+) -> tuple[EvalData, str]:
+    """EvalData and the input's sha256 from a generation file: example records with `generation`
+    (as `generate` writes), or any readable format with a generation per record (a table's
+    `--column generation=COL`)."""
     p = Path(path)
     check_nonempty(p)
     gens, refs, personas, contexts, targets, ids = [], [], [], [], [], []
-    for item in iter_examples(p):
+    for item in iter_any_examples(p, fmt=fmt, opts=opts):
         if isinstance(item, Bad):
             raise item.error
         line, ex = item
@@ -268,10 +272,12 @@ def evaluate_file(
     out: str | Path | None = None,
     per_example: str | Path | None = None,
     on_metric: Callable[[str], None] | None = None,
+    input_format: str = "auto",
+    format_options: FormatOptions | None = None,
 ) -> dict[str, Any]:
     """Evaluate a generation file; write the report (OUT) and per-example scores (PER_EXAMPLE) atomically."""
     check_outputs({"--out": out, "--per-example": per_example}, {"generations": path})
-    data, digest = read_generations(path)
+    data, digest = read_generations(path, fmt=input_format, opts=format_options)
     report = evaluate_data(
         data, metrics=metrics, opts=opts, by_target=by_target, on_metric=on_metric
     )
@@ -309,12 +315,14 @@ def compare_files(
     opts: EvalOptions | None = None,
     by_target: bool = False,
     on_metric: Callable[[str], None] | None = None,
+    input_format: str = "auto",
+    format_options: FormatOptions | None = None,
 ) -> dict[str, Any]:
     """Evaluate several systems on the same examples with the same settings (ids must match), and
     each later system's difference from the first on every metric: a paired 95% interval and a
     two-sided p-value (`--bootstrap` replicates, 1,000 when not given)."""
     opts = opts or EvalOptions()
-    loaded = [(p, *read_generations(p)) for p in paths]
+    loaded = [(p, *read_generations(p, fmt=input_format, opts=format_options)) for p in paths]
     base_path, base, _ = loaded[0]
     base_ids = set(base.ids)
     if len(base_ids) != len(base.ids):

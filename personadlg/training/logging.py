@@ -162,9 +162,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, *, columns: int
         squeeze=False,
     )
     styles = {"train": ("-", "C0"), "valid": ("o-", "C1")}
-    for r, (kind, items) in enumerate(layout):
+    for row, (kind, items) in enumerate(layout):
         for c in range(width):
-            ax = axes[r, c]
+            ax = axes[row, c]
             if c >= len(items):
                 ax.axis("off")
                 continue
@@ -189,7 +189,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, *, columns: int
             ax.legend(fontsize=6, loc="best")
             if c == 0:
                 ax.set_ylabel(kind, fontsize=9, fontweight="bold")
-            if r == len(layout) - 1 or all(k != kind for k, _ in layout[r + 1 :]):
+            if row == len(layout) - 1 or all(k != kind for k, _ in layout[row + 1 :]):
                 ax.set_xlabel("step", fontsize=8)
     fig.suptitle(run_dir.name)
     fig.tight_layout()

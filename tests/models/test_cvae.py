@@ -464,3 +464,16 @@ def test_bad_ode_overrides_are_refused_before_generating(
     assert r.code == 2, r.stderr
     assert all(w in r.stderr for w in words), r.stderr
     assert not out.exists()
+
+
+def test_loss_curves_are_a_grid_grouped_by_kind(cvae_run):
+    import matplotlib.image
+
+    from personadlg.training.logging import curve_kind
+
+    height, width = matplotlib.image.imread(cvae_run.output_dir / "loss.png").shape[:2]
+    assert width >= 1000 and height <= 1.5 * width  # a grid, not one column of 20 plots
+    assert curve_kind("rec") == curve_kind("kl_raw") == "losses"
+    assert curve_kind("acc_attitude") == curve_kind("prior_acc_attitude") == "accuracies"
+    assert curve_kind("active_units") == curve_kind("ppl_prior") == "diagnostics"
+    assert curve_kind("lr") == curve_kind("grad_norm") == "optimization"

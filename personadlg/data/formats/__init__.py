@@ -12,7 +12,7 @@ from pathlib import Path
 
 from personadlg.data.formats.base import Format, FormatOptions, Item, Ok
 from personadlg.data.jsonl import Bad, check_nonempty
-from personadlg.data.schema import Dialogue
+from personadlg.data.schema import Dialogue, Example, expand_dialogue
 from personadlg.errors import UsageError
 from personadlg.registry import FORMATS
 
@@ -24,6 +24,7 @@ __all__ = [
     "Ok",
     "detect_format",
     "get_format",
+    "iter_any_examples",
     "iter_items",
     "read_dialogues",
 ]
@@ -92,6 +93,42 @@ def read_dialogues(
         if isinstance(item, Bad):
             raise item.error
         yield item.dialogue
+
+
+def iter_any_examples(
+    path: str | Path,
+    *,
+    fmt: str = "auto",
+    opts: FormatOptions | None = None,
+    turns: str = "all",
+    max_context_turns: int = 0,
+) -> Iterator[tuple[int | None, Example] | Bad]:
+    """Example records of a file in any readable format: personadlg JSONL (examples or dialogues)
+    as is; any other format converted on the fly (with the same validation as `convert`) and
+    expanded into one example per assistant message. A table row with a `generation` column
+    becomes one example (its last assistant message) carrying that generation."""
+    from personadlg.data.formats.native import iter_examples
+
+    p = Path(path)
+    name = detect_format(p) if fmt == "auto" else fmt
+    if name == "jsonl":
+        yield from iter_examples(p, turns=turns, max_context_turns=max_context_turns)
+        return
+    for item in iter_items(p, name, opts):
+        if isinstance(item, Bad):
+            yield item
+            continue
+        d = item.dialogue
+        generation = d.extra.pop("generation", None)
+        examples = expand_dialogue(
+            d,
+            turns="last" if generation is not None else turns,
+            max_context_turns=max_context_turns,
+        )
+        for ex in examples:
+            if generation is not None:
+                ex.generation = str(generation)
+            yield item.line, ex
 
 
 def writable_formats() -> list[str]:

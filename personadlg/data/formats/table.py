@@ -183,7 +183,9 @@ def _fields(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
     rec: dict[str, Any] = {}
     for key, col in columns.items():
         value = row.get(col)
-        if key in ("user_id", "topic", "generation") and _text(value).strip():
+        if key == "generation" or (
+            key in ("user_id", "topic") and _text(value).strip()
+        ):  # an empty generation is still one
             rec[key] = _text(value).strip()
         elif key.startswith(PREFIXED) and _text(value).strip():
             section, name = key.split(".", 1)

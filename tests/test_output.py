@@ -1,0 +1,34 @@
+"""Output a person reads: log lines whole (not wrapped at 80 columns) and each message once."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from tests.conftest import train_command
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_logs_to_a_pipe_are_not_wrapped_and_not_repeated(small_data, tmp_path):
+    run = tmp_path / "a-rather-long-run-directory-name-so-that-lines-pass-eighty-columns"
+    r = subprocess.run(
+        train_command(
+            small_data, run, "train.max_steps=20", "train.log_every=5", "train.save_every=10"
+        ),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    steps = [ln for ln in lines if ln.startswith("step ")]
+    assert len(steps) == 4 and all(ln.rstrip().endswith("tok/s") for ln in steps), steps
+    assert not [ln for ln in lines if ln.strip() in ("tok/s",) or ln.startswith(" ")]
+    saved = [ln for ln in lines if "step-000010" in ln]
+    assert len(saved) == 1, saved
+    counts = Counter(ln for ln in lines if ln.strip())
+    assert max(counts.values()) == 1, counts.most_common(3)
+    assert any(len(ln) > 80 for ln in lines)  # long lines stay whole
