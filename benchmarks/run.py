@@ -22,7 +22,9 @@ from rich.table import Table  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--only", action="append", help="run only these benchmarks (data, train, eval, synth, cvae)"
+        "--only",
+        action="append",
+        help="run only these benchmarks (data, train, eval, synth, cvae, persona, cvae_seeds)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     args = parser.parse_args()
@@ -31,7 +33,7 @@ def main() -> None:
         f"[bold]personadlg benchmarks[/] on {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )
     all_results = {}
-    selected = args.only or ["data", "train", "eval", "synth", "cvae"]
+    selected = args.only or ["data", "train", "eval", "synth", "cvae", "persona", "cvae_seeds"]
     for name in selected:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         if name == "data":

@@ -17,6 +17,9 @@ def test_registries_list_everything_by_name():
         "clv",
         "sharegpt",
         "openai",
+        "csv",
+        "tsv",
+        "parquet",
     }
     assert {
         "bleu-1",
@@ -26,6 +29,8 @@ def test_registries_list_everything_by_name():
         "dist-2",
         "sbleu",
         "p-co",
+        "p-co-lift",
+        "persona-cos-lift",
         "nli-prob",
         "personalization-acc",
         "ppl",

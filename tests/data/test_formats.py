@@ -335,10 +335,14 @@ def test_openai_messages(tmp_path):
 
 
 def test_undetectable_input_asks_for_from(tmp_path):
-    p = tmp_path / "x.csv"
+    p = tmp_path / "x.dat"
     p.write_text("a,b\n1,2\n")
     with pytest.raises(UsageError, match="cannot detect the data format; pass --from"):
         detect_format(p)
+    assert (
+        detect_format(tmp_path / "x.csv" if (tmp_path / "x.csv").write_text("a,b\n") else p)
+        == "csv"
+    )
 
 
 def test_convert_stops_on_bad_record_and_writes_nothing(cli, tmp_path):

@@ -117,14 +117,27 @@ def _gens(tmp_path, name, texts, exs):
 
 
 def test_compare_gives_paired_intervals_and_p_values(demo_examples, tmp_path, cli):
-    exs = demo_examples[:200]
+    exs = demo_examples[:120]
     a = _gens(tmp_path, "a.jsonl", [e.reference for e in exs], exs)
     same = _gens(tmp_path, "same.jsonl", [e.reference for e in exs][::-1][::-1], exs[::-1][::-1])
     dull = _gens(tmp_path, "dull.jsonl", ["i like it ." for _ in exs], exs)
-    r = cli("eval", a, "--compare", same, "--compare", dull, "--bootstrap", "300", "--json")
+    metrics = "dist-2,rouge-l,p-co-lift,bleu-1"
+    r = cli(
+        "eval",
+        a,
+        "--compare",
+        same,
+        "--compare",
+        dull,
+        "--bootstrap",
+        "300",
+        "--metrics",
+        metrics,
+        "--json",
+    )
     assert r.code == 0, r.stderr
     comp = r.json()["comparisons"]
-    assert comp["base"] == str(a) and comp["n"] == 200
+    assert comp["base"] == str(a) and comp["n"] == 120
     for name, d in comp["vs_base"][str(same)].items():
         assert d["diff"] == 0 and d["ci95"][0] <= 0 <= d["ci95"][1] and d["p"] > 0.5, name
     dist = comp["vs_base"][str(dull)]["dist-2"]
@@ -132,8 +145,8 @@ def test_compare_gives_paired_intervals_and_p_values(demo_examples, tmp_path, cl
     assert dist["method"].startswith("paired-half-sampling")
     bleu = comp["vs_base"][str(dull)]["rouge-l"]
     assert bleu["diff"] < 0 and bleu["p"] < 0.01 and bleu["method"].startswith("paired-bootstrap")
-    r = cli("eval", a, "--compare", dull, "--bootstrap", "100")
-    assert r.code == 0 and "difference from a.jsonl on the same 200 examples" in r.stdout
+    r = cli("eval", a, "--compare", dull, "--bootstrap", "100", "--metrics", metrics)
+    assert r.code == 0 and "difference from a.jsonl on the same 120 examples" in r.stdout
 
 
 def test_every_skipped_metric_is_reported_with_its_reason(tmp_path, cli):
