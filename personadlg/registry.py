@@ -130,6 +130,22 @@ METHODS.register(
     "cvae",
     "personadlg.models.cvae:SPEC",
     config="personadlg.models.cvae.config:CVAEConfig",
+    cli={
+        "generate": {
+            "--no-guidance": {
+                "overrides": ["model.ode.guidance_scale=0"],
+                "help": "decode the start latent as is (the unguided baseline); targets are still recorded",
+            }
+        },
+        "plot": {
+            "--latent": {
+                "value": "FILE",
+                "action": "personadlg.models.cvae.latent_plot:plot_examples",
+                "output": "latent_space.png",
+                "help": "draw the latent space (PCA of prior and posterior means) of this data file",
+            }
+        },
+    },
     help="MIRACLE: CVAE with latent multi-attribute control, EBM composition and ODE sampling (arXiv 2310.18342)",
 )
 METHODS.register(

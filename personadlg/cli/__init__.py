@@ -50,9 +50,9 @@ def _root(
 
 
 def _register() -> None:
-    from personadlg.cli import data, methods, recipes
+    from personadlg.cli import chat, data, demo, evaluate, generate, recipes, synth, train
 
-    for module in (data, methods, recipes):
+    for module in (data, synth, train, generate, evaluate, chat, demo, recipes):
         module.register(app)
 
 

@@ -138,3 +138,19 @@ AllowPickle = Annotated[
         "when loaded. Default: safetensors only.",
     ),
 ]
+
+
+InputFormat = Annotated[
+    str,
+    typer.Option(
+        "--from",
+        "-f",
+        help="Input format (auto-detected by default; any format `convert` reads, converted on the fly).",
+    ),
+]
+
+
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="KEY=VALUE overrides with dotted keys.", show_default=False),
+]

@@ -28,7 +28,6 @@ from personadlg.data.lock import exclusive_lock, lock_path_for
 from personadlg.data.paths import check_outputs
 from personadlg.data.schema import Example
 from personadlg.errors import UsageError
-from personadlg.generation.decoding import decoding_dict
 from personadlg.generation.output import (
     check_resumable,
     done_keys,
@@ -36,6 +35,7 @@ from personadlg.generation.output import (
     write_sidecar,
 )
 from personadlg.metrics.collapse import collapse_report
+from personadlg.models.decoding import decoding_dict
 from personadlg.models.fingerprint import weights_fingerprint
 from personadlg.registry import did_you_mean
 
@@ -188,6 +188,7 @@ def generate_file(
     format_options: FormatOptions | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     loaded: tuple[Any, Any] | None = None,
+    method_check: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Generate for every example of INPUT into OUT (appending; pairs already in OUT are skipped).
 
@@ -214,6 +215,8 @@ def generate_file(
         examples = examples[:limit]
     decoding_overrides, model_overrides = split_overrides(overrides)
     cfg = loaded[0] if loaded else load_config(checkpoint)
+    if method_check is not None:  # options that only some methods take (the CLI's method flags)
+        method_check(cfg.method)
     decoding = decoding_config(cfg.generate, decoding_overrides)  # checked before loading weights
     model_settings(cfg, model_overrides)
     space = cfg.data.attributes

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from personadlg import __version__
+from personadlg.intervals import Z95
 
 
 @dataclass
@@ -145,21 +146,6 @@ def mean_of(values: np.ndarray, scale: float = 100.0) -> Callable[[np.ndarray | 
         return float(v.mean() * scale) if len(v) else float("nan")
 
     return agg
-
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion, in percent (0-100)."""
-    import math
-
-    if n <= 0:
-        return float("nan"), float("nan")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
 
 
 def _normal_p(estimate: float, sd: float) -> float:

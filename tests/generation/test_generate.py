@@ -142,7 +142,7 @@ def test_min_new_tokens(tmp_path, trained_tiny, small_data, loaded):
     import torch
 
     from personadlg.config import GenerateConfig
-    from personadlg.generation.decoding import generate_ids
+    from personadlg.models.decoding import generate_ids
 
     s = generate_file(
         trained_tiny,

@@ -139,7 +139,7 @@ def confusion_metrics(confusion: torch.Tensor) -> dict[str, float]:
         "n": int(total),
     }
     if total:
-        from personadlg.metrics.base import wilson_interval
+        from personadlg.intervals import wilson_interval
 
         lo, hi = wilson_interval(int(tp.sum()), int(total))
         out["accuracy_ci95_lo"], out["accuracy_ci95_hi"] = lo, hi

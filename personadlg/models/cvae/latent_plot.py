@@ -1,9 +1,10 @@
 """A picture of the latent space: 2-D PCA of prior and posterior means, coloured by aspect.
 
-Written as `latent_space.png` at the end of training (from the validation examples) and on demand:
+Written as `latent_space.png` at the end of training (from the validation examples) and on demand
+(`personadlg plot RUN --latent DATA`):
 
-    >>> from personadlg.models.cvae.latent_plot import latent_space_png
-    >>> latent_space_png("runs/cvae-tiny/final", "data/valid.jsonl", "latent.png")
+    >>> cfg, model = load_checkpoint("runs/cvae-tiny/final")
+    >>> plot_examples(model, examples, "latent.png")
 """
 
 from __future__ import annotations
@@ -80,18 +81,14 @@ def plot_latent_space(model: Any, features: Sequence[dict[str, Any]], out: str |
     return path
 
 
-def latent_space_png(
-    checkpoint: str | Path, data: str | Path, out: str | Path, *, limit: int = 2000
+def plot_examples(
+    model: Any, examples: Sequence[Any], out: str | Path, *, limit: int = 2000
 ) -> Path:
-    """Load a cvae CHECKPOINT, encode the examples of DATA (dialogues or examples) and draw OUT."""
+    """Encode EXAMPLES with a loaded cvae MODEL and draw their latent space into OUT
+    (`personadlg plot RUN --latent DATA`; the CLI loads the checkpoint and the data)."""
     from personadlg.errors import UsageError
-    from personadlg.generation.generate import load_examples
-    from personadlg.training.checkpoint import load_checkpoint
 
-    cfg, model = load_checkpoint(checkpoint)
-    if cfg.method != "cvae":
-        raise UsageError(f"{checkpoint}: a {cfg.method} checkpoint has no latent space to draw")
-    feats = [f for f in (model.encode(ex) for ex in load_examples(Path(data), "all")[:limit]) if f]
+    feats = [f for f in (model.encode(ex) for ex in list(examples)[:limit]) if f]
     if not feats:
-        raise UsageError(f"{data}: no example with a reference response to encode")
+        raise UsageError("no example with a reference response to encode")
     return plot_latent_space(model, feats, out)

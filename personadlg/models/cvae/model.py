@@ -31,7 +31,6 @@ from torch import nn
 from personadlg.config import GenerateConfig, RunConfig, build_config, to_dict
 from personadlg.data.schema import Example
 from personadlg.errors import DataError, UsageError
-from personadlg.generation.decoding import generate_ids
 from personadlg.models.backbone import (
     build_from_config,
     dialogue_tokenizer,
@@ -43,6 +42,7 @@ from personadlg.models.cvae.config import FIXED_GRID, CVAEConfig, ODEConfig
 from personadlg.models.cvae.losses import beta_at, mutual_information
 from personadlg.models.cvae.network import IGNORE, CVAENetwork
 from personadlg.models.cvae.ode import ODEResult, guide
+from personadlg.models.decoding import generate_ids
 from personadlg.models.loading import from_pretrained
 from personadlg.models.render import RenderOptions, render
 from personadlg.registry import did_you_mean

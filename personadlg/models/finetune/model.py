@@ -16,7 +16,6 @@ from torch import nn
 
 from personadlg.config import GenerateConfig, RunConfig
 from personadlg.data.schema import Example
-from personadlg.generation.decoding import generate_ids
 from personadlg.models.backbone import (
     build_from_config,
     dialogue_tokenizer,
@@ -25,6 +24,7 @@ from personadlg.models.backbone import (
     load_tokenizer,
 )
 from personadlg.models.base import BuildContext, TokenView
+from personadlg.models.decoding import generate_ids
 from personadlg.models.finetune.config import FinetuneConfig
 from personadlg.models.render import RenderOptions, render
 

@@ -1,0 +1,114 @@
+"""`personadlg chat`: talk to a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from personadlg.cli._console import err, out, set_interrupt_note
+from personadlg.cli._options import AllowPickle, Overrides, TrustRemoteCode
+
+
+def chat(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint dir, e.g. runs/x/final.")],
+    attributes: Annotated[
+        Optional[str],
+        typer.Option("--attributes", help="Target aspects, e.g. attitude=optimistic."),
+    ] = None,
+    persona: Annotated[
+        Optional[list[str]], typer.Option("--persona", help="A persona sentence (repeatable).")
+    ] = None,
+    user: Annotated[
+        Optional[str], typer.Option("--user", help="User id (lora: selects the user's adapter).")
+    ] = None,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    overrides: Overrides = None,
+) -> None:
+    """Talk to a trained model in the terminal. /help lists the commands (/reset, /persona, /attributes, /user, /quit).
+
+    Reads one message per line from stdin, so it also runs non-interactively:
+    `printf 'hi\\nhow are you?\\n' | personadlg chat runs/x/final`.
+
+    [bold]Examples[/]
+
+      personadlg chat runs/finetune-tiny/final --persona "i keep bees." do_sample=true
+    """
+    import sys
+
+    from personadlg.data.attributes import parse_targets
+    from personadlg.errors import PersonadlgError
+    from personadlg.generation.chat import ChatSession
+    from personadlg.generation.generate import check_decoding, check_targets, decoding_config
+    from personadlg.models.loading import load_policy
+    from personadlg.registry import METHODS
+    from personadlg.training.checkpoint import load_config, load_model
+
+    cfg = load_config(checkpoint)
+    targets = parse_targets(attributes)
+    check_targets(targets, cfg.data.attributes)
+    decoding = decoding_config(cfg.generate, overrides or [])
+    with load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle):
+        model = load_model(checkpoint, cfg)
+    check_decoding(model, decoding)
+    set_interrupt_note("the conversation ended")
+    session = ChatSession(
+        model=model,
+        decoding=decoding,
+        method=cfg.method,
+        supports=METHODS.get(cfg.method).supports,
+        attribute_space=cfg.data.attributes,
+        persona=list(persona or []),
+        attributes=targets,
+        user_id=user,
+    )
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err.print(
+            f"chatting with {checkpoint} ({cfg.method}); /help for commands, /quit or Ctrl-D to leave"
+        )
+    lineno = 0
+    while True:
+        lineno += 1
+        try:
+            line = input("you> ") if interactive else _stdin_line()
+        except EOFError:
+            break
+        except UnicodeDecodeError as e:  # one bad line is reported; the conversation goes on
+            bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
+            out.print(
+                f"error: <stdin>:{lineno}: not valid UTF-8: byte 0x{bad} at byte offset {e.start}; line skipped",
+                markup=False,
+                highlight=False,
+            )
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line.startswith("/"):
+            try:
+                out.print(session.command(line), markup=False, highlight=False)
+            except PersonadlgError as e:  # a bad command must not end the conversation
+                out.print(f"error: {e}", markup=False, highlight=False)
+            continue
+        out.print(f"bot> {session.reply(line)}", markup=False, highlight=False)
+
+
+def _stdin_line() -> str:
+    """The next line of stdin, decoded strictly as UTF-8 (EOFError at the end)."""
+    import sys
+
+    stream = getattr(sys.stdin, "buffer", None)
+    raw = stream.readline() if stream is not None else sys.stdin.readline()
+    if not raw:
+        raise EOFError
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    return text.rstrip("\r\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Models")(chat)

@@ -1,0 +1,209 @@
+"""`personadlg eval`: score generation files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from personadlg.cli._console import out, print_json, progress
+from personadlg.cli._options import (
+    AllowPickle,
+    AssistantOpt,
+    ColumnOpt,
+    InputFormat,
+    TrustRemoteCode,
+    parse_columns,
+)
+from personadlg.cli._render import render_report
+
+
+def evaluate(
+    generations: Annotated[
+        Path,
+        typer.Argument(
+            help="Generation file (example records with `generation`, as `generate` writes)."
+        ),
+    ],
+    metrics: Annotated[
+        Optional[str],
+        typer.Option(
+            "--metrics",
+            "-m",
+            help="Comma-separated metric names (default: every metric the data and the given models allow).",
+        ),
+    ] = None,
+    classifier: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--classifier",
+            help="ATTR=DIR attribute classifier (repeatable): personalization metrics.",
+        ),
+    ] = None,
+    nli: Annotated[
+        Optional[Path], typer.Option("--nli", help="NLI model dir: nli-prob, nli-acc, c-score.")
+    ] = None,
+    nli_entailment_label: Annotated[
+        Optional[str],
+        typer.Option(help="The entailment label's name, if the NLI model's id2label does not say."),
+    ] = None,
+    nli_context_turns: Annotated[
+        int,
+        typer.Option(
+            help="NLI premise: the last N context turns (0 = all, truncated from the oldest)."
+        ),
+    ] = 0,
+    lm: Annotated[Optional[Path], typer.Option("--lm", help="Causal LM dir: ppl.")] = None,
+    embedder: Annotated[
+        Optional[Path],
+        typer.Option("--embedder", help="Sentence embedding model dir: emb-sim, persona-cos."),
+    ] = None,
+    tokenize: Annotated[
+        str,
+        typer.Option(
+            "--tokenize",
+            help="Tokenizer of the lexical metrics: 13a, intl, zh, char, whitespace or hf:DIR.",
+        ),
+    ] = "13a",
+    lowercase: Annotated[
+        bool, typer.Option("--lowercase", help="Lower-case before the lexical metrics.")
+    ] = False,
+    sbleu_order: Annotated[int, typer.Option(help="Self-BLEU n-gram order.")] = 4,
+    sbleu_sample: Annotated[
+        int,
+        typer.Option(
+            help="Self-BLEU against K seeded random others instead of all (MIRACLE's variant)."
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of --sbleu-sample and --bootstrap.")] = 0,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", help="Resamples for 95% confidence intervals (0 = none).")
+    ] = 0,
+    by_target: Annotated[
+        bool,
+        typer.Option(
+            "--by-target",
+            help="Also report each target attribute combination (the controllability matrix).",
+        ),
+    ] = False,
+    compare: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--compare",
+            help="More generation files of the same examples, scored side by side (repeatable).",
+        ),
+    ] = None,
+    report: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report JSON.")] = None,
+    per_example: Annotated[
+        Optional[Path], typer.Option("--per-example", help="Per-example scores (JSONL).")
+    ] = None,
+    p_co_stopwords: Annotated[
+        str,
+        typer.Option(
+            "--p-co-stopwords",
+            help="Words P-Co (and its lift) leave out: en (English function words) or none (the papers' variant).",
+        ),
+    ] = "en",
+    lift_draws: Annotated[
+        int,
+        typer.Option(help="p-co-lift / persona-cos-lift: draws of other personas to average over."),
+    ] = 10,
+    from_: InputFormat = "auto",
+    column: ColumnOpt = None,
+    assistant: AssistantOpt = None,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Score generations: BLEU, ROUGE-L, Dist, self-BLEU, P-Co, NLI, C-score, personalization accuracy, PPL, embedding similarity.
+
+    Every number carries a signature saying how it was computed. Definitions: `personadlg ls metrics`.
+
+    [bold]Examples[/]
+
+      personadlg eval gen.jsonl
+      personadlg eval gen.jsonl --classifier language_style=runs/cls-ls/final --classifier attitude=runs/cls-att/final --by-target
+      personadlg eval gen.jsonl --nli runs/nli/final --lm gpt2 --bootstrap 1000 --out report.json
+      personadlg eval base.jsonl --compare cvae.jsonl --metrics bleu-1,bleu-2,rouge-l,dist-2,sbleu
+    """
+    import json
+
+    from personadlg.cli._options import split_list
+    from personadlg.data.attributes import parse_targets
+    from personadlg.data.formats import FormatOptions
+    from personadlg.data.jsonl import AtomicWriter
+    from personadlg.data.paths import check_outputs
+    from personadlg.metrics.catalog import EvalOptions
+    from personadlg.metrics.evaluate import compare_files, evaluate_file
+    from personadlg.models.loading import load_policy
+
+    inputs = {"generations": generations, **{f"--compare {p}": p for p in compare or []}}
+    check_outputs({"--out": report, "--per-example": per_example}, inputs)
+    classifiers = {}
+    for spec in classifier or []:
+        classifiers.update(parse_targets(spec))
+    opts = EvalOptions(
+        tokenize=tokenize,
+        lowercase=lowercase,
+        classifiers=classifiers,
+        nli=str(nli) if nli else None,
+        nli_entailment_label=nli_entailment_label,
+        nli_context_turns=nli_context_turns,
+        lm=str(lm) if lm else None,
+        embedder=str(embedder) if embedder else None,
+        sbleu_order=sbleu_order,
+        sbleu_sample=sbleu_sample,
+        seed=seed,
+        bootstrap=bootstrap,
+        p_co_stopwords=p_co_stopwords,
+        lift_draws=lift_draws,
+    )
+    reading: dict[str, Any] = {
+        "input_format": from_,
+        "format_options": FormatOptions(columns=parse_columns(column), assistant=assistant),
+    }
+    names = split_list([metrics]) if metrics else None
+    with (
+        load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
+        progress("scoring", unit="metrics") as update,
+    ):
+        count = {"n": 0}
+
+        def step(name: str) -> None:
+            count["n"] += 1
+            update(count["n"])
+
+        if compare:
+            result = compare_files(
+                [generations, *compare],
+                metrics=names,
+                opts=opts,
+                by_target=by_target,
+                on_metric=step,
+                **reading,
+            )
+            if report is not None:
+                with AtomicWriter(report) as f:
+                    f.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        else:
+            result = evaluate_file(
+                generations,
+                metrics=names,
+                opts=opts,
+                by_target=by_target,
+                out=report,
+                per_example=per_example,
+                on_metric=step,
+                **reading,
+            )
+    if json_out:
+        print_json(result)
+        return
+    render_report(result)
+    if report:
+        out.print(f"report → {report}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval", rich_help_panel="Models")(evaluate)
