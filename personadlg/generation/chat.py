@@ -13,6 +13,7 @@ from personadlg.config import GenerateConfig
 from personadlg.data.attributes import parse_targets
 from personadlg.data.schema import Example, Message
 from personadlg.generation.generate import check_targets, example_seed
+from personadlg.models.base import as_generations
 
 HELP = """commands:
   /reset                      forget the conversation (persona and attributes stay)
@@ -41,6 +42,8 @@ class ChatSession:
     attributes: dict[str, str] = field(default_factory=dict)
     user_id: str | None = None
     turn: int = 0
+    last_info: dict[str, Any] = field(default_factory=dict)
+    """What the method recorded about the last reply (e.g. cvae's ODE settings and NFE)."""
 
     def reply(self, text: str) -> str:
         """Add the user's message, generate the assistant's reply, add it to the history, return it."""
@@ -56,9 +59,9 @@ class ChatSession:
         )
         target = dict(self.attributes) or None
         seed = example_seed(self.decoding.seed, ex.id, target)
-        (answer,) = self.model.generate(
-            [ex], decoding=self.decoding, seeds=[seed], targets=[target]
-        )
+        result = self.model.generate([ex], decoding=self.decoding, seeds=[seed], targets=[target])
+        (answer,) = as_generations(result).texts
+        self.last_info = as_generations(result).shared
         self.history.append(Message("assistant", answer))
         return answer
 

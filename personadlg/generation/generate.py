@@ -35,6 +35,7 @@ from personadlg.generation.output import (
     write_sidecar,
 )
 from personadlg.metrics.collapse import collapse_report
+from personadlg.models.base import as_generations, hook
 from personadlg.models.decoding import decoding_dict
 from personadlg.models.fingerprint import weights_fingerprint
 from personadlg.registry import did_you_mean
@@ -107,7 +108,7 @@ def configure_model(cfg: Any, model: Any, overrides: Sequence[str]) -> None:
 
     CFG is left as loaded, and without overrides the model goes back to it: a model reused across
     calls (`generate_file(loaded=...)`) never keeps an earlier call's overrides."""
-    configure = getattr(model, "configure", None)
+    configure = hook(model, "configure")
     if configure is None:
         if overrides:
             raise UsageError(
@@ -132,7 +133,7 @@ def load_examples(
 
 def check_decoding(model: Any, decoding: GenerateConfig) -> None:
     """Refuse decoding settings the model cannot run (before any output is written)."""
-    limit_of = getattr(model, "max_new_tokens_limit", None)
+    limit_of = hook(model, "max_new_tokens_limit")
     limit = limit_of() if limit_of is not None else None
     if limit is not None and decoding.max_new_tokens > limit:
         raise UsageError(
@@ -257,15 +258,16 @@ def _generate_into(
     todo = [(ex, t) for ex, t in pairs if (ex.id, target_key(t)) not in done]
     total = len(pairs)
     info = decoding_dict(decoding)
-    timings = getattr(model, "timings", None)
+    timings = hook(model, "timings")
     timings_before = dict(timings) if timings is not None else {}
     started = time.perf_counter()
     written = 0
+    shared: dict[str, Any] = dict(info)
     with open(out_path, "a", encoding="utf-8") as f:
         # Methods with a stage solved jointly over a chunk (cvae's adaptive ODE) get fixed chunks of
         # the whole input, regenerated whole when partly done, so a resumed run writes exactly
         # what the uninterrupted run would have; for the others only the missing pairs are batched.
-        sizer = getattr(model, "chunk_size", None)
+        sizer = hook(model, "chunk_size")
         if sizer is not None:
             step = int(sizer(decoding))
             chunks = [pairs[i : i + step] for i in range(0, len(pairs), step)]
@@ -277,30 +279,34 @@ def _generate_into(
             if not any(missing):
                 continue
             seeds = [example_seed(decoding.seed, ex.id, t) for ex, t in chunk]
-            texts = model.generate(
-                [ex for ex, _ in chunk],
-                decoding=decoding,
-                seeds=seeds,
-                targets=[t for _, t in chunk],
+            result = as_generations(
+                model.generate(
+                    [ex for ex, _ in chunk],
+                    decoding=decoding,
+                    seeds=seeds,
+                    targets=[t for _, t in chunk],
+                )
             )
-            chunk_info = {**info, **(getattr(model, "generation_info", None) or {})}
-            kept = [
-                (pair, seed, text) for pair, seed, text, m in zip(chunk, seeds, texts, missing) if m
-            ]
-            for (ex, t), seed, text in kept:
+            shared = {**info, **result.shared}
+            per_record = result.records or [{} for _ in chunk]
+            for (ex, t), seed, text, extra, m in zip(
+                chunk, seeds, result.texts, per_record, missing
+            ):
+                if not m:
+                    continue
                 rec = replace(
                     ex,
                     generation=text,
                     target_attributes=t,
                     method=cfg.method,
                     checkpoint=str(checkpoint),
-                    decoding=chunk_info,
+                    decoding={**shared, **(extra or {})},
                     seed=seed,
                 )
                 f.write(dumps(rec.to_dict()) + "\n")
+                written += 1
             f.flush()
             os.fsync(f.fileno())
-            written += len(kept)
             if on_progress:
                 on_progress(len(done) + written, total)
     seconds = time.perf_counter() - started
@@ -314,7 +320,7 @@ def _generate_into(
         "total": total,
         "seconds": seconds,
         "responses_per_s": written / seconds if seconds > 0 else 0.0,
-        "decoding": {**info, **(getattr(model, "generation_info", None) or {})},
+        "decoding": shared if written else info,
         "method": cfg.method,
     }
     summary["collapse"] = collapse_report([r["generation"] for r in iter_records(out_path)])

@@ -29,6 +29,15 @@ def _quiet_transformers() -> None:
 _quiet_transformers()
 
 
+def position_limit(config: Any) -> int | None:
+    """The number of positions a transformers config's absolute position embeddings allow (None: no limit)."""
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def is_seq2seq(config: Any) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 

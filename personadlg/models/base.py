@@ -1,9 +1,15 @@
-"""What every method provides: a spec registered by name, and a model object the trainer drives.
+"""The method interface: a spec registered by name, and a model object the trainer drives.
 
 The trainer never branches on the method. It asks the method to build or load a model, to encode
 examples into features, to collate features into a batch, and to compute loss terms in
 `module.forward(**batch)`; `generate` and `save` serve `personadlg generate`, `chat` and
 checkpoints.
+
+Required members are declared by `PersonaModel`. Everything else a generic part of personadlg
+may use is an *optional hook*, declared below as a small protocol and listed in `OPTIONAL_HOOKS`;
+callers look one up with `hook(model, NAME)`, which refuses undeclared names, so the interface is
+exactly what this file says. `tests/models/test_interface.py` checks every registered method
+against it.
 """
 
 from __future__ import annotations
@@ -70,8 +76,9 @@ class PersonaModel(Protocol):
         decoding: GenerateConfig,
         seeds: Sequence[int],
         targets: Sequence[dict[str, str] | None],
-    ) -> list[str]:
-        """One response per example (TARGETS: attribute targets per example, or None)."""
+    ) -> list[str] | Generations:
+        """One response per example (TARGETS: attribute targets per example, or None; SEEDS: one
+        per example, to seed its own sampling), or Generations with what to record beside them."""
 
     def explain(self, example: Any) -> list[TokenView]:
         """The example's training tokens with their labels (masked vs trained)."""
@@ -80,16 +87,119 @@ class PersonaModel(Protocol):
         """Weights (safetensors), tokenizer and method files into DIRECTORY."""
 
 
+GROUP = "group"
+"""A feature `encode` may add: `[group id]` (an int). When the features carry it, every global batch
+holds examples of one group only (cvae: attribute-homogeneous batches, MIRACLE's sampler)."""
+
+
+@dataclass
+class Generations:
+    """What `generate` may return instead of a plain list of texts: the texts plus what to record.
+
+    SHARED goes into the `decoding` of every record of the call (cvae: the ODE settings and its
+    NFE); RECORDS, one dict per example (or None), into that record's `decoding` (lora: which
+    adapter served it, a fallback)."""
+
+    texts: list[str]
+    shared: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] | None = None
+
+
+# -- optional hooks ------------------------------------------------------------------------------
+
+
+class StepHook(Protocol):
+    def on_step(self, step: int) -> None:
+        """Called by the trainer before every optimizer step, with the number of steps done so
+        far (0 for the first), on every process (cvae: the cyclic β schedule)."""
+
+
+class AfterTraining(Protocol):
+    def after_training(self, run_dir: Path, features: Sequence[dict[str, Any]]) -> Path | None:
+        """Called once on the main process after the final checkpoint, with the run directory and
+        the validation features (else up to 1,000 training ones); returns a figure it drew, if
+        any (cvae: latent_space.png). Failures are logged, never fatal."""
+
+
 class ScoresValidation(Protocol):
-    """Optional: extra validation metrics. `module(**batch)` may return non-loss outputs under keys
-    starting with "_" (e.g. "_logits"); `eval_stats` turns a batch and those outputs into
-    sum-reducible tensors, `eval_metrics` the summed tensors into numbers for the valid record."""
+    """Extra validation metrics. `module(**batch)` may return non-loss outputs under keys starting
+    with "_" (e.g. "_logits", (B, C)); `eval_stats` turns a batch and those outputs into
+    sum-reducible tensors (summed over batches and processes), `eval_metrics` the sums into
+    numbers for the validation record."""
 
     def eval_stats(
         self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]: ...
 
     def eval_metrics(self, stats: dict[str, torch.Tensor]) -> dict[str, float]: ...
+
+
+class ReportsPerplexity(Protocol):
+    perplexity: bool
+    """False when the validation loss is not a token NLL (classifiers): no `ppl` is logged."""
+
+
+class Configurable(Protocol):
+    def configure(self, cfg: Any) -> None:
+        """Take generation-time settings from CFG (the method's `model:` config with the user's
+        `model.*` overrides applied, or the checkpoint's own config to reset them); raise
+        UsageError for fields training fixed."""
+
+
+class ChunkedGeneration(Protocol):
+    def chunk_size(self, decoding: GenerateConfig) -> int:
+        """(example, target) pairs `generate` must receive together (cvae: one ODE solve), so that
+        resumed and uninterrupted runs solve the same chunks."""
+
+
+class BoundedDecoding(Protocol):
+    def max_new_tokens_limit(self) -> int | None:
+        """The most new tokens the model's positions allow (None: unbounded); `generate` and
+        `chat` refuse a larger `max_new_tokens` before any output is written."""
+
+
+class TimedGeneration(Protocol):
+    timings: dict[str, float]
+    """Cumulative seconds per generation stage (cvae: encode / ode / decode), for summaries."""
+
+
+OPTIONAL_HOOKS: dict[str, type] = {
+    "on_step": StepHook,
+    "after_training": AfterTraining,
+    "eval_stats": ScoresValidation,
+    "eval_metrics": ScoresValidation,
+    "perplexity": ReportsPerplexity,
+    "configure": Configurable,
+    "chunk_size": ChunkedGeneration,
+    "max_new_tokens_limit": BoundedDecoding,
+    "timings": TimedGeneration,
+}
+REQUIRED_MEMBERS = (
+    "name",
+    "tokenizer",
+    "module",
+    "encode",
+    "collate",
+    "count_tokens",
+    "generate",
+    "explain",
+    "save",
+)
+
+
+def hook(model: Any, name: str) -> Any:
+    """MODEL's optional hook NAME, or None when the method does not provide it.
+
+    Raises KeyError for a name that is not declared here: nothing outside models/ may depend on
+    an undeclared member."""
+    if name not in OPTIONAL_HOOKS:
+        raise KeyError(f"{name!r} is not an optional hook declared in personadlg/models/base.py")
+    return getattr(model, name, None)
+
+
+def as_generations(result: list[str] | Generations) -> Generations:
+    """`generate`'s result as Generations (a plain list of texts is accepted)."""
+    return result if isinstance(result, Generations) else Generations(list(result))
 
 
 @dataclass(frozen=True)
@@ -105,3 +215,5 @@ class MethodSpec:
     """Conditioning it uses at generation: 'persona', 'attributes', 'profile', 'user'."""
     read: Callable[[Path, Any], Iterable[Any]] | None = None
     """Training items of a data file (default: the examples of a dialogue file)."""
+    model_cls: type | None = None
+    """The class of the model objects `build` and `load` return (checked against the interface)."""

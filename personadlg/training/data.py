@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from personadlg.config import DataConfig
 from personadlg.data.formats import FormatOptions, read_dialogues
 from personadlg.data.schema import Example, expand_dialogue
+from personadlg.models.collate import feature_array
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +53,16 @@ def encode_examples(
     cfg: Any,
     encode: Callable[[Any], dict[str, Any] | None],
     read: Reader = dialogue_examples,
-) -> list[dict[str, np.ndarray]]:
-    """Encode every item of PATH (what READ yields for the recipe CFG); items ENCODE returns None for are skipped."""
+) -> list[dict[str, Any]]:
+    """Encode every item of PATH (what READ yields for the recipe CFG); items ENCODE returns None
+    for are skipped. Features keep their kind (`models/collate.py`: ints, floats, ragged lists)."""
     out, skipped = [], 0
     for ex in read(path, cfg):
         feats = encode(ex)
         if feats is None:
             skipped += 1
             continue
-        out.append({k: np.asarray(v, dtype=np.int32) for k, v in feats.items()})
+        out.append({k: feature_array(v) for k, v in feats.items()})  # each keeps its dtype
     if skipped:
         logger.info("%s: skipped %d examples without a usable reference", path, skipped)
     return out

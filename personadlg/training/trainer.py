@@ -32,7 +32,7 @@ from personadlg.config import RunConfig
 from personadlg.data.lock import exclusive_lock
 from personadlg.errors import UsageError
 from personadlg.models.backbone import check_model_types
-from personadlg.models.base import BuildContext
+from personadlg.models.base import GROUP, BuildContext, hook
 from personadlg.models.loading import check_requested
 from personadlg.registry import METHODS
 from personadlg.training import checkpoint as ckpt
@@ -360,7 +360,7 @@ def _train(
         inner.eval()
         sums: dict[str, float] = defaultdict(float)
         stats: dict[str, torch.Tensor] = {}
-        scorer = getattr(model, "eval_stats", None)
+        scorer = hook(model, "eval_stats")
         weight = 0.0
         with torch.no_grad():
             for idx in eval_batches(
@@ -395,13 +395,13 @@ def _train(
             "split": "valid",
             **{n: v / max(totals[-1], 1e-12) for n, v in zip(names, totals)},
         }
-        if getattr(model, "perplexity", True):
+        if hook(model, "perplexity") is not False:
             record["ppl"] = math.exp(min(record.get("loss", 0.0), 50.0))
         if scorer is not None and stats:
             summed = {
                 k: acc.reduce(v.to(acc.device), "sum").cpu() for k, v in sorted(stats.items())
             }
-            record.update(model.eval_metrics(summed))
+            record.update(hook(model, "eval_metrics")(summed))
         return record
 
     last_train: dict[str, Any] = {}
@@ -410,7 +410,7 @@ def _train(
     window: dict[str, float] = defaultdict(float)
     window_n, window_tokens, window_start = 0, 0, time.perf_counter()
     module.train()
-    on_step = getattr(model, "on_step", None)
+    on_step = hook(model, "on_step")
     stop = StopFlag()
     with stop.installed():
         while state["step"] < total and not stopped_early:
@@ -528,7 +528,7 @@ def _train(
             plot = plot_run(out)
         except Exception as err:  # a plot must never fail a finished training run
             logger.warning("could not draw the loss curves: %s", err)
-        after = getattr(model, "after_training", None)
+        after = hook(model, "after_training")
         if after is not None:
             try:
                 drawn = after(out, valid_feats or train_feats[:1000])
@@ -563,10 +563,10 @@ def _train(
 
 
 def _batch_groups(model: Any, feats: list[dict[str, Any]]) -> list[int] | None:
-    """Group ids for group-homogeneous batches, when the method's features carry a `group`."""
-    if not feats or "group" not in feats[0]:
+    """Group ids for group-homogeneous batches, when the method's features carry GROUP."""
+    if not feats or GROUP not in feats[0]:
         return None
-    return [int(f["group"][0]) for f in feats]
+    return [int(f[GROUP][0]) for f in feats]
 
 
 def _early_stop(state: dict[str, Any], record: dict[str, Any], patience: int) -> bool:

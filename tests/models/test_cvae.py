@@ -325,7 +325,7 @@ def test_chat_sets_attribute_targets(cvae_run):
     )
     assert "attributes: language_style=lyrical" in s.command("/attributes language_style=lyrical")
     assert isinstance(s.reply("how was your day?"), str)
-    assert model.generation_info["latent"]["nfe"] > 0
+    assert s.last_info["latent"]["nfe"] > 0
     with pytest.raises(Exception, match="unknown aspect"):
         s.command("/attributes language_style=loud")
 

@@ -246,8 +246,8 @@ def test_latent_decoding_equals_a_step_by_step_loop_without_cache(tiny_lm):
     """`generate` with the prefix cache, left padding and the offset hook gives exactly the tokens
     of a naive loop that re-runs the whole sequence with a fresh prefix at every step."""
     from personadlg.config import GenerateConfig
-    from personadlg.models.decoding import generate_ids
     from personadlg.models.cvae.inject import LatentInjection
+    from personadlg.models.decoding import generate_ids
 
     inj = LatentInjection(tiny_lm, 4)
     torch.manual_seed(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -253,3 +254,37 @@ def test_cli_train_with_debug_tokens(cli, tmp_path, small_data):
         f"train.output_dir={tmp_path / 'x'}",
     )
     assert r.code == 2 and "no such file" in r.stderr
+
+
+def test_features_keep_their_kind_and_nested_lists_pad_in_both_dimensions():
+    import numpy as np
+    import torch
+
+    from personadlg.models.collate import feature_array, pad_nested, pad_sequences
+
+    ids, weight, flag = feature_array([5, 7]), feature_array([0.5, 0.25]), feature_array([True])
+    assert ids.dtype == np.int32 and weight.dtype == np.float32 and flag.dtype == np.bool_
+    assert weight.tolist() == [0.5, 0.25]  # not truncated to 0
+    assert feature_array([2**40]).dtype == np.int64
+    segments = feature_array([[1, 2, 3], [4], [5, 6]])  # M persona segments, ragged
+    assert isinstance(segments, list) and [s.tolist() for s in segments] == [[1, 2, 3], [4], [5, 6]]
+    values, lengths = pad_nested([segments, feature_array([[9, 9]])], 0)
+    assert values.shape == (2, 3, 3) and lengths.tolist() == [[3, 1, 2], [2, 0, 0]]
+    assert values[0, 1].tolist() == [4, 0, 0] and values[1, 0].tolist() == [9, 9, 0]
+    w, mask = pad_sequences([weight, feature_array([1.5])], 0.0, dtype=torch.float32)
+    assert w.tolist() == [[0.5, 0.25], [1.5, 0.0]] and mask.tolist() == [[1, 1], [1, 0]]
+
+
+def test_encode_examples_keeps_float_and_ragged_features(small_data):
+    import numpy as np
+
+    from personadlg.training.data import encode_examples
+
+    cfg = tiny_recipe(small_data, Path("unused"))
+
+    def encode(ex):
+        return {"score": [len(ex.reference) / 100.0], "segments": [[1, 2], [3]], "ids": [1, 2, 3]}
+
+    feats = encode_examples(small_data["valid"], cfg, encode)
+    assert feats[0]["score"].dtype == np.float32 and feats[0]["score"][0] > 0
+    assert [s.tolist() for s in feats[0]["segments"]] == [[1, 2], [3]]

@@ -10,6 +10,7 @@ SPEC = MethodSpec(
     config_cls=ClassifierConfig,
     build=build,
     load=load,
+    model_cls=ClassifierModel,
     read=read_items,
     description="sequence classifiers for evaluation: per-attribute aspect classifiers, NLI",
 )

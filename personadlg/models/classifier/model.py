@@ -40,6 +40,8 @@ class ClassifierLoss(nn.Module):
 
 class ClassifierModel:
     name = "classifier"
+    tokenizer: Any
+    module: nn.Module
     perplexity = (
         False  # exp(cross-entropy) means nothing here; validation reports accuracy and macro-F1
     )
@@ -64,12 +66,15 @@ class ClassifierModel:
         finally:
             tok.truncation_side = side
 
-    def encode(self, item: Item) -> dict[str, Any] | None:
-        if item.label not in self.label2id:
+    def encode(self, example: Item) -> dict[str, Any] | None:
+        if example.label not in self.label2id:
             raise UsageError(
-                f"label {item.label!r} is not one of the classifier's labels {sorted(self.label2id)}"
+                f"label {example.label!r} is not one of the classifier's labels {sorted(self.label2id)}"
             )
-        return {"input_ids": self._ids(item.text, item.pair), "labels": [self.label2id[item.label]]}
+        return {
+            "input_ids": self._ids(example.text, example.pair),
+            "labels": [self.label2id[example.label]],
+        }
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id or 0
@@ -113,8 +118,8 @@ class ClassifierModel:
             "a classifier checkpoint does not generate; use it with personadlg eval --classifier ATTR=DIR or --nli DIR"
         )
 
-    def explain(self, item: Item) -> list[TokenView]:
-        ids = self._ids(item.text, item.pair)
+    def explain(self, example: Item) -> list[TokenView]:
+        ids = self._ids(example.text, example.pair)
         return [TokenView(self.tokenizer.convert_ids_to_tokens(t), t, False, "input") for t in ids]
 
     def save(self, directory: Path) -> None:

@@ -11,6 +11,7 @@ SPEC = MethodSpec(
     config_cls=CVAEConfig,
     build=build,
     load=load,
+    model_cls=CVAEModel,
     description="MIRACLE: CVAE + latent attribute heads + EBM/ODE multi-attribute control",
     supports=("attributes",),
 )

@@ -6,7 +6,8 @@ Generation for a batch of (example, target) pairs:
   2. the ODE (`ode.py`) moves every latent towards its own targets, all pairs in one batch;
   3. the decoder, given z (embedding offset + key/value prefix), decodes with any of `generate`'s
      strategies (greedy, sampling with per-example seeds, beams).
-`generation_info` then holds what the records' `decoding.latent` reports (start, scale, solver, NFE).
+`generate` returns Generations whose shared `latent` entry goes into every record's `decoding`
+(start, scale, solver, NFE).
 
 Checkpoint layout (inside step-*/ or final/): `decoder/`, `prior_encoder/`, `posterior_encoder/`
 (absent when shared) as standard Hugging Face model dirs; `latent.safetensors` (Gaussian heads,
@@ -36,8 +37,10 @@ from personadlg.models.backbone import (
     dialogue_tokenizer,
     load_pretrained,
     load_tokenizer,
+    position_limit,
 )
-from personadlg.models.base import BuildContext, TokenView
+from personadlg.models.base import GROUP, BuildContext, Generations, TokenView
+from personadlg.models.collate import pad_sequences
 from personadlg.models.cvae.config import FIXED_GRID, CVAEConfig, ODEConfig
 from personadlg.models.cvae.losses import beta_at, mutual_information
 from personadlg.models.cvae.network import IGNORE, CVAENetwork
@@ -56,21 +59,7 @@ _SUBMODELS = ("decoder", "prior_encoder", "posterior_encoder")
 
 def _pad(seqs: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad id lists: → ids (B, T), mask (B, T)."""
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), value, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
-def _position_limit(config: Any) -> int | None:
-    for key in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    return pad_sequences(seqs, value)
 
 
 KL_COLLAPSE_NATS = 0.01
@@ -83,6 +72,7 @@ class CVAEModel:
     """A trained or fresh MIRACLE model (see the module docstring)."""
 
     name = "cvae"
+    tokenizer: Any
     perplexity = False  # exp(total loss) mixes terms; validation reports ppl of the decoder itself
 
     def __init__(
@@ -96,7 +86,6 @@ class CVAEModel:
         self.net, self.tokenizer, self.encoder_tokenizer = net, tokenizer, encoder_tokenizer
         self.attributes = {k: list(v) for k, v in attributes.items()}
         self.cfg = cfg
-        self.generation_info: dict[str, Any] = {}
         self.timings: dict[str, float] = defaultdict(float)
         """Seconds spent in generation so far: encode, ode, decode (for benchmarks)."""
         self._enc_opts = RenderOptions(persona=cfg.persona_in_prompt, chat_template="plain")
@@ -119,7 +108,7 @@ class CVAEModel:
     # -- training features ------------------------------------------------------------------------
 
     def _encoder_budget(self) -> int:
-        limit = _position_limit(self.net.prior_encoder.config) or 10**9
+        limit = position_limit(self.net.prior_encoder.config) or 10**9
         return max(4, min(self.cfg.max_context_tokens, limit - self.cfg.max_response_tokens - 2))
 
     def context_ids(self, example: Example) -> list[int]:
@@ -163,7 +152,7 @@ class CVAEModel:
             target = [*target, tok.eos_token_id]
         prompt: list[int] = []
         if c.decoder_sees_context:
-            limit = _position_limit(self.net.decoder.config) or 10**9
+            limit = position_limit(self.net.decoder.config) or 10**9
             prompt = self._decoder_prompt(
                 example, min(c.max_context_tokens, limit - len(target) - 2)
             )
@@ -201,7 +190,7 @@ class CVAEModel:
             "attr": attr,
             # attribute-homogeneous batches: the trainer batches examples of one group together
             **(
-                {"group": [sum(1 << i for i, a in enumerate(attr) if a >= 0)]}
+                {GROUP: [sum(1 << i for i, a in enumerate(attr) if a >= 0)]}
                 if self.cfg.attribute_batches
                 else {}
             ),
@@ -340,13 +329,13 @@ class CVAEModel:
             )
         return out
 
-    def after_training(self, output_dir: Path, features: Sequence[dict[str, Any]]) -> Path | None:
-        """Draw OUTPUT_DIR/latent_space.png from validation features (main process, end of training)."""
+    def after_training(self, run_dir: Path, features: Sequence[dict[str, Any]]) -> Path | None:
+        """Draw RUN_DIR/latent_space.png from validation features (main process, end of training)."""
         from personadlg.models.cvae.latent_plot import plot_latent_space
 
         if not features:
             return None
-        return plot_latent_space(self, features, output_dir / "latent_space.png")
+        return plot_latent_space(self, features, run_dir / "latent_space.png")
 
     # -- latent utilities (library API) -----------------------------------------------------------
 
@@ -466,7 +455,7 @@ class CVAEModel:
         if self.cfg.decoder_sees_context:
             if examples is None:
                 raise UsageError("this model's decoder sees the context: pass the examples")
-            limit = _position_limit(net.decoder.config) or 10**9
+            limit = position_limit(net.decoder.config) or 10**9
             budget = min(self.cfg.max_context_tokens, limit - decoding.max_new_tokens - 2)
             prompts = [self._decoder_prompt(ex, budget) for ex in examples]
         width = max(len(p) for p in prompts) + 2
@@ -501,7 +490,7 @@ class CVAEModel:
 
     def max_new_tokens_limit(self) -> int | None:
         """New tokens the decoder's positions leave room for after the latent prefix and BOS."""
-        limit = _position_limit(self.net.decoder.config)
+        limit = position_limit(self.net.decoder.config)
         return None if limit is None else limit - 2
 
     def chunk_size(self, decoding: GenerateConfig) -> int:
@@ -530,7 +519,7 @@ class CVAEModel:
         decoding: GenerateConfig,
         seeds: Sequence[int],
         targets: Sequence[dict[str, str] | None],
-    ) -> list[str]:
+    ) -> Generations:
         bs = decoding.batch_size
         t0 = time.perf_counter()
         z0 = self.start_latents(examples, seeds, batch_size=bs)
@@ -558,8 +547,7 @@ class CVAEModel:
             if c.weights:
                 info["weights"] = dict(c.weights)
         info["nfe"] = res.nfe
-        self.generation_info = {"latent": info}
-        return texts
+        return Generations(texts, shared={"latent": info})
 
     def configure(self, cfg: CVAEConfig) -> None:
         """Take generation-time settings (`model.ode.*`) from CFG; everything else is fixed by training."""

@@ -9,6 +9,7 @@ SPEC = MethodSpec(
     config_cls=FinetuneConfig,
     build=build,
     load=load,
+    model_cls=FinetuneModel,
     description="causal-LM / seq2seq fine-tune on context -> response",
     supports=("persona", "profile", "attributes"),
 )

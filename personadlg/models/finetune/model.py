@@ -22,8 +22,10 @@ from personadlg.models.backbone import (
     is_seq2seq,
     load_pretrained,
     load_tokenizer,
+    position_limit,
 )
 from personadlg.models.base import BuildContext, TokenView
+from personadlg.models.collate import pad_sequences
 from personadlg.models.decoding import generate_ids
 from personadlg.models.finetune.config import FinetuneConfig
 from personadlg.models.render import RenderOptions, render
@@ -45,18 +47,12 @@ class LMLoss(nn.Module):
         return {"loss": out.loss}
 
 
-def _position_limit(lm: Any) -> int | None:
-    for key in ("n_positions", "max_position_embeddings"):
-        value = getattr(lm.config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 class FinetuneModel:
     """A fine-tuned dialogue LM (see module docstring)."""
 
     name = "finetune"
+    tokenizer: Any
+    module: nn.Module
 
     def __init__(self, lm: Any, tokenizer: Any, cfg: FinetuneConfig) -> None:
         self.lm, self.tokenizer, self.cfg = lm, tokenizer, cfg
@@ -85,7 +81,7 @@ class FinetuneModel:
     ):
         c = self.cfg
         budget = c.max_length
-        limit = _position_limit(self.lm)
+        limit = position_limit(self.lm.config)
         if with_target:
             budget = c.max_length - c.max_response_tokens - 1 if not self.seq2seq else c.max_length
         elif not self.seq2seq and limit:
@@ -112,17 +108,8 @@ class FinetuneModel:
         }
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pad = self.tokenizer.pad_token_id
-        n = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), n), pad, dtype=torch.long)
-        mask = torch.zeros((len(features), n), dtype=torch.long)
-        for i, f in enumerate(features):
-            ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
-            mask[i, : len(f["input_ids"])] = 1
-        m = max(len(f["labels"]) for f in features)
-        labels = torch.full((len(features), m), IGNORE, dtype=torch.long)
-        for i, f in enumerate(features):
-            labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
+        ids, mask = pad_sequences([f["input_ids"] for f in features], self.tokenizer.pad_token_id)
+        labels, _ = pad_sequences([f["labels"] for f in features], IGNORE)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -155,7 +142,7 @@ class FinetuneModel:
     def max_new_tokens_limit(self) -> int | None:
         """New tokens the model's positions leave room for: after a 1-token prompt (causal), or
         in the decoder (seq2seq with absolute positions); None when unbounded (e.g. T5)."""
-        limit = _position_limit(self.lm)
+        limit = position_limit(self.lm.config)
         if limit is None:
             return None
         return limit - 1
