@@ -566,6 +566,25 @@ class GenerateConfig:
 
 
 @dataclass
+class ModelConfig:
+    """Fields every method's `model:` section has (method configs derive from this)."""
+
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "start from another run's weights: a run dir (its final/) or a checkpoint dir; "
+            "parameters are matched by name (any method whose modules match)"
+        },
+    )
+    init_strict: bool = field(
+        default=True,
+        metadata={
+            "help": "with init_from: missing or unexpected parameter names are an error (false: listed and skipped)"
+        },
+    )
+
+
+@dataclass
 class RunConfig:
     """A resolved training recipe."""
 
@@ -577,6 +596,8 @@ class RunConfig:
     source: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     """Changes made when a run was resumed: [{step, changed: {field: {from, to}}}] (config.yaml)."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """Where the weights started (`model.init_from`): the source checkpoint and its weights' sha256."""
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, sections in recipe order (what `config.yaml` in a checkpoint holds)."""
@@ -586,10 +607,12 @@ class RunConfig:
         }
         if self.history:
             out["history"] = to_dict(self.history)
+        if self.lineage:
+            out["lineage"] = to_dict(self.lineage)
         return out
 
 
-RECIPE_SECTIONS = ("method", "data", "model", "train", "generate", "history")
+RECIPE_SECTIONS = ("method", "data", "model", "train", "generate", "history", "lineage")
 
 
 def method_config_class(method: str) -> type:
@@ -720,9 +743,14 @@ def build_run_config(data: Mapping[str, Any], *, source: str | None = None) -> R
     history = data.get("history") or []
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         problems.append("history: expected a list of mappings (written by `train --resume`)")
+    lineage = data.get("lineage") or {}
+    if not isinstance(lineage, dict):
+        problems.append("lineage: expected a mapping (written by `train` with model.init_from)")
     if problems:
         raise ConfigError(problems, source=source)
-    return RunConfig(method=method, source=source, history=list(history), **sections)
+    return RunConfig(
+        method=method, source=source, history=list(history), lineage=dict(lineage), **sections
+    )
 
 
 def dump_yaml(obj: Any) -> str:

@@ -76,6 +76,12 @@ def train_or_load_tokenizer(
     return load_tokenizer(path)
 
 
+def has_tokenizer(directory: Path) -> bool:
+    return (directory / "tokenizer_config.json").is_file() or (
+        directory / "tokenizer.json"
+    ).is_file()
+
+
 def dialogue_tokenizer(
     tokenizer_cfg: Any,
     ctx: Any,
@@ -86,6 +92,9 @@ def dialogue_tokenizer(
     """A generator's tokenizer: with `tokenizer.train`, trained on the training examples rendered
     as plain prompts (RENDER = the method's RenderOptions) plus their replies; else loaded from
     `tokenizer.path` or the PRETRAINED model. TOKENIZER_CFG is a TokenizerConfig, CTX a BuildContext."""
+    if tokenizer_cfg.train and ctx.init_from is not None and has_tokenizer(ctx.init_from):
+        logger.info("using the tokenizer of %s (model.init_from)", ctx.init_from)
+        return load_tokenizer(ctx.init_from)
     if tokenizer_cfg.train:
         from personadlg.models.render import header_lines, plain_prompt
 

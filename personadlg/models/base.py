@@ -38,6 +38,9 @@ class BuildContext:
     work_dir: Path
     is_main: bool = True
     barrier: Callable[[], None] = field(default=lambda: None)
+    init_from: Path | None = None
+    """The checkpoint whose weights the run starts from (`model.init_from`): a recipe that would
+    train a tokenizer takes this checkpoint's instead, so the weights and the vocabulary agree."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ BOOKKEEPING = (
     "train.output_dir",
     "data.test",
 )
-BOOKKEEPING_SECTIONS = ("generate.", "history")
+BOOKKEEPING_SECTIONS = ("generate.", "history", "lineage")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -41,7 +41,7 @@ def recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[s
     return {
         k: {"from": a.get(k), "to": b.get(k)}
         for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k) and not k.startswith("history")
+        if a.get(k) != b.get(k) and not k.startswith(("history", "lineage"))
     }
 
 

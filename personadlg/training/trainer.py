@@ -1,10 +1,13 @@
-"""One training loop for every method, on accelerate.
+"""`train(cfg)`: one training run of any method, on accelerate — the setup around `fit`.
 
 CPU, one GPU, several GPUs or nodes with the same command (`accelerate launch -m personadlg train`
 or `torchrun`); mixed precision, gradient accumulation and clipping, AdamW with linear / cosine /
 constant schedules and warm-up, validation loss and perplexity every N steps, early stopping,
 seeds, atomic checkpoints with keep-last-K, and `--resume auto` that reproduces the uninterrupted
-run (same batches, same optimizer, scheduler and random states).
+run (same batches, same optimizer, scheduler and random states). The loop itself is
+`training/fit.py`; this module checks the recipe and the data, locks the output dir, builds or
+loads the model (or starts from another run's weights: `model.init_from`), encodes the features and
+calls `fit` once.
 
 Safety: one run at a time per output dir (an OS lock; a second run exits 2 naming the pid), a
 resume that would change the result is refused unless allowed (the change is recorded in
@@ -15,24 +18,16 @@ checkpoint is also written every `train.save_every_minutes`, so a kill loses at 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import defaultdict
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
-from personadlg import __version__
 from personadlg.config import RunConfig
 from personadlg.data.lock import exclusive_lock
 from personadlg.errors import UsageError
 from personadlg.models.backbone import check_model_types
-from personadlg.models.base import GROUP, BuildContext, hook
+from personadlg.models.base import BuildContext
 from personadlg.models.loading import check_requested
 from personadlg.registry import METHODS
 from personadlg.training import checkpoint as ckpt
@@ -40,61 +35,15 @@ from personadlg.training.changes import describe, recipe_changes, result_changes
 from personadlg.training.data import (
     dialogue_examples,
     encode_examples,
-    epoch_batches,
-    eval_batches,
     held_out,
     resolve_data_path,
 )
 from personadlg.training.distributed import make_accelerator
-from personadlg.training.interrupt import Interrupted, StopFlag
-from personadlg.training.logging import JsonlLogger, MetricLogger, TensorBoardLogger, plot_run
+from personadlg.training.fit import EVAL_RESULTS, Event, TrainResult, fit
 
 logger = logging.getLogger(__name__)
 
-EVAL_RESULTS = (
-    "eval_results.json"  # the validation record of a checkpoint's step, when there is one
-)
-
-Event = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    final_dir: Path
-    steps: int
-    total_steps: int
-    last_train: dict[str, Any] = field(default_factory=dict)
-    last_valid: dict[str, Any] = field(default_factory=dict)
-    stopped_early: bool = False
-    seconds: float = 0.0
-    plot: Path | None = None
-
-
-def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (
-            no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay
-        ).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def _scheduler(name: str, optimizer: Any, warmup: int, total: int) -> Any:
-    from transformers import get_scheduler
-
-    return get_scheduler(
-        {"constant": "constant_with_warmup"}.get(name, name),
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=total,
-    )
+__all__ = ["EVAL_RESULTS", "TrainResult", "fit", "train"]
 
 
 def train(
@@ -153,13 +102,93 @@ def check_data(cfg: RunConfig) -> None:
                 pass
 
 
+def init_source(ref: str) -> Path:
+    """The checkpoint `model.init_from` names: a checkpoint dir, or a run dir (its final/, else its
+    newest step checkpoint)."""
+    path = Path(ref)
+    if not path.is_dir():
+        raise UsageError(
+            f"model.init_from: expected a run or checkpoint directory, got {ref!r} (no such directory)"
+        )
+    if ckpt.is_run_dir(path):
+        if (path / ckpt.FINAL_DIR / ckpt.STATE_FILE).is_file():
+            return path / ckpt.FINAL_DIR
+        steps = ckpt.complete_checkpoints(path)
+        if not steps:
+            raise UsageError(f"model.init_from: {ref} holds no complete checkpoint yet")
+        return steps[-1]
+    return ckpt.checkpoint_dir(path)
+
+
+def init_weights(model: Any, source: Path, *, strict: bool = True) -> dict[str, Any]:
+    """Copy SOURCE's weights into MODEL's module, matched by parameter name; return the lineage.
+
+    Missing or unexpected names are listed, and are an error when STRICT; a name present in both
+    with another shape is always an error."""
+    from personadlg.models.fingerprint import weights_fingerprint
+
+    src_cfg = ckpt.load_config(source)
+    src = ckpt.load_model(source, src_cfg)
+    theirs = src.module.state_dict()
+    ours = model.module.state_dict()
+    missing = sorted(k for k in ours if k not in theirs)
+    unexpected = sorted(k for k in theirs if k not in ours)
+    wrong = sorted(
+        k for k in ours if k in theirs and tuple(ours[k].shape) != tuple(theirs[k].shape)
+    )
+    if wrong:
+        k = wrong[0]
+        raise UsageError(
+            f"model.init_from {source}: {len(wrong)} parameter(s) have other shapes, e.g. {k}: "
+            f"{tuple(theirs[k].shape)} in the source, {tuple(ours[k].shape)} here"
+        )
+
+    def listing(names: list[str]) -> str:
+        return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} parameter(s) of this model are not in the source ({listing(missing)})"
+            )
+        if unexpected:
+            parts.append(
+                f"{len(unexpected)} of the source are not in this model ({listing(unexpected)})"
+            )
+        raise UsageError(
+            f"model.init_from {source}: "
+            + "; ".join(parts)
+            + "; set model.init_strict=false to copy only the matching ones"
+        )
+    model.module.load_state_dict({k: v for k, v in theirs.items() if k in ours}, strict=False)
+    if missing or unexpected:
+        logger.warning(
+            "model.init_from %s: %d parameters copied; not in the source: %s; not used: %s",
+            source,
+            len(ours) - len(missing),
+            listing(missing) or "none",
+            listing(unexpected) or "none",
+        )
+    return {
+        "init_from": str(source),
+        "method": src_cfg.method,
+        "weights_sha256": weights_fingerprint(source),
+        "copied": len(ours) - len(missing),
+        "missing": missing,
+        "unexpected": unexpected,
+    }
+
+
 def _resume_history(
     cfg: RunConfig, start: Path, recipe: dict[str, Any], allow: bool
 ) -> list[dict[str, Any]]:
     """The run's history after resuming from START: refuse result-changing edits unless ALLOW."""
     saved = ckpt.read_state(start)
     old_cfg = ckpt.read_yaml(start / ckpt.CONFIG_FILE)
-    old_recipe = saved.get("recipe") or {k: v for k, v in old_cfg.items() if k != "history"}
+    old_recipe = saved.get("recipe") or {
+        k: v for k, v in old_cfg.items() if k not in ("history", "lineage")
+    }
     changes = recipe_changes(old_recipe, recipe)
     blocking = result_changes(changes, recipe)
     if blocking and not allow:
@@ -186,7 +215,8 @@ def _train(
 ) -> TrainResult:
     tc = cfg.train
     started = time.perf_counter()
-    recipe = {k: v for k, v in cfg.to_dict().items() if k != "history"}  # what the user asked
+    # what the user asked for (without what runs add: history, lineage)
+    recipe = {k: v for k, v in cfg.to_dict().items() if k not in ("history", "lineage")}
     emit: Event = on_event if (on_event and acc.is_main_process) else (lambda kind, payload: None)
     out = Path(tc.output_dir)
     acc.wait_for_everyone()
@@ -212,15 +242,20 @@ def _train(
     if start_ckpt is not None:
         logger.debug("resuming from %s", start_ckpt)
         cfg.history = _resume_history(cfg, start_ckpt, recipe, allow_config_change)
+        cfg.lineage = dict(ckpt.read_yaml(start_ckpt / ckpt.CONFIG_FILE).get("lineage") or {})
         model = spec.load(start_ckpt, cfg)
     else:
+        source = init_source(cfg.model.init_from) if cfg.model.init_from else None
         ctx = BuildContext(
             train_examples=lambda: reader(train_path, cfg),
             work_dir=out,
             is_main=acc.is_main_process,
             barrier=acc.wait_for_everyone,
+            init_from=source,
         )
         model = spec.build(cfg, ctx)
+        if source is not None:
+            cfg.lineage = init_weights(model, source, strict=cfg.model.init_strict)
 
     train_feats = encode_examples(train_path, cfg, model.encode, reader)
     valid_feats = encode_examples(valid_path, cfg, model.encode, reader) if valid_path else []
@@ -235,346 +270,17 @@ def _train(
         examples = [ex for _, ex in zip(range(debug_tokens), reader(train_path, cfg))]
         emit("debug_tokens", {"examples": [(ex, model.explain(ex)) for ex in examples]})
 
-    world, rank = acc.num_processes, acc.process_index
-    groups = _batch_groups(model, train_feats)
-
-    def batches_of(epoch: int) -> list[list[int]]:
-        return epoch_batches(
-            len(train_feats),
-            epoch=epoch,
-            seed=tc.seed,
-            batch_size=tc.batch_size,
-            world_size=world,
-            rank=rank,
-            groups=groups,
-        )
-
-    steps_per_epoch = len(batches_of(0)) // tc.grad_accum  # the same count in every epoch
-    if steps_per_epoch == 0:
-        raise UsageError(
-            f"{train_path}: {len(train_feats)} training examples are fewer than one optimizer step needs "
-            f"(train.batch_size {tc.batch_size} x {world} process(es) x train.grad_accum {tc.grad_accum})"
-        )
-    total = tc.max_steps or math.ceil(tc.epochs * steps_per_epoch)
-    warmup = tc.warmup_steps or int(tc.warmup_ratio * total)
-
-    module = model.module
-    optimizer = torch.optim.AdamW(_param_groups(module, tc.weight_decay), lr=tc.lr)
-    scheduler = _scheduler(tc.scheduler, optimizer, warmup, total)
-    module, optimizer = acc.prepare(module, optimizer)
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "micro": 0, "best_valid": None, "bad_evals": 0}
-    if start_ckpt is not None:
-        restored = ckpt.load_training_state(start_ckpt, optimizer, scheduler, rank)
-        state.update({k: restored[k] for k in state if k in restored})
-
-    loggers: list[MetricLogger] = []
-    if acc.is_main_process:
-        loggers.append(JsonlLogger(out, resume_step=state["step"] if start_ckpt else None))
-        if tc.tensorboard:
-            loggers.append(TensorBoardLogger(out))
-        (out / ckpt.CONFIG_FILE).write_text(
-            yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
-        )
-    emit(
-        "start",
-        {
-            "total_steps": total,
-            "steps_per_epoch": steps_per_epoch,
-            "train_examples": len(train_feats),
-            "valid_examples": len(valid_feats),
-            "processes": world,
-            "device": str(acc.device),
-            "resumed_from": str(start_ckpt) if start_ckpt else None,
-            "step": state["step"],
-        },
+    result = fit(
+        model,
+        cfg,
+        train_feats,
+        valid_feats,
+        out_dir=out,
+        acc=acc,
+        resume_from=start_ckpt,
+        on_event=on_event,
+        recipe=recipe,
     )
-    logger.debug(  # the CLI prints the 'start' event
-        "%d train / %d valid examples, %d steps (%d per epoch), %d process(es) on %s",
-        len(train_feats),
-        len(valid_feats),
-        total,
-        steps_per_epoch,
-        world,
-        acc.device,
-    )
-
-    def log(record: dict[str, Any]) -> None:
-        for lg in loggers:
-            lg.log(record)
-
-    def save(name: str) -> Path:
-        payload = {
-            **state,
-            "total_steps": total,
-            "seed": tc.seed,
-            "version": __version__,
-            "processes": world,
-            "recipe": recipe,
-        }
-        path = ckpt.write_checkpoint(
-            out,
-            name,
-            cfg=cfg,
-            model=model,
-            state=payload,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            accelerator=acc,
-            extra_json={EVAL_RESULTS: last_valid}
-            if last_valid.get("step") == state["step"]
-            else None,
-        )
-        emit("save", {"path": str(path), "step": state["step"]})
-        last_save["step"], last_save["time"] = state["step"], time.monotonic()
-        return path
-
-    last_save: dict[str, Any] = {"step": state["step"], "time": time.monotonic()}
-
-    def save_step() -> Path:
-        path = (
-            out / ckpt.step_dir_name(state["step"])
-            if last_save["step"] == state["step"]
-            else save(ckpt.step_dir_name(state["step"]))
-        )
-        if acc.is_main_process:
-            ckpt.prune_checkpoints(out, tc.keep_last)
-        return path
-
-    def poll(stop: StopFlag) -> tuple[int, bool]:
-        """(signal received by any process, timed checkpoint due on the main process)."""
-        due = bool(
-            tc.save_every_minutes
-            and acc.is_main_process
-            and time.monotonic() - last_save["time"] >= 60 * tc.save_every_minutes
-        )
-        if world == 1:
-            return stop.signum, due
-        import torch.distributed as dist
-
-        flags = torch.tensor([stop.signum, int(due)], dtype=torch.long, device=acc.device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        return int(flags[0]), bool(flags[1])
-
-    def evaluate() -> dict[str, Any]:
-        inner = acc.unwrap_model(module)
-        inner.eval()
-        sums: dict[str, float] = defaultdict(float)
-        stats: dict[str, torch.Tensor] = {}
-        scorer = hook(model, "eval_stats")
-        weight = 0.0
-        with torch.no_grad():
-            for idx in eval_batches(
-                len(valid_feats), batch_size=tc.batch_size, world_size=world, rank=rank
-            ):
-                batch = {
-                    k: v.to(acc.device)
-                    for k, v in model.collate([valid_feats[i] for i in idx]).items()
-                }
-                with acc.autocast():
-                    terms = inner(**batch)
-                w = float(model.count_tokens(batch)[1] or len(idx))
-                for name, value in terms.items():
-                    if not name.startswith("_"):
-                        sums[name] += float(value) * w
-                weight += w
-                if scorer is not None:
-                    for name, value in scorer(batch, terms).items():
-                        stats[name] = (
-                            stats[name] + value if name in stats else value.detach().clone()
-                        )
-        inner.train()
-        names = sorted(sums) or ["loss"]
-        totals = acc.reduce(
-            torch.tensor(
-                [sums[n] for n in names] + [weight], device=acc.device, dtype=torch.float64
-            ),
-            "sum",
-        ).tolist()
-        record = {
-            "step": state["step"],
-            "split": "valid",
-            **{n: v / max(totals[-1], 1e-12) for n, v in zip(names, totals)},
-        }
-        if hook(model, "perplexity") is not False:
-            record["ppl"] = math.exp(min(record.get("loss", 0.0), 50.0))
-        if scorer is not None and stats:
-            summed = {
-                k: acc.reduce(v.to(acc.device), "sum").cpu() for k, v in sorted(stats.items())
-            }
-            record.update(hook(model, "eval_metrics")(summed))
-        return record
-
-    last_train: dict[str, Any] = {}
-    last_valid: dict[str, Any] = {}
-    stopped_early = False
-    window: dict[str, float] = defaultdict(float)
-    window_n, window_tokens, window_start = 0, 0, time.perf_counter()
-    module.train()
-    on_step = hook(model, "on_step")
-    stop = StopFlag()
-    with stop.installed():
-        while state["step"] < total and not stopped_early:
-            batches = batches_of(state["epoch"])
-            usable = len(batches) - len(batches) % tc.grad_accum
-            while state["micro"] + tc.grad_accum <= usable and state["step"] < total:
-                if on_step is not None:
-                    on_step(state["step"])
-                for k in range(tc.grad_accum):
-                    idx = batches[state["micro"] + k]
-                    batch = {
-                        key: v.to(acc.device)
-                        for key, v in model.collate([train_feats[i] for i in idx]).items()
-                    }
-                    sync = acc.no_sync(module) if k < tc.grad_accum - 1 else nullcontext()
-                    with sync:
-                        with acc.autocast():
-                            terms = module(**batch)
-                        acc.backward(terms["loss"] / tc.grad_accum)
-                    for name, value in terms.items():
-                        if not name.startswith("_"):
-                            window[name] += float(value.detach())
-                    window_n += 1
-                    window_tokens += model.count_tokens(batch)[0]
-                grad_norm = (
-                    acc.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
-                    if tc.max_grad_norm > 0
-                    else None
-                )
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state["micro"] += tc.grad_accum
-                state["step"] += 1
-                step = state["step"]
-                emit(
-                    "step",
-                    {
-                        **last_train,
-                        "step": step,
-                        "total": total,
-                        "epoch": step / steps_per_epoch,
-                        "lr": scheduler.get_last_lr()[0],
-                    },
-                )
-
-                if step % max(tc.log_every, 1) == 0 or step == total:
-                    names = sorted(window)
-                    elapsed = time.perf_counter() - window_start
-                    values = acc.reduce(
-                        torch.tensor(
-                            [window[n] / window_n for n in names] + [float(window_tokens)],
-                            device=acc.device,
-                            dtype=torch.float64,
-                        ),
-                        "sum",
-                    ).tolist()
-                    last_train = {
-                        "step": step,
-                        "split": "train",
-                        "epoch": round(step / steps_per_epoch, 4),
-                        "lr": scheduler.get_last_lr()[0],
-                        **{n: v / world for n, v in zip(names, values)},
-                        "tokens_per_s": values[-1] / max(elapsed, 1e-9),
-                        "elapsed_s": round(time.perf_counter() - started, 3),
-                    }
-                    if grad_norm is not None:
-                        last_train["grad_norm"] = float(grad_norm)
-                    log(last_train)
-                    emit("log", last_train)
-                    window.clear()
-                    window_n, window_tokens, window_start = 0, 0, time.perf_counter()
-
-                if valid_feats and tc.eval_every and step % tc.eval_every == 0 and step < total:
-                    last_valid = evaluate()
-                    log(last_valid)
-                    emit("eval", last_valid)
-                    stopped_early = _early_stop(state, last_valid, tc.early_stopping_patience)
-                if tc.save_every and step % tc.save_every == 0 and step < total:
-                    save_step()
-                signum, due = poll(stop)
-                if signum and step < total:
-                    path = save_step()
-                    for lg in loggers:
-                        lg.close()
-                    raise Interrupted(
-                        f"saved a checkpoint at step {step} of {total}: {path}; the same command "
-                        "with --resume auto continues from it",
-                        signum=signum,
-                    )
-                if due and step < total:
-                    save_step()
-                if stopped_early:
-                    logger.info(
-                        "early stopping at step %d: no improvement in %d evaluations",
-                        step,
-                        tc.early_stopping_patience,
-                    )
-                    break
-            else:
-                if state["step"] < total:
-                    state["epoch"] += 1
-                    state["micro"] = 0
-
-    if valid_feats and last_valid.get("step") != state["step"]:
-        last_valid = evaluate()
-        log(last_valid)
-        emit("eval", last_valid)
-    final = save(ckpt.FINAL_DIR)
-    plot = None
-    if acc.is_main_process:
-        for lg in loggers:
-            lg.close()
-        try:
-            plot = plot_run(out)
-        except Exception as err:  # a plot must never fail a finished training run
-            logger.warning("could not draw the loss curves: %s", err)
-        after = hook(model, "after_training")
-        if after is not None:
-            try:
-                drawn = after(out, valid_feats or train_feats[:1000])
-                if drawn:
-                    emit("figure", {"path": str(drawn)})
-            except Exception as err:  # likewise for a method's own figures
-                logger.warning("could not draw the %s figures: %s", cfg.method, err)
-    result = TrainResult(
-        output_dir=out,
-        final_dir=final,
-        steps=state["step"],
-        total_steps=total,
-        last_train=last_train,
-        last_valid=last_valid,
-        stopped_early=stopped_early,
-        seconds=time.perf_counter() - started,
-        plot=plot,
-    )
-    emit(
-        "end",
-        {
-            "final": str(final),
-            "steps": state["step"],
-            "seconds": result.seconds,
-            "plot": str(plot) if plot else None,
-            "last_train": last_train,
-            "last_valid": last_valid,
-        },
-    )
+    result.seconds = time.perf_counter() - started
     acc.end_training()
     return result
-
-
-def _batch_groups(model: Any, feats: list[dict[str, Any]]) -> list[int] | None:
-    """Group ids for group-homogeneous batches, when the method's features carry GROUP."""
-    if not feats or GROUP not in feats[0]:
-        return None
-    return [int(f[GROUP][0]) for f in feats]
-
-
-def _early_stop(state: dict[str, Any], record: dict[str, Any], patience: int) -> bool:
-    loss = record.get("loss")
-    if loss is None:
-        return False
-    if state["best_valid"] is None or loss < state["best_valid"]:
-        state["best_valid"], state["bad_evals"] = loss, 0
-        return False
-    state["bad_evals"] += 1
-    return patience > 0 and state["bad_evals"] >= patience

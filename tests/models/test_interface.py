@@ -40,7 +40,9 @@ def test_every_registered_method_matches_the_declared_interface(name):
         declared = inspect.getattr_static(proto, m, None)
         if impl is None or not callable(impl) or not callable(declared):
             continue  # absent, or a data member (perplexity, timings)
-        assert _params(impl) == _params(declared), f"{name}.{m}{_params(impl)} != {_params(declared)}"
+        assert _params(impl) == _params(declared), (
+            f"{name}.{m}{_params(impl)} != {_params(declared)}"
+        )
     hints = typing.get_type_hints(spec.build)
     assert "return" in hints
 

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from personadlg.training import checkpoint as ckpt
-from personadlg.training.trainer import _early_stop, train
+from personadlg.training.fit import _early_stop
+from personadlg.training.trainer import train
 from tests.conftest import read_metrics, tiny_recipe
 
 

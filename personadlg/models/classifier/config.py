@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from personadlg.config import check
+from personadlg.config import ModelConfig, check
 from personadlg.models.finetune.config import TokenizerConfig
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(ModelConfig):
     """A sequence classifier: text → aspect (attribute / text tasks), or (premise, hypothesis) → NLI label."""
 
     task: Literal["attribute", "text", "nli"] = field(

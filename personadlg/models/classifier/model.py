@@ -17,7 +17,7 @@ from torch import nn
 
 from personadlg.config import GenerateConfig, RunConfig
 from personadlg.errors import NotAvailableError, UsageError
-from personadlg.models.backbone import load_tokenizer, train_or_load_tokenizer
+from personadlg.models.backbone import has_tokenizer, load_tokenizer, train_or_load_tokenizer
 from personadlg.models.base import BuildContext, TokenView
 from personadlg.models.classifier.config import ClassifierConfig
 from personadlg.models.classifier.data import Item, label_names
@@ -194,7 +194,9 @@ def build(cfg: RunConfig, ctx: BuildContext) -> ClassifierModel:
             )
         )
     names = label_names({it.label for it in items}, cfg)
-    if mcfg.tokenizer.train:
+    if mcfg.tokenizer.train and ctx.init_from is not None and has_tokenizer(ctx.init_from):
+        tok = load_tokenizer(ctx.init_from)
+    elif mcfg.tokenizer.train:
         texts = (
             ([it.text for it in items] + [it.pair for it in items if it.pair])
             if ctx.is_main

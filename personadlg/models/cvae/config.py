@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from personadlg.config import check
+from personadlg.config import ModelConfig, check
 from personadlg.models.finetune.config import TokenizerConfig
 
 SOLVERS = (
@@ -89,7 +89,7 @@ class ODEConfig:
 
 
 @dataclass
-class CVAEConfig:
+class CVAEConfig(ModelConfig):
     """A conditional VAE whose latent space is aligned with personal attributes (MIRACLE)."""
 
     encoder: str | None = field(

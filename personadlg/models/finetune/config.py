@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from personadlg.config import check
+from personadlg.config import ModelConfig, check
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TokenizerConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(ModelConfig):
     """A causal LM or encoder-decoder fine-tuned on context -> assistant reply."""
 
     backbone: str | None = field(
