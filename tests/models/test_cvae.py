@@ -152,7 +152,7 @@ def test_decoder_can_see_the_context_with_its_loss_masked(tmp_path, small_data):
     assert ex.context[-1].content[:20] in text and text.rstrip().endswith("Assistant:")
     out = model.generate(
         [ex], decoding=cfg.generate, seeds=[1], targets=[{"attitude": "optimistic"}]
-    )
+    ).texts
     assert len(out) == 1 and isinstance(out[0], str)
 
 
@@ -331,9 +331,11 @@ def test_chat_sets_attribute_targets(cvae_run):
 
 
 def test_latent_space_png_on_demand(cvae_run, small_data, tmp_path):
-    from personadlg.models.cvae.latent_plot import latent_space_png
+    from personadlg.generation.generate import load_examples
+    from personadlg.models.cvae.latent_plot import plot_examples
 
-    out = latent_space_png(cvae_run.final_dir, small_data["valid"], tmp_path / "z.png")
+    _, model = load_checkpoint(cvae_run.final_dir)
+    out = plot_examples(model, load_examples(small_data["valid"], "all"), tmp_path / "z.png")
     assert out.stat().st_size > 5000
 
 
@@ -344,6 +346,8 @@ def test_plot_latent_from_the_command_line(cvae_run, small_data, tmp_path, cli):
     r = cli("plot", cvae_run.final_dir, "--latent", tmp_path / "missing.jsonl")
     assert r.code == 2 and "missing.jsonl" in r.stderr and "Traceback" not in r.stderr
     assert not (cvae_run.final_dir / "latent_space.png").exists()
+    r = cli("plot", cvae_run.output_dir, "--latnet", small_data["test"])
+    assert r.code == 2 and "did you mean '--latent'" in r.stderr
 
 
 def test_library_latent_utilities(cvae_run, small_data):

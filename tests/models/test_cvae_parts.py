@@ -19,6 +19,7 @@ from personadlg.models.cvae.losses import (
     mutual_information,
 )
 from personadlg.models.cvae.ode import FusedHeads, guide, log_likelihood, log_likelihood_grad
+from personadlg.models.prefix import cache_kwargs
 from personadlg.training.data import epoch_batches
 
 # -- losses -----------------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ def test_injection_uses_the_models_own_cache_and_reaches_every_position(tiny_lm)
     def logits(zz, use_offset=True):
         with inj.offset(zz) if use_offset else torch.no_grad():
             return tiny_lm(
-                input_ids=ids, attention_mask=mask, past_key_values=inj.prefix(zz), position_ids=pos
+                input_ids=ids, attention_mask=mask, **cache_kwargs(tiny_lm, inj.prefix(zz)), position_ids=pos
             ).logits
 
     with torch.no_grad():
@@ -267,7 +268,7 @@ def test_latent_decoding_equals_a_step_by_step_loop_without_cache(tiny_lm):
             seeds=[0, 0, 0],
             pad_token_id=0,
             eos_token_id=2,
-            past_key_values=inj.prefix(z),
+            **cache_kwargs(tiny_lm, inj.prefix(z)),
         )
     cur, m = ids.clone(), mask.clone()
     naive = []
@@ -277,7 +278,7 @@ def test_latent_decoding_equals_a_step_by_step_loop_without_cache(tiny_lm):
             out = tiny_lm(
                 input_ids=cur[:, 1:],
                 attention_mask=m,
-                past_key_values=inj.prefix(z),
+                **cache_kwargs(tiny_lm, inj.prefix(z)),
                 position_ids=pos[:, 1:],
             )
             logits = out.logits[:, -1]
@@ -295,7 +296,7 @@ def test_latent_decoding_equals_a_step_by_step_loop_without_cache(tiny_lm):
         seeds=[0, 0, 0],
         pad_token_id=0,
         eos_token_id=2,
-        past_key_values=inj.prefix(z, repeat=3),
+        **cache_kwargs(tiny_lm, inj.prefix(z, repeat=3)),
     )
     assert beams.shape[0] == 3
 

@@ -4,7 +4,7 @@
    through a forward hook on the model's input embeddings (so `generate` gets it at every step);
 2. a key/value prefix: `latent_proj(z)` (d_z → layers × kv-heads × head-dim) becomes one cached
    position in every layer, used as both key and value, through the model's own cache
-   (`DynamicCache`), so the tokens start at position 1 and attend to it.
+   (`models/prefix.py`, P = 1), so the tokens start at position 1 and attend to it.
 """
 
 from __future__ import annotations
@@ -16,24 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def cache_geometry(config: Any) -> tuple[int, int, int]:
-    """(layers, key/value heads, head dim) of a causal LM config."""
-    layers = int(config.num_hidden_layers)
-    heads = int(config.num_attention_heads)
-    kv = int(getattr(config, "num_key_value_heads", None) or heads)
-    hidden = int(config.hidden_size)
-    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
-    return layers, kv, head_dim
-
-
-def new_cache(config: Any) -> Any:
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=config)
-    except TypeError:  # transformers 4.x
-        return DynamicCache()
+from personadlg.models.prefix import cache_geometry, prefix_cache
 
 
 class LatentInjection(nn.Module):
@@ -75,15 +58,12 @@ class LatentInjection(nn.Module):
             self._offset = None
 
     def prefix(self, z: torch.Tensor, *, dtype: torch.dtype | None = None, repeat: int = 1) -> Any:
-        """A cache holding one key = value position per layer: z (B, d_z) → DynamicCache of (B·repeat, kv, 1, hd)."""
+        """A cache holding one key = value position per layer: z (B, d_z) → a Cache of
+        (B·repeat, kv, 1, hd) per layer (`models/prefix.py`, P = 1)."""
         p = self.latent_proj(z)
         if dtype is not None:
             p = p.to(dtype)
         if repeat > 1:
             p = p.repeat_interleave(repeat, dim=0)
         p = p.view(p.shape[0], self.layers, self.kv_heads, 1, self.head_dim)
-        cache = new_cache(self._lm_config)
-        for layer in range(self.layers):
-            kv = p[:, layer]
-            cache.update(kv, kv, layer)
-        return cache
+        return prefix_cache(p, p, self._lm_config)

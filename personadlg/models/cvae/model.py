@@ -47,6 +47,7 @@ from personadlg.models.cvae.network import IGNORE, CVAENetwork
 from personadlg.models.cvae.ode import ODEResult, guide
 from personadlg.models.decoding import generate_ids
 from personadlg.models.loading import from_pretrained
+from personadlg.models.prefix import cache_kwargs, generation_inputs
 from personadlg.models.render import RenderOptions, render
 from personadlg.registry import did_you_mean
 
@@ -458,15 +459,15 @@ class CVAEModel:
             limit = position_limit(net.decoder.config) or 10**9
             budget = min(self.cfg.max_context_tokens, limit - decoding.max_new_tokens - 2)
             prompts = [self._decoder_prompt(ex, budget) for ex in examples]
-        width = max(len(p) for p in prompts) + 2
+        width = max(len(p) for p in prompts) + 1
         pad = tok.pad_token_id if tok.pad_token_id is not None else self.bos_id
         ids = torch.full((n, width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        ids[:, 0], mask[:, 0] = pad, 1  # the position the latent prefix occupies in the cache
         for i, p in enumerate(prompts):  # left padding between the prefix and BOS
             row = [self.bos_id, *p]
             ids[i, width - len(row) :] = torch.tensor(row)
             mask[i, width - len(row) :] = 1
+        inputs = generation_inputs(ids, mask, 1, pad)  # the latent prefix's cached position
         beams = 1 if decoding.do_sample else max(decoding.num_beams, 1)
         device = self.device
         net.eval()
@@ -476,13 +477,13 @@ class CVAEModel:
         with net.inject.offset(z.to(dtype)):
             new = generate_ids(
                 net.decoder,
-                ids.to(device),
-                mask.to(device),
+                inputs["input_ids"].to(device),
+                inputs["attention_mask"].to(device),
                 cfg=decoding,
                 seeds=seeds,
                 pad_token_id=pad,
                 eos_token_id=tok.eos_token_id,
-                past_key_values=cache,
+                **cache_kwargs(net.decoder, cache),
             )
         return [tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist()]
 

@@ -20,6 +20,7 @@ from personadlg.models.cvae.config import CVAEConfig
 from personadlg.models.cvae.encoder import GaussianHead, encode_states, encoder_hidden_size
 from personadlg.models.cvae.inject import LatentInjection
 from personadlg.models.cvae.losses import free_bits_kl, gap_loss, gaussian_kl
+from personadlg.models.prefix import cache_kwargs, teacher_forced_inputs
 
 IGNORE = -100
 
@@ -83,17 +84,11 @@ class CVAENetwork(nn.Module):
         self, z: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Teacher-forced decoder logits given z: z (B, d_z), ids / mask (B, T) → (B, T, V)."""
-        b, t = ids.shape
         dtype = next(self.decoder.parameters()).dtype
         cache = self.inject.prefix(z, dtype=dtype)
-        full_mask = torch.cat([mask.new_ones(b, 1), mask], dim=1)
-        positions = torch.arange(1, t + 1, device=ids.device).expand(b, t)
         with self.inject.offset(z):
             out = self.decoder(
-                input_ids=ids,
-                attention_mask=full_mask,
-                past_key_values=cache,
-                position_ids=positions,
+                **teacher_forced_inputs(ids, mask, 1), **cache_kwargs(self.decoder, cache)
             )
         return out.logits
 
