@@ -122,6 +122,8 @@ def generate_ids(
             attention_mask=attention_mask,
             generation_config=gen,
             logits_processor=processors,
+            # also as a keyword: peft's mixed-adapter batches (adapter_names) read it from there
+            num_beams=gen.num_beams,
             **model_kwargs,
         )
     if getattr(model.config, "is_encoder_decoder", False):

@@ -261,3 +261,28 @@ def test_chat_over_stdin(trained_tiny, monkeypatch, capsys):
     assert lines[5] == "(conversation reset)"
     assert lines[6] == "unknown command /nope; /help lists the commands"
     assert lines[7].startswith("bot> ") and len(lines) == 8  # /quit ends before the last line
+
+
+def test_generate_writes_what_the_method_records_per_record(trained_tiny, tmp_path, small_data):
+    """A method may say per record what served it (an adapter, a fallback): it lands in that
+    record's `decoding`, beside what it says for the whole call."""
+    from personadlg.generation.generate import generate_file
+    from personadlg.models.base import Generations
+    from personadlg.training.checkpoint import load_config
+
+    class Stub:
+        name = "finetune"
+
+        def generate(self, examples, *, decoding, seeds, targets):
+            return Generations(
+                [f"reply {i}" for i in range(len(examples))],
+                shared={"served_by": "stub"},
+                records=[{"adapter": "u1" if i % 2 else "base"} for i in range(len(examples))],
+            )
+
+    cfg = load_config(trained_tiny)
+    out = tmp_path / "g.jsonl"
+    generate_file(trained_tiny, small_data["test"], out, loaded=(cfg, Stub()), limit=4)
+    rows = read_jsonl(out)
+    assert [r["decoding"]["adapter"] for r in rows] == ["base", "u1", "base", "u1"]
+    assert all(r["decoding"]["served_by"] == "stub" for r in rows)
