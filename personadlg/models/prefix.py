@@ -92,7 +92,7 @@ def generation_inputs(
 
 
 @lru_cache(maxsize=64)
-def _cache_arg(cls: type) -> str:
+def _cache_arg(cls: Any) -> str:
     params = inspect.signature(cls.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 

@@ -231,7 +231,10 @@ def test_injection_uses_the_models_own_cache_and_reaches_every_position(tiny_lm)
     def logits(zz, use_offset=True):
         with inj.offset(zz) if use_offset else torch.no_grad():
             return tiny_lm(
-                input_ids=ids, attention_mask=mask, **cache_kwargs(tiny_lm, inj.prefix(zz)), position_ids=pos
+                input_ids=ids,
+                attention_mask=mask,
+                **cache_kwargs(tiny_lm, inj.prefix(zz)),
+                position_ids=pos,
             ).logits
 
     with torch.no_grad():
