@@ -100,4 +100,5 @@ def _cache_arg(cls: Any) -> str:
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """{the model's own name for the cache argument: CACHE} (`cache` in transformers 5; before it,
     `past_key_values`), for its forward and its `generate`."""
-    return {_cache_arg(type(model)): cache}
+    cls: Any = type(model)
+    return {_cache_arg(cls): cache}
