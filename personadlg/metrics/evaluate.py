@@ -146,15 +146,43 @@ def _finite(v: float) -> float | None:
     return None if v != v or v in (float("inf"), float("-inf")) else round(v, 6)
 
 
-def check_classifier_targets(data: EvalData, opts: EvalOptions) -> None:
-    """Every --classifier attribute must be targeted by some record (else it would score nothing)."""
+def check_classifier_targets(data: EvalData, opts: EvalOptions) -> dict[str, str]:
+    """--classifier ATTR=DIR must name the attribute DIR judges (a personadlg classifier's recipe
+    says it) and, when no record targets ATTR, not be a misspelling of one that is targeted: both
+    are errors. A real attribute this file does not target is returned as skipped, with why."""
+    from personadlg.models.loading import resolve_model
+
     targeted = sorted({a for t in data.targets for a in t})
-    for attr in sorted(opts.classifiers):
+    skipped: dict[str, str] = {}
+    for attr, ref in sorted(opts.classifiers.items()):
+        recipe = Path(resolve_model(ref)) / "config.yaml"
+        if recipe.is_file():
+            import yaml
+
+            conf = yaml.safe_load(recipe.read_text()) or {}
+            method = conf.get("method")
+            if method != "classifier":
+                raise UsageError(
+                    f"--classifier {attr}={ref}: a {method} checkpoint, not a classifier "
+                    "(train one with `personadlg train classifier/attribute-minilm ...`)"
+                )
+            judged = (conf.get("data") or {}).get("attribute")
+            if judged and judged != attr:
+                raise UsageError(
+                    f"--classifier {attr}={ref}: this classifier judges '{judged}', not '{attr}'"
+                    f"{did_you_mean(attr, [judged])}"
+                )
         if attr not in targeted:
-            raise UsageError(
-                f"--classifier {attr}=...: no record targets the attribute '{attr}'"
-                f"{did_you_mean(attr, targeted)} (targeted attributes: {', '.join(targeted) or 'none'})"
+            hint = did_you_mean(attr, targeted)
+            if hint:
+                raise UsageError(
+                    f"--classifier {attr}=...: no record targets the attribute '{attr}'{hint} "
+                    f"(targeted attributes: {', '.join(targeted)})"
+                )
+            skipped[f"personalization ({attr})"] = (
+                f"no record targets '{attr}' (targeted: {', '.join(targeted) or 'none'})"
             )
+    return skipped
 
 
 def evaluate_data(
@@ -174,12 +202,12 @@ def evaluate_data(
     opts = opts or EvalOptions()
     if len(data) == 0:
         raise UsageError("nothing to evaluate: no generations")
-    check_classifier_targets(data, opts)
-    planned: dict[str, str] = {}
+    planned: dict[str, str] = check_classifier_targets(data, opts)
     if metrics:
         names = check_metric_names(metrics)
     else:
-        names, planned = default_metric_plan(data, opts)
+        names, more = default_metric_plan(data, opts)
+        planned.update(more)
     scores, prepared, skipped = compute_scores(
         data, names, opts, explicit=bool(metrics), on_metric=on_metric
     )

@@ -273,6 +273,35 @@ def test_personalization_carries_its_judges_held_out_accuracy(tmp_path, cli, sma
     judge = m["classifiers"]["attitude"]
     assert judge["held_out_accuracy"] == held["accuracy"] and judge["held_out_n"] == held["n"]
     assert m["ci95"][0] <= m["value"] <= m["ci95"][1]  # an interval even without --bootstrap
+    # a judge for another attribute than the one it was trained for is refused
+    r = cli("eval", gen, "--classifier", f"language_style={cls}")
+    assert r.code == 2 and "this classifier judges 'attitude', not 'language_style'" in r.stderr
+    # a real attribute that no record targets is reported as skipped, not silently dropped
+    ls = train(
+        load_recipe(
+            "classifier/attribute-tiny",
+            [
+                f"data.train={small_data['train']}",
+                "data.attribute=language_style",
+                f"train.output_dir={tmp_path / 'cls-ls'}",
+                "train.max_steps=2",
+            ],
+        )
+    ).final_dir
+    r = cli(
+        "eval",
+        gen,
+        "--classifier",
+        f"attitude={cls}",
+        "--classifier",
+        f"language_style={ls}",
+        "--json",
+    )
+    assert r.code == 0, r.stderr
+    assert (
+        r.json()["skipped"]["personalization (language_style)"]
+        == "no record targets 'language_style' (targeted: attitude)"
+    )
 
 
 def test_bundled_minilm_is_used_for_its_hub_id(tmp_path, cli):

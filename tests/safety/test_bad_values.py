@@ -26,6 +26,9 @@ def files(tmp_path: Path, small_data) -> dict[str, Path]:
         "gen": tmp_path / "gen.jsonl",
     }
     f["good"].write_text("\n".join(good) + "\n", encoding="utf-8")
+    f["hub_cls"] = tmp_path / "hub-classifier"  # a model dir without a personadlg recipe
+    f["hub_cls"].mkdir()
+    (f["hub_cls"] / "config.json").write_text("{}")
     f["surrogate"].write_text("\n".join(good[:2]) + "\n" + SURROGATE, encoding="utf-8")
     f["nan"].write_text(
         '{"id": "x", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "profile": {"age": NaN}}\n'
@@ -196,11 +199,23 @@ CASES = [
             "eval",
             f["gen"],
             "--classifier",
-            f"atitude={c}",
+            f"atitude={f['hub_cls']}",
             "--out",
             t / "r.json",
         ),
         ["atitude", "did you mean 'attitude'", "targeted attributes: attitude"],
+    ),
+    (
+        "eval-classifier-is-not-a-classifier",
+        lambda f, c, t, s: (
+            "eval",
+            f["gen"],
+            "--classifier",
+            f"attitude={c}",
+            "--out",
+            t / "r.json",
+        ),
+        ["--classifier attitude=", "a finetune checkpoint, not a classifier"],
     ),
     (
         "demo-bad-cvae-override",
