@@ -116,14 +116,16 @@ def generate_ids(
         if cfg.top_p < 1.0:
             processors.append(TopPLogitsWarper(cfg.top_p))
         processors.append(PerRowSampler(seeds))
+    # peft's mixed-adapter batches (`adapter_names`) read the beam count from generate's keyword
+    # arguments, not from the generation config
+    beams_for_adapters = {"num_beams": gen.num_beams} if "adapter_names" in model_kwargs else {}
     with torch.no_grad(), _quiet_padding_warning():
         out = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=gen,
             logits_processor=processors,
-            # also as a keyword: peft's mixed-adapter batches (adapter_names) read it from there
-            num_beams=gen.num_beams,
+            **beams_for_adapters,
             **model_kwargs,
         )
     if getattr(model.config, "is_encoder_decoder", False):
