@@ -126,6 +126,8 @@ def evaluate(
       personadlg eval gen.jsonl --classifier language_style=runs/cls-ls/final --classifier attitude=runs/cls-att/final --by-target
       personadlg eval gen.jsonl --nli runs/nli/final --lm gpt2 --bootstrap 1000 --out report.json
       personadlg eval base.jsonl --compare cvae.jsonl --metrics bleu-1,bleu-2,rouge-l,dist-2,sbleu
+      personadlg eval gen.jsonl --metrics p-co,p-co-lift --p-co-stopwords none --bootstrap 1000
+      personadlg eval scored.csv --column context=ctx --column response=reply --column generation=gen
     """
     import json
 

@@ -77,6 +77,8 @@ def generate(
       personadlg generate runs/cvae-tiny/final -i test.jsonl -o lyrical.jsonl --attributes language_style=lyrical,attitude=optimistic
       personadlg generate runs/cvae-tiny/final -i test.jsonl -o all.jsonl --all-combinations model.ode.guidance_scale=8
       personadlg generate runs/cvae-tiny/final -i test.jsonl -o base.jsonl --all-combinations --no-guidance
+      personadlg generate runs/finetune-tiny/final -i pairs.csv --column context=ctx --column response=reply -o gen.jsonl
+      personadlg generate runs/finetune-tiny/final -i test.jsonl -o gen.jsonl top_p=0.8 --overwrite
     """
     from personadlg.cli._method_flags import check_method, overrides_of, split_flags
     from personadlg.data.attributes import parse_targets

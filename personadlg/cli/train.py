@@ -54,6 +54,8 @@ def train(
       personadlg train recipes/finetune/gpt2.yaml data.train=train.jsonl data.valid=valid.jsonl train.lr=3e-5
       personadlg train finetune/tiny --resume auto
       personadlg train finetune/tiny --debug-tokens 2 train.max_steps=1
+      personadlg train finetune/tiny --resume auto train.lr=1e-3 --allow-config-change
+      personadlg train cvae/tiny model.init_from=runs/cvae-tiny train.output_dir=runs/cvae-more
 
     Ctrl-C (or SIGTERM) saves a checkpoint at the current step; `--resume auto` continues from it.
     """

@@ -79,6 +79,11 @@ def check_columns(columns: dict[str, str], assistant: str | None) -> None:
             "a table needs --column transcript=COLUMN (with --assistant SPEAKER), or both "
             "--column context=COLUMN and --column response=COLUMN"
         )
+    elif assistant:
+        raise UsageError(
+            "--assistant only applies with --column transcript=COLUMN (in a context/response "
+            "table the response is the assistant's)"
+        )
 
 
 def _rows_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
