@@ -152,6 +152,20 @@ METHODS.register(
     "codebook",
     "personadlg.models.codebook:SPEC",
     config="personadlg.models.codebook.config:CodebookConfig",
+    cli={
+        "generate": {
+            "--persona-mode": {
+                "value": "MODE",
+                "override": "model.persona_mode={}",
+                "help": "predicted (codes from the history, no persona text; default) or oracle (the record's persona snapped to its nearest codes: the upper bound)",
+            },
+            "--codes": {
+                "value": "IDS",
+                "override": "model.codes=[{}]",
+                "help": "force these M codes for every example, e.g. --codes 3,17,17,40",
+            },
+        },
+    },
     help="MORPHEUS: persona codebook, EM init, VQ + contrastive + code prediction (arXiv 2407.02345)",
 )
 METHODS.register(

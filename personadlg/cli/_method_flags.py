@@ -3,7 +3,8 @@
 A method's entry in `personadlg/registry.py` may carry `cli={COMMAND: {FLAG: spec}}`; generic
 commands (`generate`, `plot`, ...) accept those flags without knowing the method, and check them
 against the checkpoint's method once it is known. A spec is either
-`{"overrides": ["model.x=y", ...], "help": ...}` (the flag stands for those overrides) or
+`{"overrides": ["model.x=y", ...], "help": ...}` (the flag stands for those overrides),
+`{"value": "IDS", "override": "model.x={}", "help": ...}` (the flag's value fills one override) or
 `{"value": "FILE", "action": "module:function", "help": ...}` (the flag takes a value and the
 function does the work). Reading them imports nothing heavy.
 """
@@ -71,7 +72,13 @@ def check_method(command: str, flags: dict[str, Any], method: str) -> None:
 def overrides_of(command: str, flags: dict[str, Any]) -> list[str]:
     """The `KEY=VALUE` overrides the FLAGS stand for."""
     known = declared(command)
-    return [o for flag in flags for o in known[flag][1].get("overrides", [])]
+    out: list[str] = []
+    for flag, value in flags.items():
+        spec = known[flag][1]
+        out += spec.get("overrides", [])
+        if "override" in spec:
+            out.append(spec["override"].format(value))
+    return out
 
 
 def help_text(command: str) -> str:

@@ -79,6 +79,7 @@ class TrainView:
             )
         elif kind == "eval":
             keys = ["ppl", "ppl_prior", "accuracy", "macro_f1", "active_units"]
+            keys += ["codes_used", "usage_ppl", "code_acc", "code_acc_majority"]  # codebook
             keys += [k for k in p if k.startswith("acc_")]  # a method's per-attribute accuracies
             extra = " · ".join(f"{k} {p[k]:.2f}" for k in keys if isinstance(p.get(k), float))
             msg = f"valid @ step {p['step']}: loss {p.get('loss', float('nan')):.4f}" + (
@@ -89,6 +90,13 @@ class TrainView:
             )
         elif kind == "save" and self.progress is None:
             err.print(f"saved {p['path']}", markup=False, highlight=False)
+        elif kind == "stage":
+            state = " (finished earlier)" if p["done"] else ""
+            err.print(
+                f"stage {p['index']}/{p['of']}: {p['stage']} → {p['output_dir']}{state}",
+                markup=False,
+                highlight=False,
+            )
         elif kind == "figure":
             err.print(f"wrote {p['path']}", markup=False, highlight=False)
 
@@ -111,6 +119,10 @@ def render_debug_tokens(examples: list[Any]) -> None:
 
 def render_result(r: Any) -> None:
     rows = [
+        *[
+            [f"stage {i + 1}: {s.output_dir}", f"{s.steps:,} steps → {s.final_dir}"]
+            for i, s in enumerate(getattr(r, "stages", [])[:-1])
+        ],
         ["final checkpoint", str(r.final_dir)],
         ["steps", f"{r.steps:,} / {r.total_steps:,}"],
         ["time", f"{r.seconds:.1f} s"],

@@ -124,6 +124,22 @@ class AfterTraining(Protocol):
         any (cvae: latent_space.png). Failures are logged, never fatal."""
 
 
+class PreparesRun(Protocol):
+    def prepare(
+        self,
+        features: Sequence[dict[str, Any]],
+        *,
+        work_dir: Path,
+        is_main: bool,
+        broadcast: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        """Called once by the trainer on every process of a fresh (not resumed) run, after the
+        features are encoded and before the first step, with the training features. Work that
+        must happen once runs where IS_MAIN and is shared with `broadcast(tensor)` (the main
+        process's tensor, on every process); files go into WORK_DIR, the run's output dir
+        (codebook: the codebook initialisation of stage `init`, init_report.json)."""
+
+
 class ScoresValidation(Protocol):
     """Extra validation metrics. `module(**batch)` may return non-loss outputs under keys starting
     with "_" (e.g. "_logits", (B, C)); `eval_stats` turns a batch and those outputs into
@@ -169,6 +185,7 @@ class TimedGeneration(Protocol):
 OPTIONAL_HOOKS: dict[str, type] = {
     "on_step": StepHook,
     "after_training": AfterTraining,
+    "prepare": PreparesRun,
     "eval_stats": ScoresValidation,
     "eval_metrics": ScoresValidation,
     "perplexity": ReportsPerplexity,
@@ -215,8 +232,13 @@ class MethodSpec:
     load: Callable[[Path, RunConfig], PersonaModel]
     description: str = ""
     supports: tuple[str, ...] = ()
-    """Conditioning it uses at generation: 'persona', 'attributes', 'profile', 'user'."""
+    """Conditioning it uses at generation: 'persona', 'attributes', 'profile', 'user', 'history'
+    (codes inferred from the dialogue history)."""
     read: Callable[[Path, Any], Iterable[Any]] | None = None
     """Training items of a data file (default: the examples of a dialogue file)."""
     model_cls: type | None = None
     """The class of the model objects `build` and `load` return (checked against the interface)."""
+    stages: tuple[str, ...] = ()
+    """Stages a recipe may chain (codebook: role, init, joint). A method with stages has
+    `model.stages` (the ones to run, in order) and `model.stage` (the one a run trains); `train`
+    runs each as its own run with its own checkpoint (training/stages.py)."""

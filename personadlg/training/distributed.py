@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +86,14 @@ def maybe_relaunch(argv: Sequence[str]) -> None:
             cmd[4].split("=")[1],
         )
         os.execv(cmd[0], cmd)
+
+
+def broadcast_from_main(acc: Any, tensor: Any) -> Any:
+    """TENSOR as the main process holds it, on every process (itself when there is one process)."""
+    if acc.num_processes == 1:
+        return tensor
+    import torch.distributed as dist
+
+    shared = tensor.to(acc.device).contiguous()
+    dist.broadcast(shared, 0)
+    return shared.to(tensor.device)

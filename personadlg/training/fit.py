@@ -58,6 +58,8 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
     plot: Path | None = None
+    stages: list[TrainResult] = field(default_factory=list)
+    """A staged run's per-stage results, in order (the last one is this result itself)."""
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -117,6 +119,7 @@ def fit(
     recipe: dict[str, Any] | None = None,
     final_name: str = ckpt.FINAL_DIR,
     figures: bool = True,
+    steps: int | None = None,
 ) -> TrainResult:
     """Train MODEL on TRAIN_FEATS per CFG.train; checkpoints, metrics.jsonl and loss.png in OUT_DIR.
 
@@ -131,6 +134,8 @@ def fit(
         recipe: what the user asked for (kept in trainer_state.json; resumes compare it).
         final_name: the last checkpoint's directory name (default `final`).
         figures: draw loss.png and the method's figures at the end.
+        steps: run exactly this many optimizer steps instead of train.max_steps / epochs (0: no
+            step at all: validate and save, e.g. a stage that only initialises weights).
 
     Raises:
         Interrupted: on SIGINT / SIGTERM, after saving a checkpoint at the current step.
@@ -156,12 +161,13 @@ def fit(
         )
 
     steps_per_epoch = len(batches_of(0)) // tc.grad_accum  # the same count in every epoch
-    if steps_per_epoch == 0:
+    if steps_per_epoch == 0 and steps != 0:
         raise UsageError(
             f"{len(train_feats)} training examples are fewer than one optimizer step needs "
             f"(train.batch_size {tc.batch_size} x {world} process(es) x train.grad_accum {tc.grad_accum})"
         )
-    total = tc.max_steps or math.ceil(tc.epochs * steps_per_epoch)
+    total = steps if steps is not None else tc.max_steps or math.ceil(tc.epochs * steps_per_epoch)
+    steps_per_epoch = max(steps_per_epoch, 1)
     warmup = tc.warmup_steps or int(tc.warmup_ratio * total)
 
     module = model.module

@@ -27,7 +27,7 @@ from personadlg.config import RunConfig
 from personadlg.data.lock import exclusive_lock
 from personadlg.errors import UsageError
 from personadlg.models.backbone import check_model_types
-from personadlg.models.base import BuildContext
+from personadlg.models.base import BuildContext, hook
 from personadlg.models.loading import check_requested
 from personadlg.registry import METHODS
 from personadlg.training import checkpoint as ckpt
@@ -38,7 +38,7 @@ from personadlg.training.data import (
     held_out,
     resolve_data_path,
 )
-from personadlg.training.distributed import make_accelerator
+from personadlg.training.distributed import broadcast_from_main, make_accelerator
 from personadlg.training.fit import EVAL_RESULTS, Event, TrainResult, fit
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,17 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         lock = exclusive_lock(out / ".lock", target=out, what="train")
     with lock:
+        if METHODS.get(cfg.method).stages:
+            from personadlg.training.stages import train_stages
+
+            return train_stages(
+                cfg,
+                acc,
+                resume=resume,
+                debug_tokens=debug_tokens,
+                on_event=on_event,
+                allow_config_change=allow_config_change,
+            )
         return _train(
             cfg,
             acc,
@@ -212,7 +223,9 @@ def _train(
     debug_tokens: int,
     on_event: Event | None,
     allow_config_change: bool,
+    steps: int | None = None,
 ) -> TrainResult:
+    """One run into `train.output_dir` (the caller holds its lock); STEPS as in `fit`."""
     tc = cfg.train
     started = time.perf_counter()
     # what the user asked for (without what runs add: history, lineage)
@@ -270,6 +283,14 @@ def _train(
         examples = [ex for _, ex in zip(range(debug_tokens), reader(train_path, cfg))]
         emit("debug_tokens", {"examples": [(ex, model.explain(ex)) for ex in examples]})
 
+    prepare = hook(model, "prepare")
+    if prepare is not None and start_ckpt is None:
+        prepare(
+            train_feats,
+            work_dir=out,
+            is_main=acc.is_main_process,
+            broadcast=lambda t: broadcast_from_main(acc, t),
+        )
     result = fit(
         model,
         cfg,
@@ -280,6 +301,7 @@ def _train(
         resume_from=start_ckpt,
         on_event=on_event,
         recipe=recipe,
+        steps=steps,
     )
     result.seconds = time.perf_counter() - started
     acc.end_training()
