@@ -50,9 +50,19 @@ def _root(
 
 
 def _register() -> None:
-    from personadlg.cli import chat, data, demo, evaluate, generate, recipes, synth, train
+    from personadlg.cli import (
+        chat,
+        codebook,
+        data,
+        demo,
+        evaluate,
+        generate,
+        recipes,
+        synth,
+        train,
+    )
 
-    for module in (data, synth, train, generate, evaluate, chat, demo, recipes):
+    for module in (data, synth, train, generate, evaluate, chat, codebook, demo, recipes):
         module.register(app)
 
 

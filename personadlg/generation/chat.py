@@ -24,6 +24,7 @@ HELP = """commands:
   /attributes a=x,b=y         set target attributes
   /attributes clear           no target attributes
   /user ID                    speak as user ID (per-user methods)
+  /codes                      the persona codes chosen for the last reply (codebook)
   /help                       this text
   /quit                       leave (or end of input)"""
 
@@ -44,6 +45,8 @@ class ChatSession:
     turn: int = 0
     last_info: dict[str, Any] = field(default_factory=dict)
     """What the method recorded about the last reply (e.g. cvae's ODE settings and NFE)."""
+    last_record: dict[str, Any] = field(default_factory=dict)
+    """What the method recorded for the last reply's example alone (codebook: its codes)."""
 
     def reply(self, text: str) -> str:
         """Add the user's message, generate the assistant's reply, add it to the history, return it."""
@@ -61,7 +64,9 @@ class ChatSession:
         seed = example_seed(self.decoding.seed, ex.id, target)
         result = self.model.generate([ex], decoding=self.decoding, seeds=[seed], targets=[target])
         (answer,) = as_generations(result).texts
-        self.last_info = as_generations(result).shared
+        gens = as_generations(result)
+        self.last_info = gens.shared
+        self.last_record = dict((gens.records or [None])[0] or {})
         self.history.append(Message("assistant", answer))
         return answer
 
@@ -104,6 +109,14 @@ class ChatSession:
                 else f" (note: this {self.method} model does not use attributes)"
             )
             return f"(attributes: {arg}){note}"
+        if name == "codes":
+            if "codes" in self.last_record:
+                mode = (self.last_info.get("codebook") or {}).get("persona_mode", "")
+                codes = " ".join(str(c) for c in self.last_record["codes"])
+                return f"codes of the last reply: {codes}" + (f" ({mode})" if mode else "")
+            if "history" not in self.supports:
+                return f"(this {self.method} model has no persona codes)"
+            return "(no reply yet: the codes are predicted from the history when you write)"
         if name == "user":
             self.user_id = arg or None
             return f"(user: {self.user_id or 'none'})"

@@ -246,6 +246,7 @@ def separate_encoder(tmp_path_factory, small_data, tiny_gpt2_dir, tiny_bert_dir)
             f"model.decoder={tiny_gpt2_dir}",
             "model.tokenizer.train=false",
             f"model.encoder={tiny_bert_dir}",
+            "model.freeze_encoder=false",
             "model.n_codes=8",
             "model.slots=3",
             "model.stage=joint",
@@ -363,6 +364,25 @@ def test_frozen_decoder_checkpoint_holds_only_what_trained(small_data, tiny_gpt2
         load_checkpoint(final)
 
 
+def test_the_encoder_is_frozen_from_stage_init_on(codebook_run, separate_encoder):
+    _, model = load_checkpoint(codebook_run.final_dir)
+    enc = model.net.encoder
+    assert enc is not None and not any(p.requires_grad for p in enc.parameters())
+    assert (codebook_run.final_dir / "encoder" / "model.safetensors").is_file()
+    # the joint stage's persona encoder is the decoder as it left stage 1, not as it is now
+    from safetensors.torch import load_file
+
+    role = load_file(str(codebook_run.stages[0].final_dir / "decoder" / "model.safetensors"))
+    frozen = {k: v for k, v in enc.state_dict().items()}
+    for k, v in frozen.items():
+        assert torch.equal(v, role[f"transformer.{k}"]), k
+    assert any(
+        not torch.equal(v, role[f"transformer.{k}"])
+        for k, v in model.net.decoder.transformer.state_dict().items()
+        if f"transformer.{k}" in role
+    )
+
+
 def test_dead_codes_are_reseeded(separate_encoder):
     model, batch = separate_encoder
     net = model.net
@@ -442,3 +462,55 @@ def test_generate_cli_flags(codebook_run, small_data, tmp_path, cli):
         "1,2",
     )
     assert r.code == 2 and "expected 3 code ids" in r.stderr
+
+
+def test_inspect_reports_usage_nearest_sentences_and_samples(codebook_run, small_data, cli):
+    from personadlg.generation.generate import load_examples
+    from personadlg.models.codebook.inspect import inspect_codebook
+
+    _, model = load_checkpoint(codebook_run.final_dir)
+    examples = load_examples(small_data["train"], "all")
+    report = inspect_codebook(model, examples, top=2)
+    rows = report["codes"]
+    assert sorted(r["code"] for r in rows) == list(range(8))
+    assert sum(r["assigned"] for r in rows) == 3 * len(examples)  # M segments per example
+    assert sum(r["predicted"] for r in rows) == 3 * len(examples)
+    assert report["assigned"]["used"] == sum(1 for r in rows if r["assigned"])
+    for r in rows:
+        assert len(r["nearest"]) == 2
+        d = [n["distance"] for n in r["nearest"]]
+        assert d == sorted(d)
+    # the nearest sentence of a used code is assigned to it
+    used = [r for r in rows if r["assigned"]]
+    assert any(r["nearest"][0]["own"] for r in used)
+    one = inspect_codebook(model, examples, code=5, contexts=2)
+    assert [r["code"] for r in one["codes"]] == [5] and len(one["generations"]) == 2
+    r = cli("codebook", "inspect", codebook_run.final_dir, "--data", small_data["train"], "--json")
+    assert r.code == 0, r.stderr
+    assert len(r.json()["codes"]) == 8
+    r = cli(
+        "codebook", "inspect", codebook_run.final_dir, "--data", small_data["train"], "--code", "3"
+    )
+    assert r.code == 0 and "code 3:" in r.stdout
+    r = cli(
+        "codebook", "inspect", codebook_run.final_dir, "--data", small_data["train"], "--code", "8"
+    )
+    assert r.code == 2 and "0..7" in r.stderr
+
+
+def test_chat_shows_the_codes_of_the_last_reply(codebook_run):
+    from personadlg.config import GenerateConfig
+    from personadlg.generation.chat import ChatSession
+
+    cfg, model = load_checkpoint(codebook_run.final_dir)
+    s = ChatSession(
+        model=model,
+        decoding=GenerateConfig(max_new_tokens=5),
+        method="codebook",
+        supports=("history",),
+    )
+    assert "no reply yet" in s.command("/codes")
+    s.reply("hi, what do you do for fun?")
+    shown = s.command("/codes")
+    assert shown.startswith("codes of the last reply: ") and "(predicted)" in shown
+    assert len(shown.split(":")[1].split("(")[0].split()) == 3

@@ -37,6 +37,12 @@ class CodebookConfig(ModelConfig):
             "help": "persona encoder: 'decoder' (the decoder itself, as the reference) or an HF encoder by hub id or dir"
         },
     )
+    freeze_encoder: bool = field(
+        default=True,
+        metadata={
+            "help": "stages init and joint encode persona segments with a frozen copy of the role-aware decoder (or the frozen encoder), so the codes' space does not drift while the decoder trains; false: the reference's shared, training encoder"
+        },
+    )
     encoder_pool: Literal["auto", "last", "mean", "cls"] = field(
         default="auto",
         metadata={

@@ -12,8 +12,9 @@ codes. The codes' vectors become a key/value prefix of M positions (`models/pref
 chosen codes go into each record's `decoding`.
 
 Checkpoint layout: `decoder/` (a Hugging Face model dir; absent with `freeze_decoder`, whose
-base is named with its fingerprint in `base.json`), `encoder/` for a separate trained persona
-encoder, `codebook.safetensors` (codebook, prefix MLP, predictor, slot embeddings, dead-code
+base is named with its fingerprint in `base.json`), `encoder/` for a separate persona encoder
+or the frozen copy of the decoder's body that encodes segments from stage `init` on
+(`freeze_encoder`), `codebook.safetensors` (codebook, prefix MLP, predictor, slot embeddings, dead-code
 state), `codebook.json`, the tokenizer, `encoder_tokenizer/` when the encoder has its own.
 """
 
@@ -105,9 +106,10 @@ class CodebookModel:
         if c.freeze_decoder:
             for p in net.decoder.parameters():
                 p.requires_grad_(False)
-            if net.encoder is not None:
-                for p in net.encoder.parameters():
-                    p.requires_grad_(False)
+        frozen_encoder = c.freeze_decoder or (c.freeze_encoder and c.stage in ("init", "joint"))
+        if net.encoder is not None and frozen_encoder:
+            for p in net.encoder.parameters():
+                p.requires_grad_(False)
         if c.stage == "role" or not c.quantize:
             net.codebook.requires_grad_(False)
         if c.stage == "role":
@@ -126,7 +128,7 @@ class CodebookModel:
         """Encoder tokens of the M persona segments ([] when the persona is empty)."""
         segs = persona_segments(persona, self.cfg.slots)
         tok = self.encoder_tokenizer
-        own = self.net.encoder is not None
+        own = self.cfg.encoder != "decoder"  # an encoder with its own special tokens
         out = []
         for s in segs:
             ids = tok(s, add_special_tokens=own)["input_ids"][: self.cfg.max_segment_tokens]
@@ -234,7 +236,12 @@ class CodebookModel:
         """Stage `init`: initialise the codebook from the encodings of every distinct persona
         segment of the training features (main process; the result is broadcast), and write
         `init_report.json` into WORK_DIR."""
-        if self.cfg.stage != "init" or not self.cfg.quantize:
+        if self.cfg.stage != "init":
+            return
+        if self.net.needs_encoder_copy():
+            self.net.copy_encoder()  # the role-aware decoder as it leaves stage 1 (init_from)
+            logger.info("persona segments are encoded by a frozen copy of the decoder from here on")
+        if not self.cfg.quantize:
             return
         from personadlg.models.codebook.init import init_codebook
 
@@ -512,10 +519,15 @@ class CodebookModel:
 # -- building and loading ---------------------------------------------------------------------------
 
 
-def _load_encoder(ref: str | Path) -> nn.Module:
+def _load_encoder(ref: str | Path, *, decoder_like: bool = False) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     config = from_pretrained(AutoConfig, ref, what="persona encoder", weights=False)
+    if decoder_like:  # a frozen copy of the decoder's body
+        body = from_pretrained(AutoModel, ref, what="persona encoder")
+        for p in body.parameters():
+            p.requires_grad_(False)
+        return body
     if getattr(config, "is_encoder_decoder", False):
         raise UsageError(f"{ref}: model.encoder must be an encoder-only model (BERT, MiniLM, ...)")
     return from_pretrained(AutoModel, ref, what="persona encoder")
@@ -549,6 +561,8 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CodebookModel:
         encoder = _load_encoder(mcfg.encoder)
         enc_tok = load_tokenizer(mcfg.encoder)
     net = CodebookNetwork(decoder=decoder, encoder=encoder, cfg=mcfg)
+    if net.needs_encoder_copy() and mcfg.stage == "joint":
+        net.copy_encoder()  # its weights come with model.init_from (the init stage's checkpoint)
     model = CodebookModel(net, tok, enc_tok, mcfg)
     trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info(
@@ -590,7 +604,7 @@ def load(directory: Path, cfg: RunConfig) -> CodebookModel:
     else:
         decoder = from_pretrained(AutoModelForCausalLM, directory / "decoder", what="decoder")
         if (directory / "encoder").is_dir():
-            encoder = _load_encoder(directory / "encoder")
+            encoder = _load_encoder(directory / "encoder", decoder_like=mcfg.encoder == "decoder")
     if decoder.config.pad_token_id is None:
         decoder.config.pad_token_id = tok.pad_token_id
     net = CodebookNetwork(decoder=decoder, encoder=encoder, cfg=mcfg)

@@ -98,6 +98,26 @@ class CodebookNetwork(nn.Module):
         self.register_buffer("recent", torch.zeros(RECENT, d), persistent=True)
         self.register_buffer("recent_count", torch.zeros((), dtype=torch.long), persistent=True)
 
+    def needs_encoder_copy(self) -> bool:
+        """Stages init / joint with the decoder as persona encoder and `freeze_encoder`: segments
+        are encoded by a frozen copy of the (role-aware) decoder's body."""
+        c = self.cfg
+        return (
+            c.encoder == "decoder"
+            and c.freeze_encoder
+            and not c.freeze_decoder
+            and c.stage in ("init", "joint")
+        )
+
+    def copy_encoder(self) -> None:
+        """Make `encoder` a frozen copy of the decoder's body as it is now."""
+        import copy
+
+        body = copy.deepcopy(base_model(self.decoder))
+        for p in body.parameters():
+            p.requires_grad_(False)
+        self.encoder = body
+
     # -- parts --------------------------------------------------------------------------------------
 
     def encode_segments(self, seg_ids: torch.Tensor, seg_len: torch.Tensor) -> torch.Tensor:
@@ -106,15 +126,16 @@ class CodebookNetwork(nn.Module):
         ids = seg_ids.reshape(b * m, t)
         lengths = seg_len.reshape(b * m).clamp(min=1)
         mask = (torch.arange(t, device=ids.device)[None, :] < lengths[:, None]).long()
-        body = self.encoder if self.encoder is not None else base_model(self.decoder)
-        if self.encoder is not None:
+        decoder_like = self.cfg.encoder == "decoder"  # the decoder, or a frozen copy of its body
+        if decoder_like:
+            body = self.encoder if self.encoder is not None else base_model(self.decoder)
+            states = hidden_states(body, ids, mask)
+        else:
             out = self.encoder(input_ids=ids, attention_mask=mask)
             states = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        else:
-            states = hidden_states(body, ids, mask)
         pool = self.cfg.encoder_pool
         if pool == "auto":
-            pool = "last" if self.encoder is None else "mean"
+            pool = "last" if decoder_like else "mean"
         if pool == "last":
             pooled = states[torch.arange(b * m, device=ids.device), lengths - 1]
         elif pool == "cls":
