@@ -66,7 +66,7 @@ class ChatSession:
         (answer,) = as_generations(result).texts
         gens = as_generations(result)
         self.last_info = gens.shared
-        self.last_record = dict((gens.records or [None])[0] or {})
+        self.last_record = dict(gens.records[0] or {}) if gens.records else {}
         self.history.append(Message("assistant", answer))
         return answer
 

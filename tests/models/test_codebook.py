@@ -502,7 +502,7 @@ def test_chat_shows_the_codes_of_the_last_reply(codebook_run):
     from personadlg.config import GenerateConfig
     from personadlg.generation.chat import ChatSession
 
-    cfg, model = load_checkpoint(codebook_run.final_dir)
+    _, model = load_checkpoint(codebook_run.final_dir)
     s = ChatSession(
         model=model,
         decoding=GenerateConfig(max_new_tokens=5),
