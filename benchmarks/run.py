@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        help="run only these benchmarks (data, train, eval, synth, cvae, persona, cvae_seeds)",
+        help="run only these benchmarks (data, train, eval, synth, cvae, persona, cvae_seeds, codebook)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     args = parser.parse_args()
@@ -33,7 +33,16 @@ def main() -> None:
         f"[bold]personadlg benchmarks[/] on {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )
     all_results = {}
-    selected = args.only or ["data", "train", "eval", "synth", "cvae", "persona", "cvae_seeds"]
+    selected = args.only or [
+        "data",
+        "train",
+        "eval",
+        "synth",
+        "cvae",
+        "persona",
+        "cvae_seeds",
+        "codebook",
+    ]
     for name in selected:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         if name == "data":

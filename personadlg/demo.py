@@ -23,20 +23,24 @@ def run_demo(
     classifier_overrides: tuple[str, ...] = (),
     classifier_recipe: str | None = None,
     cvae_overrides: tuple[str, ...] = (),
+    codebook_overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """stats → clean → split → train the tiny baseline → generate for the test split → train tiny
     attribute classifiers on the train split (fine-tuned all-MiniLM-L6-v2 when installed, else tiny
     ones; CLASSIFIER_RECIPE chooses) → evaluate the generations → train the tiny MIRACLE
     cvae → generate every aspect combination for the test split, ODE-guided and unguided →
-    evaluate both (the controllability matrix); return what each step reported.
+    evaluate both (the controllability matrix) → train the tiny MORPHEUS codebook (three stages)
+    → generate for the test split without persona text → P-Co and P-Co lift against the baseline,
+    and what two codes stand for; return what each step reported.
 
     TRAIN_OVERRIDES go to the baseline's recipe, and their `train.*` keys to every stage that
     trains (so `train.max_steps=20` makes the whole demo a smoke run); CLASSIFIER_OVERRIDES and
-    CVAE_OVERRIDES to those stages. Every recipe and override is checked before the first stage.
+    CVAE_OVERRIDES and CODEBOOK_OVERRIDES to those stages. Every recipe and override is checked before the first stage.
 
     Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json), OUT_DIR/data/{train,valid,test}.jsonl,
-    OUT_DIR/finetune-tiny/ and OUT_DIR/cvae-tiny/ (checkpoints, metrics.jsonl, loss.png; cvae also
-    latent_space.png), OUT_DIR/generations/{finetune-tiny,cvae-tiny,cvae-tiny-unguided}.jsonl,
+    OUT_DIR/finetune-tiny/, OUT_DIR/cvae-tiny/ and OUT_DIR/codebook-tiny/ (checkpoints, metrics.jsonl, loss.png; cvae also
+    latent_space.png; codebook also stages/), OUT_DIR/generations/{finetune-tiny,cvae-tiny,
+    cvae-tiny-unguided,codebook-tiny}.jsonl,
     OUT_DIR/classifiers/<attribute>/ and OUT_DIR/eval/*.json. Reruns resume every step.
     """
     from personadlg.config import load_recipe
@@ -84,6 +88,17 @@ def run_demo(
             f"train.output_dir={cvae_dir}",
             *shared,
             *cvae_overrides,
+        ],
+    )
+
+    bcfg = load_recipe(
+        "codebook/tiny",
+        [
+            f"data.train={data / 'train.jsonl'}",
+            f"data.valid={data / 'valid.jsonl'}",
+            f"train.output_dir={out / 'codebook-tiny'}",
+            *shared,
+            *codebook_overrides,
         ],
     )
 
@@ -148,6 +163,23 @@ def run_demo(
     cvae["samples"] = [
         r for r in guided if r["id"] == guided[0]["id"]
     ]  # one example, every combination
+    persona_metrics = ["p-co", "p-co-lift", "dist-2", "bleu-1"]
+    bres = train(bcfg, resume="auto", on_event=on_event)
+    bpath = out / "generations" / "codebook-tiny.jsonl"
+    bloaded = load_checkpoint(bres.final_dir)
+    bgen = generate_file(
+        bres.final_dir, data / "test.jsonl", bpath, on_progress=on_generate, loaded=bloaded
+    )
+    codebook: dict[str, Any] = {
+        "train": _train_summary(bres),
+        "generate": bgen,
+        "eval": evaluate_file(
+            bpath, metrics=persona_metrics, out=out / "eval" / "codebook-tiny.json"
+        ),
+        "baseline_eval": evaluate_file(gen_path, metrics=persona_metrics),
+        "codes": _two_codes(bloaded[1], data / "train.jsonl"),
+        "samples": list(iter_records(bpath))[:3],
+    }
     return {
         "out_dir": str(out),
         "stats": st,
@@ -160,7 +192,17 @@ def run_demo(
         "classifiers": {a: {"dir": d, **accuracy[a]} for a, d in classifiers.items()},
         "eval": report,
         "cvae": cvae,
+        "codebook": codebook,
     }
+
+
+def _two_codes(model: Any, train_path: Path) -> list[dict[str, Any]]:
+    """The two codes the training personas use most, with their nearest persona sentences."""
+    from personadlg.generation.generate import load_examples
+    from personadlg.models.codebook.inspect import inspect_codebook
+
+    report = inspect_codebook(model, load_examples(train_path, "all"), top=3, predict_limit=200)
+    return report["codes"][:2]
 
 
 def default_classifier_recipe() -> str:

@@ -14,6 +14,8 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "train.max_steps=4",
         "--cvae-train",
         "train.max_steps=6",
+        "--codebook-train",
+        "train.max_steps=5",
         "--classifier-recipe",
         "classifier/attribute-tiny",
     )
@@ -30,6 +32,7 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "data",
         "finetune-tiny",
         "cvae-tiny",
+        "codebook-tiny",
         "generations",
         "classifiers",
         "eval",
@@ -66,6 +69,14 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         )
         assert (tmp_path / "eval" / f"{name}.json").exists()
     assert len(cvae["samples"]) == 8
+    book = summary["codebook"]
+    assert book["train"]["steps"] == 5
+    assert (tmp_path / "codebook-tiny" / "stages" / "1-role" / "final").is_dir()
+    rows = read_jsonl(tmp_path / "generations" / "codebook-tiny.jsonl")
+    assert len(rows) == n_test and all(len(r["decoding"]["codes"]) == 4 for r in rows)
+    for rep in (book["eval"], book["baseline_eval"]):
+        assert {"p-co", "p-co-lift", "dist-2", "bleu-1"} <= set(rep["metrics"])
+    assert len(book["codes"]) == 2 and all(len(c["nearest"]) == 3 for c in book["codes"])
     r = cli(*args)  # rerun: every step resumes, nothing is generated twice
     assert (
         r.code == 0
@@ -74,5 +85,7 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         and "personalization-acc" in r.stdout
         and "controllability" in r.stdout
         and "ODE-guided vs --no-guidance" in r.stdout
+        and "codebook-tiny (MORPHEUS)" in r.stdout
+        and "two codes" in r.stdout
     )
     assert len(read_jsonl(tmp_path / "generations" / "finetune-tiny.jsonl")) == n_test

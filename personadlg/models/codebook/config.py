@@ -120,6 +120,12 @@ class CodebookConfig(ModelConfig):
     predictor_hidden: int = field(
         default=0, metadata={"help": "hidden size of the code predictor (0 = 2 × decoder hidden)"}
     )
+    history_pool: Literal["last", "mean"] = field(
+        default="mean",
+        metadata={
+            "help": "the history state code prediction reads: the last prompt token's, or the mean over the prompt (both without any prefix, in training and at inference)"
+        },
+    )
     predictor_grad: bool = field(
         default=False,
         metadata={

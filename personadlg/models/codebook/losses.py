@@ -34,11 +34,25 @@ def straight_through(z: torch.Tensor, codes: torch.Tensor, mode: str) -> torch.T
 
 
 def info_nce(
-    z: torch.Tensor, codebook: torch.Tensor, targets: torch.Tensor, *, temperature: float
+    z: torch.Tensor,
+    codebook: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    detach_negatives: bool = True,
 ) -> torch.Tensor:
     """InfoNCE between encodings Z (S, D) and every code of CODEBOOK (N, D) by cosine
-    similarity / TEMPERATURE, the positive being each encoding's own code TARGETS (S,)."""
-    sims = F.normalize(z.float(), dim=-1) @ F.normalize(codebook.float(), dim=-1).T
+    similarity / TEMPERATURE, the positive being each encoding's own code TARGETS (S,).
+
+    With DETACH_NEGATIVES the codes receive gradient only as positives (pulled towards their
+    encodings); pushing every other code away from the data kills codes that no encoding is
+    nearest to yet. The encodings still see every negative."""
+    zn = F.normalize(z.float(), dim=-1)
+    en = F.normalize(codebook.float(), dim=-1)
+    sims = zn @ (en.detach() if detach_negatives else en).T
+    if detach_negatives:
+        pos = (zn * en[targets]).sum(-1)
+        sims = sims.scatter(1, targets[:, None], pos[:, None])
     return F.cross_entropy(sims / temperature, targets)
 
 

@@ -148,10 +148,14 @@ class CodebookNetwork(nn.Module):
     def history_state(
         self, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor
     ) -> torch.Tensor:
-        """The decoder's final-layer state (B, H) at position LAST (B,) of the prompt IDS / MASK
-        (B, T), without any prefix: what code prediction sees, in training and at inference."""
-        states = hidden_states(base_model(self.decoder), ids, mask)
-        return states[torch.arange(ids.shape[0], device=ids.device), last].float()
+        """The decoder's final-layer history state (B, H) of the prompt IDS / MASK (B, T) whose
+        last token is at LAST (B,), without any prefix — what code prediction sees, in training
+        and at inference: that token's state, or the mean over the prompt (`history_pool`)."""
+        states = hidden_states(base_model(self.decoder), ids, mask).float()
+        if self.cfg.history_pool == "mean":
+            w = mask.unsqueeze(-1).to(states.dtype)
+            return (states * w).sum(1) / w.sum(1).clamp(min=1)
+        return states[torch.arange(ids.shape[0], device=ids.device), last]
 
     def predict(self, state: torch.Tensor) -> torch.Tensor:
         """Per-slot outputs (B, M, N) (code logits; (B, M, D) vectors without a codebook)."""
