@@ -122,3 +122,33 @@ def test_cvae_trains_in_two_processes(tmp_path, small_data):
     assert all("active_units" in m and "acc_attitude" in m for m in valid_rows)
     assert (out / "latent_space.png").stat().st_size > 0
     assert (out / "final" / "latent.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_codebook_stages_train_in_two_processes(tmp_path, small_data):
+    """The codebook's three stages under DDP: the init stage runs EM on the main process and
+    broadcasts the codebook (both processes train the same codes), the stage freezing leaves no
+    unused parameter, and the diagnostics are reduced over both processes."""
+    from tests.models.test_codebook import TINY_CODEBOOK
+
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "codebook/tiny",
+        *TINY_CODEBOOK,
+        f"data.train={small_data['train']}",
+        f"data.valid={small_data['valid']}",
+        f"train.output_dir={out}",
+        "train.batch_size=2",
+        "model.stage_train={role: {max_steps: 2}, joint: {max_steps: 4}}",
+    ]
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "personadlg"]
+    _run([*cmd, *args], tmp_path)
+    for d, steps in ((out / "stages" / "1-role", 2), (out / "stages" / "2-init", 0), (out, 4)):
+        state = json.loads((d / "final" / "trainer_state.json").read_text())
+        assert state["processes"] == 2 and state["step"] == steps, d
+    assert json.loads((out / "stages" / "2-init" / "init_report.json").read_text())["codes"] == 8
+    rows = read_metrics(out)
+    assert [m["step"] for m in rows if m["split"] == "train"] == [1, 2, 3, 4]
+    valid = [m for m in rows if m["split"] == "valid"]
+    assert valid and all("codes_used" in m and "code_acc" in m for m in valid)
