@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -76,18 +77,12 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         lock = exclusive_lock(out / ".lock", target=out, what="train")
     with lock:
+        run: Callable[..., TrainResult] = _train
         if METHODS.get(cfg.method).stages:
             from personadlg.training.stages import train_stages
 
-            return train_stages(
-                cfg,
-                acc,
-                resume=resume,
-                debug_tokens=debug_tokens,
-                on_event=on_event,
-                allow_config_change=allow_config_change,
-            )
-        return _train(
+            run = train_stages
+        result = run(
             cfg,
             acc,
             resume=resume,
@@ -95,6 +90,8 @@ def train(
             on_event=on_event,
             allow_config_change=allow_config_change,
         )
+    acc.end_training()  # after every stage: it ends the process group
+    return result
 
 
 def check_data(cfg: RunConfig) -> None:
@@ -304,5 +301,4 @@ def _train(
         steps=steps,
     )
     result.seconds = time.perf_counter() - started
-    acc.end_training()
     return result
