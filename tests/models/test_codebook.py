@@ -514,3 +514,31 @@ def test_chat_shows_the_codes_of_the_last_reply(codebook_run):
     shown = s.command("/codes")
     assert shown.startswith("codes of the last reply: ") and "(predicted)" in shown
     assert len(shown.split(":")[1].split("(")[0].split()) == 3
+
+
+def test_without_codebook_the_prefix_is_regressed_from_the_history(small_data, tmp_path):
+    """The 'without codebook' ablation: continuous encodings as the prefix in training, a vector
+    predicted from the history (MSE) at generation; no VQ, contrast or code diagnostics."""
+    result = train(
+        codebook_recipe(
+            small_data,
+            tmp_path / "run",
+            "model.quantize=false",
+            "model.stages=[role,joint]",
+            "model.stage_train={role: {max_steps: 2}, joint: {max_steps: 3}}",
+        )
+    )
+    rows = [r for r in read_metrics(result.output_dir) if r["split"] == "train"]
+    assert rows and all({"lm", "code"} <= set(r) and "vq" not in r for r in rows)
+    _, model = load_checkpoint(result.final_dir)
+    from personadlg.config import GenerateConfig
+
+    exs = _examples(small_data["test"], 2)
+    g = model.generate(
+        exs, decoding=GenerateConfig(max_new_tokens=4), seeds=[0, 0], targets=[None] * 2
+    )
+    assert len(g.texts) == 2 and g.records is None
+    with pytest.raises(UsageError, match="no codebook"):
+        from personadlg.models.codebook.inspect import inspect_codebook
+
+        inspect_codebook(model, exs)

@@ -233,15 +233,15 @@ class CodebookModel:
         is_main: bool,
         broadcast: Callable[[torch.Tensor], torch.Tensor],
     ) -> None:
-        """Stage `init`: initialise the codebook from the encodings of every distinct persona
+        """Before the first step of a fresh run: from stage `init` on, a frozen copy of the
+        decoder encodes persona segments (`freeze_encoder`; made here unless `init_from` brought
+        one). Stage `init`: initialise the codebook from the encodings of every distinct persona
         segment of the training features (main process; the result is broadcast), and write
         `init_report.json` into WORK_DIR."""
-        if self.cfg.stage != "init":
-            return
-        if self.net.needs_encoder_copy():
-            self.net.copy_encoder()  # the role-aware decoder as it leaves stage 1 (init_from)
+        if self.net.needs_encoder_copy() and self.net.encoder is None:
+            self.net.copy_encoder()  # the decoder as it leaves stage 1 (model.init_from)
             logger.info("persona segments are encoded by a frozen copy of the decoder from here on")
-        if not self.cfg.quantize:
+        if self.cfg.stage != "init" or not self.cfg.quantize:
             return
         from personadlg.models.codebook.init import init_codebook
 
@@ -561,8 +561,8 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CodebookModel:
         encoder = _load_encoder(mcfg.encoder)
         enc_tok = load_tokenizer(mcfg.encoder)
     net = CodebookNetwork(decoder=decoder, encoder=encoder, cfg=mcfg)
-    if net.needs_encoder_copy() and mcfg.stage == "joint":
-        net.copy_encoder()  # its weights come with model.init_from (the init stage's checkpoint)
+    if net.needs_encoder_copy() and ctx.init_from and (ctx.init_from / "encoder").is_dir():
+        net.copy_encoder()  # its weights come with model.init_from (e.g. the init stage's)
     model = CodebookModel(net, tok, enc_tok, mcfg)
     trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info(
