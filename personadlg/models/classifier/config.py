@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from personadlg.config import ModelConfig, check
-from personadlg.models.finetune.config import TokenizerConfig
+from personadlg.models.finetune.config import TokenizerConfig, source_problems
 
 
 @dataclass
@@ -48,17 +48,16 @@ class ClassifierConfig(ModelConfig):
     )
 
     def __post_init__(self) -> None:
-        problems = []
-        if bool(self.backbone) == bool(self.from_config):
-            problems.append(
-                "set exactly one of model.backbone (a pretrained encoder) and model.from_config (build from scratch)"
-            )
-        if self.from_config and "model_type" not in self.from_config:
-            problems.append("model.from_config needs a model_type, e.g. bert")
-        if self.from_config and not self.tokenizer.train and not self.tokenizer.path:
-            problems.append(
-                "a from-scratch classifier needs model.tokenizer.train: true or model.tokenizer.path"
-            )
+        problems = source_problems(
+            pretrained_key="backbone",
+            pretrained=self.backbone,
+            config_key="from_config",
+            from_config=self.from_config,
+            tokenizer=self.tokenizer,
+            kind="a pretrained encoder",
+            example="bert",
+            what="classifier",
+        )
         if len(set(self.labels)) != len(self.labels):
             problems.append(f"model.labels must be distinct, got {self.labels}")
         if self.max_length < 8:

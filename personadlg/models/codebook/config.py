@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from personadlg.config import ModelConfig, check
-from personadlg.models.finetune.config import TokenizerConfig
+from personadlg.models.finetune.config import TokenizerConfig, source_problems
 
 STAGES = ("role", "init", "joint")
 """The paper's three stages: role awareness (the decoder learns to use encoded persona segments as
@@ -179,17 +179,16 @@ class CodebookConfig(ModelConfig):
     )
 
     def __post_init__(self) -> None:
-        problems = []
-        if bool(self.decoder) == bool(self.decoder_from_config):
-            problems.append(
-                "set exactly one of model.decoder (a pretrained causal LM) and model.decoder_from_config"
-            )
-        if self.decoder_from_config and "model_type" not in self.decoder_from_config:
-            problems.append("model.decoder_from_config needs a model_type, e.g. gpt2")
-        if self.decoder_from_config and not self.tokenizer.train and not self.tokenizer.path:
-            problems.append(
-                "a from-scratch decoder needs model.tokenizer.train: true or model.tokenizer.path"
-            )
+        problems = source_problems(
+            pretrained_key="decoder",
+            pretrained=self.decoder,
+            config_key="decoder_from_config",
+            from_config=self.decoder_from_config,
+            tokenizer=self.tokenizer,
+            kind="a pretrained causal LM",
+            example="gpt2",
+            what="decoder",
+        )
         if self.freeze_decoder and not self.decoder:
             problems.append(
                 "model.freeze_decoder needs a pretrained model.decoder (a frozen random decoder learns nothing)"

@@ -34,6 +34,33 @@ class TokenizerConfig:
         )
 
 
+def source_problems(
+    *,
+    pretrained_key: str,
+    pretrained: str | None,
+    config_key: str,
+    from_config: dict[str, Any],
+    tokenizer: TokenizerConfig,
+    kind: str,
+    example: str,
+    what: str,
+) -> list[str]:
+    """Where a model comes from: exactly one of a pretrained model and a config to build from,
+    the config with a model_type, a from-scratch model with a tokenizer to train or load."""
+    problems = []
+    if bool(pretrained) == bool(from_config):
+        problems.append(
+            f"set exactly one of model.{pretrained_key} ({kind}) and model.{config_key} (build from scratch)"
+        )
+    if from_config and "model_type" not in from_config:
+        problems.append(f"model.{config_key} needs a model_type, e.g. {example}")
+    if from_config and not tokenizer.train and not tokenizer.path:
+        problems.append(
+            f"a from-scratch {what} needs model.tokenizer.train: true or model.tokenizer.path"
+        )
+    return problems
+
+
 @dataclass
 class FinetuneConfig(ModelConfig):
     """A causal LM or encoder-decoder fine-tuned on context -> assistant reply."""
@@ -90,17 +117,16 @@ class FinetuneConfig(ModelConfig):
     )
 
     def __post_init__(self) -> None:
-        problems = []
-        if bool(self.backbone) == bool(self.from_config):
-            problems.append(
-                "set exactly one of model.backbone (a pretrained model) and model.from_config (build from scratch)"
-            )
-        if self.from_config and "model_type" not in self.from_config:
-            problems.append("model.from_config needs a model_type, e.g. gpt2 or t5")
-        if self.from_config and not self.tokenizer.train and not self.tokenizer.path:
-            problems.append(
-                "a from-scratch model needs model.tokenizer.train: true or model.tokenizer.path"
-            )
+        problems = source_problems(
+            pretrained_key="backbone",
+            pretrained=self.backbone,
+            config_key="from_config",
+            from_config=self.from_config,
+            tokenizer=self.tokenizer,
+            kind="a pretrained model",
+            example="gpt2 or t5",
+            what="model",
+        )
         if (
             self.max_length < 8
             or self.max_response_tokens < 1
