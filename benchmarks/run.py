@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        help="run only these benchmarks (data, train, eval, synth, cvae, persona, cvae_seeds, codebook)",
+        help="run only these benchmarks (data, train, eval, synth, cvae, persona, cvae_seeds, codebook, convai2)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     args = parser.parse_args()
@@ -42,6 +42,7 @@ def main() -> None:
         "persona",
         "cvae_seeds",
         "codebook",
+        "convai2",
     ]
     for name in selected:
         module = importlib.import_module(f"benchmarks.bench_{name}")
