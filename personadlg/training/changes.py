@@ -21,6 +21,7 @@ BOOKKEEPING = (
     "train.tensorboard",
     "train.output_dir",
     "data.test",
+    "model.init_from",  # a resumed run's weights come from its checkpoint (the start is in lineage)
 )
 BOOKKEEPING_SECTIONS = ("generate.", "history", "lineage")
 

@@ -55,18 +55,33 @@ def stage_config(
         sub.train = build_config(
             TrainConfig, {**to_dict(cfg.train), **over}, path=f"model.stage_train.{stage}"
         )
+    sub.model.stage_train = {}  # applied: the stage's recipe holds only its own train section
     sub.train.output_dir = str(output_dir)
     return sub
 
 
 def _finished(directory: Path, sub: RunConfig, allow: bool) -> TrainResult:
-    """The result of a stage that already finished (its recipe must not have changed)."""
-    from personadlg.training.trainer import _resume_history
+    """The result of a stage that already finished. Its recipe must be the one it finished with:
+    the later stages were trained from it, so any change (more steps included) is refused unless
+    ALLOW, which keeps the finished stage as it is."""
+    from personadlg.training.changes import BOOKKEEPING_SECTIONS, describe, recipe_changes
 
     final = directory / ckpt.FINAL_DIR
-    recipe = {k: v for k, v in sub.to_dict().items() if k not in ("history", "lineage")}
-    _resume_history(sub, final, recipe, allow)  # raises when the stage's recipe changed
     state = ckpt.read_state(final)
+    recipe = {k: v for k, v in sub.to_dict().items() if k not in ("history", "lineage")}
+    ignored = ("train.output_dir", "model.init_from", "train.log_every", "train.tensorboard")
+    changes = {
+        k: v
+        for k, v in recipe_changes(state.get("recipe") or {}, recipe).items()
+        if k not in ignored and not k.startswith(BOOKKEEPING_SECTIONS)
+    }
+    if changes and not allow:
+        raise UsageError(
+            f"--resume auto: stage {sub.model.stage} finished in {directory} with another recipe "
+            f"({describe(changes, list(changes))}), and the later stages start from it; restore "
+            "those values, start a new train.output_dir, or pass --allow-config-change to keep the "
+            "finished stage as it is"
+        )
     valid_path = final / EVAL_RESULTS
     return TrainResult(
         output_dir=directory,

@@ -128,13 +128,25 @@ def test_resume_auto_skips_finished_stages_and_reproduces_the_interrupted_one(
         assert torch.equal(ours[k], theirs[k]), k
     with pytest.raises(UsageError, match="already holds checkpoints"):
         train(codebook_recipe(small_data, copy))
-    with pytest.raises(UsageError, match="recipe changed"):  # stage 1's recipe differs
+    with pytest.raises(UsageError, match="stage role finished in .*train.max_steps: 4 -> 5"):
         train(
             codebook_recipe(
                 small_data, copy, "model.stage_train={role: {max_steps: 5}, joint: {max_steps: 6}}"
             ),
             resume="auto",
         )
+    # a change to the last stage alone does not trip the earlier ones
+    with pytest.raises(UsageError, match="stage joint finished in .*train.lr: 0.003 -> 0.004"):
+        train(
+            codebook_recipe(
+                small_data,
+                copy,
+                "model.stage_train={role: {max_steps: 4}, joint: {max_steps: 6, lr: 0.004}}",
+            ),
+            resume="auto",
+        )
+    again = train(codebook_recipe(small_data, copy), resume="auto")  # all done: nothing to train
+    assert again.final_dir == copy / "final" and [s.steps for s in again.stages] == [4, 0, 6]
 
 
 def test_save_load_gives_identical_generations_and_records_the_codes(
