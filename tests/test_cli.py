@@ -105,9 +105,9 @@ def test_json_output_is_pure_json_on_stdout(cli, demo_path):
 
 def test_methods_that_have_not_landed_say_so(cli, tmp_path):
     p = tmp_path / "r.yaml"
-    p.write_text("method: codebook\n")
+    p.write_text("method: lora\n")
     r = cli("train", p)
-    assert r.code == 2 and "method 'codebook' is not available in this version" in r.stderr
+    assert r.code == 2 and "method 'lora' is not available in this version" in r.stderr
     assert (
         cli("train", "finetune/tiny", "train.lr=-1").code == 2
     )  # recipes are validated before anything runs
