@@ -349,7 +349,9 @@ class CodebookModel:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompts (B, T) and their mask."""
         limit = position_limit(self.net.decoder.config) or 10**9
-        budget = min(self.cfg.max_length, limit - self.cfg.slots - max_new_tokens)
+        # the prompt budget of training, so code prediction sees the same history as it learnt on
+        train_budget = self._budget() - self.cfg.max_response_tokens - 1
+        budget = min(train_budget, limit - self.cfg.slots - max_new_tokens)
         prompts = [self._prompt(ex, budget) for ex in examples]
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id or 0
