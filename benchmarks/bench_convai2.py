@@ -29,7 +29,7 @@ def _decoder_overrides(recipe_cfg: Any) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in conf.items()) + "}"
 
 
-def run(quick: bool = False, steps: int = 3000) -> dict[str, Any]:
+def run(quick: bool = False, steps: int = 1200, dialogues: int = 250) -> dict[str, Any]:
     from personadlg.config import load_recipe
     from personadlg.data.convert import convert
     from personadlg.data.formats import FormatOptions
@@ -44,7 +44,7 @@ def run(quick: bool = False, steps: int = 3000) -> dict[str, Any]:
     train_txt = SHARED / "rcdg" / "per-train.txt"
     if not valid_txt.is_file() or not train_txt.is_file():
         return {"skipped": f"{valid_txt} or {train_txt} is not present"}
-    steps = 150 if quick else steps
+    steps, dialogues = (60, 30) if quick else (steps, dialogues)
     results: dict[str, Any] = {"steps": steps}
     with tempfile.TemporaryDirectory(prefix="pdlg-bench-convai2-") as tmp:
         d = Path(tmp)
@@ -58,14 +58,15 @@ def run(quick: bool = False, steps: int = 3000) -> dict[str, Any]:
             "valid_persona_sets": len(valid_sets),
             "valid_sets_in_train": len(valid_sets & seen),
         }
-        inputs = va
-        if quick:
-            lines = va.read_text(encoding="utf-8").splitlines()[:100]
-            inputs = d / "valid-quick.jsonl"
-            inputs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        # the first DIALOGUES validation dialogues (all their turns): generation and validation
+        lines = va.read_text(encoding="utf-8").splitlines()[:dialogues]
+        inputs = d / "valid-subset.jsonl"
+        inputs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        results["dialogues"] = len(lines)
         small = load_recipe("codebook/small", [f"data.train={tr}"])
         decoder = _decoder_overrides(small)
-        common = [f"data.train={tr}", "data.valid_fraction=0.05", "train.eval_every=0"]
+        # validation = the test inputs (unseen personas): perplexity and code accuracy on them
+        common = [f"data.train={tr}", f"data.valid={inputs}", "train.eval_every=0"]
         shape = [
             f"model.from_config={decoder}",
             f"model.tokenizer.vocab_size={small.model.tokenizer.vocab_size}",
@@ -73,6 +74,7 @@ def run(quick: bool = False, steps: int = 3000) -> dict[str, Any]:
             f"model.max_response_tokens={small.model.max_response_tokens}",
             f"train.batch_size={small.train.batch_size}",
             f"train.lr={small.train.lr}",
+            f"train.warmup_ratio={small.train.warmup_ratio}",
         ]
         runs: dict[str, Any] = {}
         for name, extra in (
@@ -109,8 +111,13 @@ def run(quick: bool = False, steps: int = 3000) -> dict[str, Any]:
             for k, r in runs.items()
         }
         train_info["codebook"]["stage_seconds"] = [s.seconds for s in cres.stages]
+        train_info["codebook"]["stage_steps"] = [s.steps for s in cres.stages]
         results["train"] = train_info
-        dec = ["max_new_tokens=32", "batch_size=64"]
+        dec = [
+            "max_new_tokens=32",
+            "batch_size=64",
+            "no_repeat_ngram_size=3",
+        ]  # greedy, as the recipe
         files: dict[str, Path] = {}
         for name, r in runs.items():
             out = d / f"{name.split()[0]}-{len(files)}.jsonl"
@@ -136,7 +143,10 @@ def run(quick: bool = False, steps: int = 3000) -> dict[str, Any]:
         comp = compare_files(
             [base, *[p for n, p in files.items() if p != base]], metrics=METRICS, opts=opts
         )
-        results["vs_finetune_no_persona"] = comp["comparisons"]["vs_base"]
+        vs = comp["comparisons"]["vs_base"]
+        results["vs_finetune_no_persona"] = {
+            name: vs[str(p)] for name, p in files.items() if str(p) in vs
+        }
         results["n"] = sum(1 for x in base.read_text().splitlines() if x)
     return results
 
@@ -146,6 +156,13 @@ def _ci(m: dict[str, Any] | None) -> str:
         return "-"
     ci = m.get("ci95")
     return f"{m['value']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{m['value']:.2f}"
+
+
+DIAG = ["ppl", "code_acc", "code_acc_majority", "codes_used", "usage_ppl", "dead_codes", "vq_dist"]
+
+
+def _num(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else ("-" if v is None else str(v))
 
 
 def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
@@ -159,7 +176,8 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
             [[u["train_persona_sets"], u["valid_persona_sets"], u["valid_sets_in_train"]]],
         ),
         (
-            f"ConvAI2 validation ({results['n']:,} responses), {results['steps']:,} steps per system, 95% CI",
+            f"ConvAI2 validation ({results['n']:,} responses of the first {results['dialogues']} dialogues), "
+            f"{results['steps']:,} steps per system, greedy, 95% CI",
             ["system", *METRICS, "distinct gens"],
             [
                 [
@@ -174,5 +192,34 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
                 for k, v in PAPER.items()
             ],
         ),
+        (
+            "training: steps, seconds and validation diagnostics on the ConvAI2 validation inputs",
+            ["system", "steps", "seconds", "s/step", *DIAG],
+            [
+                [
+                    name,
+                    t["steps"],
+                    f"{t['seconds']:.0f}",
+                    f"{t['seconds'] / max(1, t['steps']):.2f}",
+                    *[_num(t["valid"].get(k)) for k in DIAG],
+                ]
+                for name, t in results["train"].items()
+            ],
+        ),
+        (
+            "paired differences against finetune (no persona): mean [95% CI], paired bootstrap",
+            ["system", *METRICS],
+            [
+                [name, *[_diff(row.get(m)) for m in METRICS]]
+                for name, row in results["vs_finetune_no_persona"].items()
+            ],
+        ),
     ]
     return tables
+
+
+def _diff(m: dict[str, Any] | None) -> str:
+    if not m or m.get("diff") is None:
+        return "-"
+    ci = m.get("ci95")
+    return f"{m['diff']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else f"{m['diff']:+.2f}"

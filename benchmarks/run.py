@@ -28,7 +28,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     args = parser.parse_args()
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=240)
     console.print(
         f"[bold]personadlg benchmarks[/] on {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )

@@ -407,8 +407,6 @@ class DataConfig:
             problems.append(f"data.max_context_turns must be >= 0, got {self.max_context_turns}")
         if not 0 <= self.valid_fraction < 1:
             problems.append(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
-        if not 0 <= self.valid_fraction < 1:
-            problems.append(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
         for attr, aspects in self.attributes.items():
             if len(aspects) < 2 or len(set(aspects)) != len(aspects):
                 problems.append(

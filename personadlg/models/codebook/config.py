@@ -118,7 +118,10 @@ class CodebookConfig(ModelConfig):
         metadata={"help": "one MLP output as both key and value prefix (the reference)"},
     )
     predictor_hidden: int = field(
-        default=0, metadata={"help": "hidden size of the code predictor (0 = 2 × decoder hidden)"}
+        default=0,
+        metadata={
+            "help": "hidden size of each slot's code-prediction head (0 = the decoder's hidden size)"
+        },
     )
     history_pool: Literal["last", "mean"] = field(
         default="mean",

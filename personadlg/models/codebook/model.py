@@ -14,7 +14,7 @@ chosen codes go into each record's `decoding`.
 Checkpoint layout: `decoder/` (a Hugging Face model dir; absent with `freeze_decoder`, whose
 base is named with its fingerprint in `base.json`), `encoder/` for a separate persona encoder
 or the frozen copy of the decoder's body that encodes segments from stage `init` on
-(`freeze_encoder`), `codebook.safetensors` (codebook, prefix MLP, predictor, slot embeddings, dead-code
+(`freeze_encoder`), `codebook.safetensors` (codebook, prefix MLP, predictor heads, dead-code
 state), `codebook.json`, the tokenizer, `encoder_tokenizer/` when the encoder has its own.
 """
 
@@ -113,9 +113,8 @@ class CodebookModel:
         if c.stage == "role" or not c.quantize:
             net.codebook.requires_grad_(False)
         if c.stage == "role":
-            for part in (net.predictor, net.slot_embedding):
-                for p in part.parameters():
-                    p.requires_grad_(False)
+            for p in net.predictor.parameters():
+                p.requires_grad_(False)
 
     # -- features -----------------------------------------------------------------------------------
 

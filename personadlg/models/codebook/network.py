@@ -7,7 +7,7 @@ H the decoder's hidden size, T tokens.
     k   = argmin_k ||z_e - e_k||                  (B, M)      their nearest codes
     prefix = mlp(z_q) → keys, values              (B, layers, kv_heads, M, head_dim)
     s   = decoder(history)[last prompt token]     (B, H)      no prefix: as at inference
-    logits = predictor(s + slot_embedding)        (B, M, N)   which code fills each slot
+    logits = head_j(s) for each slot j            (B, M, N)   which code fills each slot
 
 Stage `role` conditions the decoder on the continuous encodings z_e (no codebook yet); stages
 `init` and `joint` on the codes, with L_G + L_V + L_D + L_C (`losses.py`).
@@ -41,6 +41,26 @@ RECENT = 1024
 
 def _mlp(d_in: int, hidden: int, d_out: int, act: type[nn.Module]) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), act(), nn.Dropout(0.1), nn.Linear(hidden, d_out))
+
+
+class SlotHeads(nn.Module):
+    """One two-layer MLP head per slot, batched: state (B, H) → outputs (B, M, OUT)."""
+
+    def __init__(self, slots: int, d_in: int, hidden: int, d_out: int) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(slots, d_in, hidden))
+        self.b1 = nn.Parameter(torch.empty(slots, hidden))
+        self.w2 = nn.Parameter(torch.empty(slots, hidden, d_out))
+        self.b2 = nn.Parameter(torch.empty(slots, d_out))
+        self.dropout = nn.Dropout(0.1)
+        for w, b, fan_in in ((self.w1, self.b1, d_in), (self.w2, self.b2, hidden)):
+            bound = fan_in**-0.5  # nn.Linear's default initialisation, per head
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(torch.einsum("bh,mhk->bmk", state, self.w1) + self.b1)
+        return torch.einsum("bmk,mko->bmo", self.dropout(h), self.w2) + self.b2
 
 
 def base_model(lm: nn.Module) -> nn.Module:
@@ -89,10 +109,8 @@ class CodebookNetwork(nn.Module):
         assert isinstance(last, nn.Linear)
         nn.init.normal_(last.weight, std=std)
         nn.init.zeros_(last.bias)
-        self.slot_embedding = nn.Embedding(m, self.hidden)
-        nn.init.normal_(self.slot_embedding.weight, std=std)
         out = n if cfg.quantize else d
-        self.predictor = _mlp(self.hidden, cfg.predictor_hidden or 2 * self.hidden, out, nn.ReLU)
+        self.predictor = SlotHeads(m, self.hidden, cfg.predictor_hidden or self.hidden, out)
         self.step = 0
         self.register_buffer("last_used", torch.zeros(n, dtype=torch.long), persistent=True)
         self.register_buffer("recent", torch.zeros(RECENT, d), persistent=True)
@@ -159,9 +177,8 @@ class CodebookNetwork(nn.Module):
 
     def predict(self, state: torch.Tensor) -> torch.Tensor:
         """Per-slot outputs (B, M, N) (code logits; (B, M, D) vectors without a codebook)."""
-        q = state[:, None, :] + self.slot_embedding.weight[None].float()
         dtype = next(self.predictor.parameters()).dtype
-        return self.predictor(q.to(dtype)).float()
+        return self.predictor(state.to(dtype)).float()
 
     def prefix(self, vectors: torch.Tensor, *, repeat: int = 1) -> Any:
         """A cache holding M prefix positions in every decoder layer from VECTORS (B, M, D)
