@@ -87,6 +87,9 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
                 return None
             problems.append(f"{path}: expected {_type_name(tp)}, got null")
             return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1 and is_dataclass(inner[0]) and isinstance(value, dict):
+            return _coerce(value, inner[0], path, problems)  # its own, more precise, problems
         for arg in args:
             if arg is type(None):
                 continue

@@ -13,7 +13,9 @@ plain template is used:
     Assistant:
 
 and the target is " <reply>" followed by the end-of-sequence token. Header lines appear only when
-enabled and present. Contexts that do not fit the token budget lose their oldest turns first.
+enabled and present. With a `ProfileTemplate` the profile line is that template's instead
+(`[age: 60s] [occupation: beekeeper]` by default; `profile_prompt.py`), and an empty profile
+adds no line at all. Contexts that do not fit the token budget lose their oldest turns first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from personadlg.data.schema import Example, Message
+from personadlg.models.profile_prompt import ProfileTemplate, render_profile
 
 ROLE_NAMES = {"user": "User", "assistant": "Assistant"}
 
@@ -33,6 +36,7 @@ class RenderOptions:
     profile: bool = False
     attributes: bool = False
     chat_template: str = "auto"
+    profile_template: ProfileTemplate | None = None  # None: the "Profile: k: v; ..." line
 
 
 def header_lines(
@@ -40,9 +44,13 @@ def header_lines(
 ) -> list[str]:
     """The conditioning lines: persona, profile, attributes (TARGETS override the example's own)."""
     lines = []
-    if opts.persona and example.persona:
+    tmpl = opts.profile_template if opts.profile else None
+    if opts.persona and example.persona and not (tmpl and tmpl.persona):
         lines.append("Persona: " + " ".join(s.strip() for s in example.persona))
-    if opts.profile and example.profile:
+    if tmpl is not None:
+        if line := render_profile(example.profile, example.persona, template=tmpl):
+            lines.append(line)
+    elif opts.profile and example.profile:
         lines.append("Profile: " + "; ".join(f"{k}: {v}" for k, v in example.profile.items()))
     attrs = attributes if attributes is not None else example.attributes
     if opts.attributes and attrs:

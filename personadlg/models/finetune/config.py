@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from personadlg.config import ModelConfig, check
+from personadlg.models.profile_prompt import ProfileTemplate
 
 
 @dataclass
@@ -87,6 +88,12 @@ class FinetuneConfig(ModelConfig):
     )
     profile_in_prompt: bool = field(
         default=False, metadata={"help": "put the user profile in the prompt"}
+    )
+    profile_template: ProfileTemplate | None = field(
+        default=None,
+        metadata={
+            "help": "render the profile with this template ({item, separator, keys, only_keys, persona}; default [key: value] pairs) instead of the 'Profile:' line"
+        },
     )
     attributes_in_prompt: bool = field(
         default=False, metadata={"help": "put the target attributes in the prompt"}

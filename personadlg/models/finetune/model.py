@@ -67,6 +67,7 @@ class FinetuneModel:
             cfg.profile_in_prompt,
             cfg.attributes_in_prompt,
             cfg.chat_template,
+            cfg.profile_template,
         )
 
     # -- training ---------------------------------------------------------------------------------
@@ -196,7 +197,11 @@ def build(cfg: RunConfig, ctx: BuildContext) -> FinetuneModel:
     """A fresh model: a pretrained backbone, or one built from `model.from_config` with a trained tokenizer."""
     mcfg: FinetuneConfig = cfg.model
     opts = RenderOptions(
-        mcfg.persona_in_prompt, mcfg.profile_in_prompt, mcfg.attributes_in_prompt, "plain"
+        mcfg.persona_in_prompt,
+        mcfg.profile_in_prompt,
+        mcfg.attributes_in_prompt,
+        "plain",
+        mcfg.profile_template,
     )
     tok = dialogue_tokenizer(
         mcfg.tokenizer,
