@@ -20,6 +20,19 @@ err = Console(
 )
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Plain log lines to whatever `sys.stderr` is when a record is emitted (not the stream of
+    the moment the handler was made, which a caller — a test runner — may have closed since)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """INFO by default, DEBUG with -v, WARNING with -q. Rich handler on a terminal, plain lines otherwise."""
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
@@ -35,7 +48,7 @@ def setup_logging(verbosity: int = 0) -> None:
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.propagate = False
