@@ -32,3 +32,14 @@ def test_logs_to_a_pipe_are_not_wrapped_and_not_repeated(small_data, tmp_path):
     counts = Counter(ln for ln in lines if ln.strip())
     assert max(counts.values()) == 1, counts.most_common(3)
     assert any(len(ln) > 80 for ln in lines)  # long lines stay whole
+
+
+def test_table_cells_are_printed_as_written_not_as_markup():
+    from rich.console import Console
+
+    from personadlg.cli._console import table
+
+    console = Console(width=200, record=True)
+    console.print(table("t", ["help"], [["render [age: 20s] [bold]pairs[/bold]"], [3]]))
+    text = console.export_text()
+    assert "render [age: 20s] [bold]pairs[/bold]" in text and "3" in text

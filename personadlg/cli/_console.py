@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # When a stream is not a terminal (a pipe, a log file, CI), nothing is wrapped at 80 columns:
 # lines stay whole and tables take the width they need.
@@ -137,8 +138,8 @@ def table(
             if i < len(r) and r[i] is not None
         )
         t.add_column(c, justify="right" if numeric and rows else "left")
-    for r in rows:
-        t.add_row(*[fmt_value(v) for v in r])
+    for r in rows:  # cells are data, never rich markup: "[age: 20s]" prints as written
+        t.add_row(*[v if isinstance(v, Text) else Text(fmt_value(v)) for v in r])
     return t
 
 

@@ -50,13 +50,13 @@ class ProfileTemplate:
         names = _fields(self.item)
         if names != {"key", "value"}:
             problems.append(
-                "profile_template.item must use exactly the fields {key} and {value}, got "
+                "model.profile_template.item must use exactly the fields {key} and {value}, got "
                 + (f"{self.item!r} (not a format string)" if names is None else repr(self.item))
             )
         if len(set(self.keys)) != len(self.keys):
-            problems.append(f"profile_template.keys lists a key twice: {list(self.keys)}")
+            problems.append(f"model.profile_template.keys lists a key twice: {list(self.keys)}")
         if self.only_keys and not self.keys:
-            problems.append("profile_template.only_keys needs profile_template.keys")
+            problems.append("model.profile_template.only_keys needs model.profile_template.keys")
         check(problems)
         object.__setattr__(self, "keys", tuple(str(k) for k in self.keys))
 

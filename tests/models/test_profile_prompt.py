@@ -53,7 +53,7 @@ def test_only_keys_persona_and_custom_format() -> None:
         ({"item": "[{key}: {value} {other}]"}, "exactly the fields"),
         ({"item": "[{key: {value}]"}, "not a format string"),
         ({"keys": ("age", "age")}, "twice"),
-        ({"only_keys": True}, "needs profile_template.keys"),
+        ({"only_keys": True}, "needs model.profile_template.keys"),
     ],
 )
 def test_bad_templates_are_config_errors(kwargs: dict, needle: str) -> None:

@@ -6,7 +6,7 @@ H the decoder's hidden size, T tokens.
     z_e = pool(encoder(segments))                 (B, M, D)   persona segment encodings
     k   = argmin_k ||z_e - e_k||                  (B, M)      their nearest codes
     prefix = mlp(z_q) → keys, values              (B, layers, kv_heads, M, head_dim)
-    s   = decoder(history)[last prompt token]     (B, H)      no prefix: as at inference
+    s   = pool(decoder(history))                  (B, H)      mean (or last token), no prefix: as at inference
     logits = head_j(s) for each slot j            (B, M, N)   which code fills each slot
 
 Stage `role` conditions the decoder on the continuous encodings z_e (no codebook yet); stages

@@ -92,7 +92,7 @@ class FinetuneConfig(ModelConfig):
     profile_template: ProfileTemplate | None = field(
         default=None,
         metadata={
-            "help": "render the profile with this template ({item, separator, keys, only_keys, persona}; default [key: value] pairs) instead of the 'Profile:' line"
+            "help": "render the profile with this template ({item, separator, keys, only_keys, persona}; default [key: value] pairs) instead of the 'Profile:' line, e.g. model.profile_template='{keys: [age, gender]}'"
         },
     )
     attributes_in_prompt: bool = field(
