@@ -536,9 +536,19 @@ class GenerateConfig:
     seed: int = field(
         default=0, metadata={"help": "base seed; each example gets its own derived seed"}
     )
+    max_loaded_adapters: int = field(
+        default=32,
+        metadata={
+            "help": "lora: user adapters kept in memory at once (least recently used unloaded first)"
+        },
+    )
 
     def __post_init__(self) -> None:
         problems = []
+        if self.max_loaded_adapters < 1:
+            problems.append(
+                f"generate.max_loaded_adapters must be >= 1, got {self.max_loaded_adapters}"
+            )
         if self.max_new_tokens < 1:
             problems.append(f"generate.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:

@@ -103,11 +103,11 @@ def test_json_output_is_pure_json_on_stdout(cli, demo_path):
     json.loads(r.stdout)  # nothing else on stdout
 
 
-def test_methods_that_have_not_landed_say_so(cli, tmp_path):
+def test_a_recipe_with_problems_is_refused_before_anything_runs(cli, tmp_path):
     p = tmp_path / "r.yaml"
-    p.write_text("method: lora\n")
+    p.write_text("method: lora\nmodel: {stages: [users]}\n")
     r = cli("train", p)
-    assert r.code == 2 and "method 'lora' is not available in this version" in r.stderr
+    assert r.code == 2 and "model.init_from" in r.stderr and "Traceback" not in r.stderr
     assert (
         cli("train", "finetune/tiny", "train.lr=-1").code == 2
     )  # recipes are validated before anything runs

@@ -99,6 +99,21 @@ class TrainView:
             )
         elif kind == "figure":
             err.print(f"wrote {p['path']}", markup=False, highlight=False)
+        elif kind == "users":
+            err.print(
+                f"users: {p['users']:,} with an adapter to train ({p['done']:,} finished earlier, "
+                f"{p['too_few']:,} below model.min_examples), {p['processes']} process(es); base {p['base']}",
+                markup=False,
+                highlight=False,
+            )
+        elif kind == "user":
+            err.print(
+                f"user {p['user_id']}: {p['examples']} turns, {p['steps']} steps, valid loss "
+                f"{p['valid_loss_before']:.4f} → {p['valid_loss_after']:.4f} "
+                f"(best at step {p['best_step']}, {p['seconds']:.1f} s, {p['size_bytes'] / 1024:,.0f} KiB)",
+                markup=False,
+                highlight=False,
+            )
 
 
 def render_debug_tokens(examples: list[Any]) -> None:
@@ -140,6 +155,13 @@ def render_result(r: Any) -> None:
                 f"{v['loss']:.4f}" + (f" / {v['ppl']:.2f}" if "ppl" in v else ""),
             ]
         )
+        if "users" in v:  # lora stage users
+            rows.append(
+                [
+                    "user adapters (valid loss before → after)",
+                    f"{v['users']:,}: {v['loss_before']:.4f} → {v['loss']:.4f}, lower for {v['helped']:,}",
+                ]
+            )
         if "accuracy" in v:
             rows.append(["valid accuracy / macro-F1", f"{v['accuracy']:.2f} / {v['macro_f1']:.2f}"])
     if r.stopped_early:

@@ -21,7 +21,14 @@ def chat(
         Optional[list[str]], typer.Option("--persona", help="A persona sentence (repeatable).")
     ] = None,
     user: Annotated[
-        Optional[str], typer.Option("--user", help="User id (lora: selects the user's adapter).")
+        Optional[str],
+        typer.Option(
+            "--user", help="User id (lora: the user's adapter, and their profile unless --profile)."
+        ),
+    ] = None,
+    profile: Annotated[
+        Optional[str],
+        typer.Option("--profile", help="The speaker's profile, e.g. age=20s,gender=female."),
     ] = None,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
@@ -35,12 +42,13 @@ def chat(
     [bold]Examples[/]
 
       personadlg chat runs/finetune-tiny/final --persona "i keep bees." do_sample=true
+      personadlg chat runs/lora-tiny/final --user u-007        (then /user u-012 to switch)
     """
     import sys
 
     from personadlg.data.attributes import parse_targets
     from personadlg.errors import PersonadlgError
-    from personadlg.generation.chat import ChatSession
+    from personadlg.generation.chat import ChatSession, parse_profile
     from personadlg.generation.generate import check_decoding, check_targets, decoding_config
     from personadlg.models.loading import load_policy
     from personadlg.registry import METHODS
@@ -62,13 +70,16 @@ def chat(
         attribute_space=cfg.data.attributes,
         persona=list(persona or []),
         attributes=targets,
-        user_id=user,
+        profile=parse_profile(profile) if profile else {},
     )
+    user_note = session.set_user(user) if user else ""
     interactive = sys.stdin.isatty()
     if interactive:
         err.print(
             f"chatting with {checkpoint} ({cfg.method}); /help for commands, /quit or Ctrl-D to leave"
         )
+    if user_note:
+        err.print(user_note, markup=False, highlight=False)
     lineno = 0
     while True:
         lineno += 1

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from personadlg.cli._console import out, print_json, table
 
-LS_WHAT = ("methods", "metrics", "recipes", "formats", "filters")
+LS_WHAT = ("methods", "metrics", "recipes", "formats", "filters", "adapters")
 
 
 def validate(
@@ -54,7 +55,13 @@ def validate(
 
 
 def ls(
-    what: Annotated[str, typer.Argument(help="methods | metrics | recipes | formats | filters")],
+    what: Annotated[
+        str, typer.Argument(help="methods | metrics | recipes | formats | filters | adapters RUN")
+    ],
+    run: Annotated[
+        Optional[Path],
+        typer.Argument(help="For adapters: a lora run dir (or its final/).", show_default=False),
+    ] = None,
     fields: Annotated[
         bool,
         typer.Option(
@@ -70,6 +77,7 @@ def ls(
       personadlg ls methods
       personadlg ls methods --fields
       personadlg ls recipes
+      personadlg ls adapters runs/lora-tiny
     """
     from personadlg.errors import UsageError
     from personadlg.registry import FILTERS, FORMATS, METHODS, METRICS, did_you_mean
@@ -78,6 +86,11 @@ def ls(
         raise UsageError(
             f"cannot list '{what}'{did_you_mean(what, LS_WHAT)}; choose one of {', '.join(LS_WHAT)}"
         )
+    if what == "adapters":
+        _ls_adapters(run, json_out)
+        return
+    if run is not None:
+        raise UsageError(f"ls {what} takes no second argument (got {run})")
     if what == "recipes":
         from personadlg.config import bundled_recipes, recipe_summary, recipes_dir
 
@@ -142,6 +155,45 @@ def ls(
                     justify_numbers=False,
                 )
             )
+
+
+def _ls_adapters(run: Path | None, json_out: bool) -> None:
+    """The user adapters of a lora run: one row per user from adapters/index.json."""
+    from personadlg.errors import UsageError
+    from personadlg.models.lora.adapters import INDEX_FILE, adapters_of, read_index
+
+    if run is None:
+        raise UsageError(
+            "ls adapters needs a lora run dir, e.g. personadlg ls adapters runs/lora-tiny"
+        )
+    adapters = adapters_of(run)
+    if not (adapters / INDEX_FILE).is_file():
+        raise UsageError(f"{run}: no {adapters / INDEX_FILE} (not a lora run with trained users)")
+    index = read_index(adapters)
+    users = index["users"]
+    if json_out:
+        print_json({"adapters": str(adapters), "base": index.get("base"), "users": users})
+        return
+    rows = [
+        [
+            uid,
+            e["dir"],
+            e["examples"],
+            e["steps"],
+            f"{e['valid_loss_before']:.4f}",
+            f"{e['valid_loss_after']:.4f}",
+            f"{e.get('size_bytes', 0) / 1024:,.0f}",
+        ]
+        for uid, e in users.items()
+    ]
+    base = index.get("base") or {}
+    out.print(
+        table(
+            f"{len(users)} adapter(s) in {adapters} (base {base.get('ref', '?')})",
+            ["user", "dir", "turns", "steps", "valid loss before", "after", "KiB"],
+            rows,
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:

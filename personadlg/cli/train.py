@@ -40,6 +40,19 @@ def train(
             "from the checkpoint's; the change is recorded in config.yaml.",
         ),
     ] = False,
+    users: Annotated[
+        Optional[str],
+        typer.Option(
+            "--users",
+            help="lora: train the adapters of these user ids only, e.g. u-001,u-007 (model.users).",
+        ),
+    ] = None,
+    users_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--users-file", help="lora: the user ids to train, one per line (model.users_file)."
+        ),
+    ] = None,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
 ) -> None:
@@ -56,9 +69,11 @@ def train(
       personadlg train finetune/tiny --debug-tokens 2 train.max_steps=1
       personadlg train finetune/tiny --resume auto train.lr=1e-3 --allow-config-change
       personadlg train cvae/tiny model.init_from=runs/cvae-tiny train.output_dir=runs/cvae-more
+      personadlg train lora/tiny --users u-001,u-007 --resume auto
 
     Ctrl-C (or SIGTERM) saves a checkpoint at the current step; `--resume auto` continues from it.
     """
+    import json
     import sys
 
     from personadlg.cli._train_view import TrainView, render_result
@@ -66,7 +81,21 @@ def train(
     from personadlg.models.loading import load_policy
     from personadlg.training.distributed import maybe_relaunch
 
+    extra = []
+    if users is not None:
+        ids = [u.strip() for u in users.split(",") if u.strip()]
+        if not ids:
+            raise UsageError(f"--users: expected user ids separated by commas, got {users!r}")
+        extra.append("model.users=[" + ",".join(json.dumps(u) for u in ids) + "]")
+    if users_file is not None:
+        extra.append(f"model.users_file={json.dumps(str(users_file))}")
     cfg = load_recipe(recipe, overrides or [])
+    if extra:
+        if cfg.method != "lora":
+            raise UsageError(
+                f"--users and --users-file apply to lora recipes; this one is {cfg.method}"
+            )
+        cfg = load_recipe(recipe, [*(overrides or []), *extra])
     maybe_relaunch(sys.argv[1:])
     from personadlg.training.trainer import train as run
 

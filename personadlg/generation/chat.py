@@ -12,8 +12,9 @@ from typing import Any
 from personadlg.config import GenerateConfig
 from personadlg.data.attributes import parse_targets
 from personadlg.data.schema import Example, Message
+from personadlg.errors import UsageError
 from personadlg.generation.generate import check_targets, example_seed
-from personadlg.models.base import as_generations
+from personadlg.models.base import as_generations, hook
 
 HELP = """commands:
   /reset                      forget the conversation (persona and attributes stay)
@@ -23,10 +24,24 @@ HELP = """commands:
   /attributes                 show the target attributes
   /attributes a=x,b=y         set target attributes
   /attributes clear           no target attributes
-  /user ID                    speak as user ID (per-user methods)
+  /user ID                    speak as user ID (lora: the user's adapter and profile)
+  /profile                    show the profile
+  /profile age=20s,gender=f   set the profile (profile-aware methods)
+  /profile clear              no profile
   /codes                      the persona codes chosen for the last reply (codebook)
   /help                       this text
   /quit                       leave (or end of input)"""
+
+
+def parse_profile(text: str) -> dict[str, str]:
+    """`age=20s,gender=female` → {"age": "20s", "gender": "female"}."""
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if not sep or not k.strip() or not v.strip():
+            raise UsageError(f"--profile {text!r}: expected key=value[,key=value...]")
+        out[k.strip()] = v.strip()
+    return out
 
 
 @dataclass
@@ -42,6 +57,7 @@ class ChatSession:
     persona: list[str] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
     user_id: str | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
     turn: int = 0
     last_info: dict[str, Any] = field(default_factory=dict)
     """What the method recorded about the last reply (e.g. cvae's ODE settings and NFE)."""
@@ -59,6 +75,7 @@ class ChatSession:
             persona=list(self.persona),
             attributes=dict(self.attributes),
             user_id=self.user_id,
+            profile=dict(self.profile),
         )
         target = dict(self.attributes) or None
         seed = example_seed(self.decoding.seed, ex.id, target)
@@ -69,6 +86,24 @@ class ChatSession:
         self.last_record = dict(gens.records[0] or {}) if gens.records else {}
         self.history.append(Message("assistant", answer))
         return answer
+
+    def set_user(self, user_id: str | None) -> str:
+        """Speak as USER_ID; a user the model knows brings their profile (unless one is set)."""
+        self.user_id = user_id
+        if user_id is None:
+            return "(user: none)"
+        known = hook(self.model, "known_user")
+        if known is None:
+            if "user" in self.supports:
+                return f"(user: {user_id})"
+            return f"(user: {user_id}) (note: this {self.method} model does not use the user id)"
+        entry = known(user_id)
+        if entry is None:
+            return f"(user: {user_id}; no adapter for this user: the base model answers)"
+        if entry.get("profile") and not self.profile:
+            self.profile = dict(entry["profile"])
+        shown = ", ".join(f"{k}={v}" for k, v in self.profile.items()) or "none"
+        return f"(user: {user_id}, adapter {entry.get('dir', user_id)}; profile: {shown})"
 
     def command(self, line: str) -> str:
         """Run a /command; return what to show the user."""
@@ -118,6 +153,20 @@ class ChatSession:
                 return f"(this {self.method} model has no persona codes)"
             return "(no reply yet: the codes are predicted from the history when you write)"
         if name == "user":
-            self.user_id = arg or None
-            return f"(user: {self.user_id or 'none'})"
+            return self.set_user(arg or None)
+        if name == "profile":
+            if not arg:
+                return "profile: " + (
+                    ", ".join(f"{k}={v}" for k, v in self.profile.items()) or "(none)"
+                )
+            if arg == "clear":
+                self.profile.clear()
+                return "(profile cleared)"
+            self.profile = parse_profile(arg)
+            note = (
+                ""
+                if "profile" in self.supports
+                else f" (note: this {self.method} model does not use the profile)"
+            )
+            return f"(profile: {arg}){note}"
         return f"unknown command /{name}; /help lists the commands"

@@ -158,7 +158,11 @@ def output_settings(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": weights_fingerprint(checkpoint) if Path(checkpoint).is_dir() else "",
         "method": cfg.method,
-        "decoding": {k: v for k, v in to_dict(decoding).items() if k != "batch_size"},
+        "decoding": {
+            k: v
+            for k, v in to_dict(decoding).items()
+            if k not in ("batch_size", "max_loaded_adapters")  # neither changes a response
+        },
         "model": model_cfg,
         "input": str(input),
         "input_sha256": file_sha256(input),

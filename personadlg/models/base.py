@@ -182,6 +182,12 @@ class TimedGeneration(Protocol):
     """Cumulative seconds per generation stage (cvae: encode / ode / decode), for summaries."""
 
 
+class KnowsUsers(Protocol):
+    def known_user(self, user_id: str) -> dict[str, Any] | None:
+        """What the model holds for USER_ID (lora: the adapter's index entry, with the user's
+        profile), or None when it has nothing for that user (`chat /user`)."""
+
+
 OPTIONAL_HOOKS: dict[str, type] = {
     "on_step": StepHook,
     "after_training": AfterTraining,
@@ -193,6 +199,7 @@ OPTIONAL_HOOKS: dict[str, type] = {
     "chunk_size": ChunkedGeneration,
     "max_new_tokens_limit": BoundedDecoding,
     "timings": TimedGeneration,
+    "known_user": KnowsUsers,
 }
 REQUIRED_MEMBERS = (
     "name",
@@ -242,3 +249,8 @@ class MethodSpec:
     """Stages a recipe may chain (codebook: role, init, joint). A method with stages has
     `model.stages` (the ones to run, in order) and `model.stage` (the one a run trains); `train`
     runs each as its own run with its own checkpoint (training/stages.py)."""
+    stage_runners: dict[str, str] = field(default_factory=dict)
+    """Stages that are not one `fit` of one model, as "module:function" run in place of it (lora:
+    stage users, one fit per user); called as `function(cfg, acc, resume=, debug_tokens=,
+    on_event=, allow_config_change=)` and returning a TrainResult. Such a stage runs on every
+    `--resume auto` (it skips its own finished work)."""

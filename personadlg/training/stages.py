@@ -10,7 +10,8 @@ other inside one output dir:
 
 Each stage gets the run's `train:` section with `model.stage_train.<stage>` applied. `--resume auto`
 skips finished stages (refusing, as any resume does, when their recipe changed) and resumes the one
-that was interrupted. A stage named `init` takes no optimizer step: the model's `prepare` hook does
+that was interrupted; a stage the method runs itself (`MethodSpec.stage_runners`, lora's `users`)
+runs on every resume and skips its own finished work. A stage named `init` takes no optimizer step: the model's `prepare` hook does
 its work, then the checkpoint is validated and written.
 """
 
@@ -119,6 +120,9 @@ def train_stages(
                     "it, or choose another train.output_dir (or delete this one) to start over"
                 )
     emit: Event = on_event if (on_event and acc.is_main_process) else (lambda kind, payload: None)
+    from personadlg.registry import METHODS
+
+    runners = METHODS.get(cfg.method).stage_runners
     source = cfg.model.init_from
     results: list[TrainResult] = []
     for i, (stage, d) in enumerate(zip(stages, dirs)):
@@ -128,7 +132,19 @@ def train_stages(
             "stage",
             {"stage": stage, "index": i + 1, "of": len(stages), "output_dir": str(d), "done": done},
         )
-        if done:
+        if stage in runners:
+            import importlib
+
+            module, name = runners[stage].split(":", 1)
+            result = getattr(importlib.import_module(module), name)(
+                sub,
+                acc,
+                resume=resume,
+                debug_tokens=debug_tokens if i == 0 else 0,
+                on_event=on_event,
+                allow_config_change=allow_config_change,
+            )
+        elif done:
             logger.info("stage %d/%d (%s) finished earlier: %s", i + 1, len(stages), stage, d)
             result = _finished(d, sub, allow_config_change)
         else:

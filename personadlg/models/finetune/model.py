@@ -156,6 +156,22 @@ class FinetuneModel:
         seeds: Sequence[int],
         targets: Sequence[dict[str, str] | None],
     ) -> list[str]:
+        return self.generate_with(
+            self.lm, examples, decoding=decoding, seeds=seeds, targets=targets
+        )
+
+    def generate_with(
+        self,
+        lm: Any,
+        examples: Sequence[Example],
+        *,
+        decoding: GenerateConfig,
+        seeds: Sequence[int],
+        targets: Sequence[dict[str, str] | None],
+        **model_kwargs: Any,
+    ) -> list[str]:
+        """`generate` through LM (this model's LM, or a peft model wrapping it; MODEL_KWARGS go to
+        its `generate`, e.g. peft's `adapter_names`)."""
         tok = self.tokenizer
         prompts = [
             self._render(
@@ -172,15 +188,16 @@ class FinetuneModel:
             else:
                 ids[i, n - len(p) :], mask[i, n - len(p) :] = torch.tensor(p), 1
         device = next(self.lm.parameters()).device
-        self.lm.eval()
+        lm.eval()
         new = generate_ids(
-            self.lm,
+            lm,
             ids.to(device),
             mask.to(device),
             cfg=decoding,
             seeds=seeds,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
+            **model_kwargs,
         )
         return [tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist()]
 
