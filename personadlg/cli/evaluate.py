@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from personadlg.cli._console import out, print_json, progress
+from personadlg.cli._console import out, print_json, progress, table
 from personadlg.cli._options import (
     AllowPickle,
     AssistantOpt,
@@ -87,6 +87,38 @@ def evaluate(
             help="Also report each target attribute combination (the controllability matrix).",
         ),
     ] = False,
+    by: Annotated[
+        Optional[str],
+        typer.Option(
+            "--by",
+            metavar="FIELD",
+            help="Also score every metric per group of records and its macro average over groups "
+            "(each group weighs the same), next to the overall value. FIELD: user (the records' "
+            "user_id; records without one form the group '(no user)', reported but not averaged). "
+            "The table shows the overall and macro values; --per-user adds a row per user; --json "
+            "and --out always hold every user (`by_user`, `macro`, `grouping`). With --bootstrap "
+            "the macro average gets an interval resampling users; with --compare the paired "
+            "difference of macro averages resamples users.",
+        ),
+    ] = None,
+    min_user_records: Annotated[
+        int,
+        typer.Option(
+            "--min-user-records",
+            "--min-group-records",
+            metavar="N",
+            help="With --by: groups (users) with fewer records are reported but left out of the "
+            "macro average.",
+        ),
+    ] = 1,
+    per_user: Annotated[
+        bool,
+        typer.Option(
+            "--per-user",
+            "--per-group",
+            help="With --by: print a row per group (user) in the table too.",
+        ),
+    ] = False,
     compare: Annotated[
         Optional[list[Path]],
         typer.Option(
@@ -127,6 +159,7 @@ def evaluate(
       personadlg eval gen.jsonl --nli runs/nli/final --lm gpt2 --bootstrap 1000 --out report.json
       personadlg eval base.jsonl --compare cvae.jsonl --metrics bleu-1,bleu-2,rouge-l,dist-2,sbleu
       personadlg eval gen.jsonl --metrics p-co,p-co-lift --p-co-stopwords none --bootstrap 1000
+      personadlg eval gen.jsonl --by user --min-user-records 5 --bootstrap 1000 --per-user
       personadlg eval scored.csv --column context=ctx --column response=reply --column generation=gen
     """
     import json
@@ -136,10 +169,17 @@ def evaluate(
     from personadlg.data.formats import FormatOptions
     from personadlg.data.jsonl import AtomicWriter
     from personadlg.data.paths import check_outputs
+    from personadlg.errors import UsageError
     from personadlg.metrics.catalog import EvalOptions
     from personadlg.metrics.evaluate import compare_files, evaluate_file
+    from personadlg.metrics.grouped import check_by, check_min_records
     from personadlg.models.loading import load_policy
 
+    if by is not None:
+        check_by(by)
+        check_min_records(min_user_records)
+    elif per_user or min_user_records != 1:
+        raise UsageError("--per-user and --min-user-records need --by user")
     inputs = {"generations": generations, **{f"--compare {p}": p for p in compare or []}}
     check_outputs({"--out": report, "--per-example": per_example}, inputs)
     classifiers = {}
@@ -182,6 +222,8 @@ def evaluate(
                 metrics=names,
                 opts=opts,
                 by_target=by_target,
+                by=by,
+                min_group_records=min_user_records,
                 on_metric=step,
                 **reading,
             )
@@ -194,6 +236,8 @@ def evaluate(
                 metrics=names,
                 opts=opts,
                 by_target=by_target,
+                by=by,
+                min_group_records=min_user_records,
                 out=report,
                 per_example=per_example,
                 on_metric=step,
@@ -203,8 +247,106 @@ def evaluate(
         print_json(result)
         return
     render_report(result)
+    if by is not None:
+        render_groups(result, by=by, per_group=per_user)
     if report:
         out.print(f"report → {report}")
+
+
+def render_groups(result: dict[str, Any], *, by: str, per_group: bool = False) -> None:
+    """The macro average over groups next to the overall value (and, with PER_GROUP, every group's
+    row); with --compare, each system's macro average and its paired difference from the first."""
+    from personadlg.metrics.grouped import GROUPINGS
+
+    plural = GROUPINGS[by].plural
+    systems = result.get("systems") or {result.get("input", "generations"): result}
+    short = {k: str(k).rsplit("/", 1)[-1] for k in systems}
+    first = next(iter(systems.values()))
+    info = first["grouping"]
+    names = list(first["macro"])
+    title = (
+        f"by {by}: macro average over {info['in_macro']:,} of {info[plural]:,} {plural} (each "
+        f"{by} weighs the same) next to the overall value over all {first['n']:,} records"
+    )
+    if len(systems) == 1:
+        rows: list[list[Any]] = []
+        for name in names:
+            m = first["macro"][name]
+            ci = "" if m["low"] is None else f"[{m['low']:.2f}, {m['high']:.2f}]"
+            overall = first["metrics"][name]["value"]
+            rows.append([name, overall, m["value"], ci, m[plural]])
+        cols = ["metric", "overall", "macro", "95% CI", plural]
+    else:
+        rows = []
+        for name in names:
+            row: list[Any] = [name]
+            for sys_ in systems.values():
+                row += [
+                    sys_["metrics"].get(name, {}).get("value"),
+                    sys_["macro"].get(name, {}).get("value"),
+                ]
+            rows.append(row)
+        cols = ["metric", *[f"{short[k]} {part}" for k in systems for part in ("overall", "macro")]]
+    out.print(table(title, cols, rows))
+    if info["excluded"]:
+        left_out = "; ".join(f"{g} ({why})" for g, why in info["excluded"].items())
+        out.print(
+            f"not in the macro average (but reported): {left_out}", markup=False, highlight=False
+        )
+    if per_group:
+        for key, sys_ in systems.items():
+            body = [
+                [
+                    group,
+                    row["n"],
+                    *[row.get(n) for n in names],
+                    "yes" if row["in_macro"] else "no",
+                ]
+                for group, row in sys_[f"by_{by}"].items()
+            ]
+            head = f"per {by}" + (f": {short[key]}" if len(systems) > 1 else "")
+            out.print(table(head, [by, "n", *names, "in macro"], body))
+    else:
+        out.print(
+            f"(a row per {by}: --per-{by}; every {by} is in the --json / --out report)",
+            markup=False,
+            highlight=False,
+        )
+    comp = (result.get("comparisons") or {}).get("macro_vs_base")
+    if comp is None:
+        return
+    rows = []
+    for system, metrics in comp.items():
+        for name, d in metrics.items():
+            lo, hi = d["ci95"]
+            rows.append(
+                [
+                    short.get(system, str(system).rsplit("/", 1)[-1]),
+                    name,
+                    f"{d['diff']:+.2f}",
+                    f"[{lo:+.2f}, {hi:+.2f}]",
+                    f"{d['p']:.4f}",
+                    d[plural],
+                    d["method"],
+                ]
+            )
+    base = str(result["comparisons"]["base"]).rsplit("/", 1)[-1]
+    if not rows:
+        out.print(
+            f"no paired difference of macro averages from {base}: it needs 4 or more {plural} "
+            "in both macro averages",
+            markup=False,
+            highlight=False,
+        )
+        return
+    out.print(
+        table(
+            f"difference of macro averages from {base} (paired by {by}, resampling {plural})",
+            ["system", "metric", "Δ macro", "95% CI", "p", plural, "method"],
+            rows,
+            justify_numbers=False,
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:

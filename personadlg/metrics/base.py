@@ -36,6 +36,8 @@ class EvalData:
     contexts: list[list[dict[str, str]]] = field(default_factory=list)
     targets: list[dict[str, str]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    users: list[str | None] = field(default_factory=list)
+    """The record's `user_id` (None when it has none): the groups of `eval --by user`."""
 
     def __post_init__(self) -> None:
         n = len(self.generations)
@@ -44,7 +46,8 @@ class EvalData:
         self.contexts = self.contexts or [[] for _ in range(n)]
         self.targets = self.targets or [{} for _ in range(n)]
         self.ids = self.ids or [str(i) for i in range(n)]
-        for name in ("references", "personas", "contexts", "targets", "ids"):
+        self.users = self.users or [None] * n
+        for name in ("references", "personas", "contexts", "targets", "ids", "users"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name}: {len(getattr(self, name))} values for {n} generations")
 
@@ -68,6 +71,7 @@ class EvalData:
             contexts=[self.contexts[i] for i in idx],
             targets=[self.targets[i] for i in idx],
             ids=[self.ids[i] for i in idx],
+            users=[self.users[i] for i in idx],
         )
 
 

@@ -26,6 +26,14 @@ from personadlg.errors import DataError, UsageError
 from personadlg.metrics.base import Computed, EvalData, Score, interval_ci, paired_difference
 from personadlg.metrics.catalog import EvalOptions
 from personadlg.metrics.collapse import collapse_report
+from personadlg.metrics.grouped import (
+    add_group_sections,
+    check_by,
+    check_min_records,
+    check_same_groups,
+    paired_macro_difference,
+    score_groups,
+)
 from personadlg.registry import METRICS, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -191,15 +199,21 @@ def evaluate_data(
     metrics: Sequence[str] | None = None,
     opts: EvalOptions | None = None,
     by_target: bool = False,
+    by: str | None = None,
+    min_group_records: int = 1,
     on_metric: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The report for DATA: every metric with its signature (and CI), optionally per target combination.
 
     Per target, each metric is aggregated over that target's rows of the whole computation (so a
     model scores every generation once); self-BLEU and P-Co, which look at the whole set, are
-    recomputed within the target's rows.
+    recomputed within the target's rows. BY ('user') adds every metric per group and the macro
+    average over groups with at least MIN_GROUP_RECORDS records (`metrics/grouped.py`).
     """
     opts = opts or EvalOptions()
+    if by is not None:
+        check_by(by)
+        check_min_records(min_group_records)
     if len(data) == 0:
         raise UsageError("nothing to evaluate: no generations")
     planned: dict[str, str] = check_classifier_targets(data, opts)
@@ -248,6 +262,10 @@ def evaluate_data(
                 entry["by_attribute"] = parts
             table[key or "(no target)"] = entry
         report["by_target"] = table
+    if by is not None:
+        table_by = score_groups(data, prepared, opts, by=by, min_records=min_group_records)
+        add_group_sections(report, table_by, scores, prepared, opts)
+        report["_groups"] = table_by
     report["_per_example"] = {
         name: c.per_example for name, c in prepared.items() if c.per_example is not None
     }
@@ -264,6 +282,7 @@ def read_generations(
     p = Path(path)
     check_nonempty(p)
     gens, refs, personas, contexts, targets, ids = [], [], [], [], [], []
+    users: list[str | None] = []
     for item in iter_any_examples(p, fmt=fmt, opts=opts):
         if isinstance(item, Bad):
             raise item.error
@@ -280,6 +299,7 @@ def read_generations(
         contexts.append([m.to_dict() for m in ex.context])
         targets.append(ex.target_attributes if ex.target_attributes is not None else ex.attributes)
         ids.append(ex.id + ("|" + target_key(ex.target_attributes) if ex.target_attributes else ""))
+        users.append(ex.user_id)
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
     return EvalData(
         generations=gens,
@@ -288,6 +308,7 @@ def read_generations(
         contexts=contexts,
         targets=targets,
         ids=ids,
+        users=users,
     ), digest
 
 
@@ -297,20 +318,34 @@ def evaluate_file(
     metrics: Sequence[str] | None = None,
     opts: EvalOptions | None = None,
     by_target: bool = False,
+    by: str | None = None,
+    min_group_records: int = 1,
     out: str | Path | None = None,
     per_example: str | Path | None = None,
     on_metric: Callable[[str], None] | None = None,
     input_format: str = "auto",
     format_options: FormatOptions | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a generation file; write the report (OUT) and per-example scores (PER_EXAMPLE) atomically."""
+    """Evaluate a generation file; write the report (OUT) and per-example scores (PER_EXAMPLE) atomically.
+
+    BY ('user'): also every metric per group and the macro average (see `evaluate_data`)."""
     check_outputs({"--out": out, "--per-example": per_example}, {"generations": path})
+    if by is not None:
+        check_by(by)
+        check_min_records(min_group_records)
     data, digest = read_generations(path, fmt=input_format, opts=format_options)
     report = evaluate_data(
-        data, metrics=metrics, opts=opts, by_target=by_target, on_metric=on_metric
+        data,
+        metrics=metrics,
+        opts=opts,
+        by_target=by_target,
+        by=by,
+        min_group_records=min_group_records,
+        on_metric=on_metric,
     )
     values = report.pop("_per_example")
     report.pop("_prepared")
+    report.pop("_groups", None)
     report = {
         "n": report["n"],
         "input": str(path),
@@ -342,14 +377,24 @@ def compare_files(
     metrics: Sequence[str] | None = None,
     opts: EvalOptions | None = None,
     by_target: bool = False,
+    by: str | None = None,
+    min_group_records: int = 1,
     on_metric: Callable[[str], None] | None = None,
     input_format: str = "auto",
     format_options: FormatOptions | None = None,
 ) -> dict[str, Any]:
     """Evaluate several systems on the same examples with the same settings (ids must match), and
     each later system's difference from the first on every metric: a paired 95% interval and a
-    two-sided p-value (`--bootstrap` replicates, 1,000 when not given)."""
+    two-sided p-value (`--bootstrap` replicates, 1,000 when not given).
+
+    BY ('user'): each system also gets its per-group values and macro average, and the comparison
+    the difference of macro averages, paired by group, resampling groups
+    (`comparisons["macro_vs_base"]`); every example must be in the same group in every file."""
     opts = opts or EvalOptions()
+    grouping = None
+    if by is not None:
+        grouping = check_by(by)
+        check_min_records(min_group_records)
     loaded = [(p, *read_generations(p, fmt=input_format, opts=format_options)) for p in paths]
     base_path, base, _ = loaded[0]
     base_ids = set(base.ids)
@@ -364,18 +409,25 @@ def compare_files(
                 f"({len(only_here)} only in {p}, e.g. {only_here[:2]}; {len(only_base)} only in {base_path}, e.g. {only_base[:2]})"
             )
     names = metrics or default_metrics(base, opts)
+    aligned = [(p, _aligned(data, base.ids), digest) for p, data, digest in loaded]
+    if grouping is not None:
+        check_same_groups([(str(p), data) for p, data, _ in aligned], grouping)
     systems: dict[str, Any] = {}
     prepared: list[dict[str, Computed]] = []
-    for p, data, digest in loaded:
+    groups: list[Any] = []
+    for p, data, digest in aligned:
         r = evaluate_data(
-            _aligned(data, base.ids),
+            data,
             metrics=names,
             opts=opts,
             by_target=by_target,
+            by=by,
+            min_group_records=min_group_records,
             on_metric=on_metric,
         )
         r.pop("_per_example")
         prepared.append(r.pop("_prepared"))
+        groups.append(r.pop("_groups", None))
         key = (
             str(p) if str(p) not in systems else f"{p}#{len(systems) + 1}"
         )  # the same file twice stays two columns
@@ -392,11 +444,14 @@ def compare_files(
                 d := paired_difference(prep[name], prepared[0][name], len(base), samples, opts.seed)
             )
         }
-    return {
-        "version": __version__,
-        "systems": systems,
-        "comparisons": {"base": keys[0], "n": len(base), "vs_base": comparisons},
-    }
+    summary: dict[str, Any] = {"base": keys[0], "n": len(base), "vs_base": comparisons}
+    if by is not None:
+        summary["by"] = by
+        summary["macro_vs_base"] = {
+            key: paired_macro_difference(g, groups[0], samples=samples, seed=opts.seed)
+            for key, g in zip(keys[1:], groups[1:])
+        }
+    return {"version": __version__, "systems": systems, "comparisons": summary}
 
 
 def evaluate_texts(
