@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        help="run only these benchmarks (data, train, eval, synth, cvae, persona, cvae_seeds, codebook, convai2)",
+        help="run only these benchmarks (data, train, eval, synth, cvae, persona, cvae_seeds, codebook, convai2, users)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     args = parser.parse_args()
@@ -43,6 +43,7 @@ def main() -> None:
         "cvae_seeds",
         "codebook",
         "convai2",
+        "users",
     ]
     for name in selected:
         module = importlib.import_module(f"benchmarks.bench_{name}")

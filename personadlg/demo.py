@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ def run_demo(
     classifier_recipe: str | None = None,
     cvae_overrides: tuple[str, ...] = (),
     codebook_overrides: tuple[str, ...] = (),
+    lora_overrides: tuple[str, ...] = (),
+    lora_users: int = 4,
 ) -> dict[str, Any]:
     """stats → clean → split → train the tiny baseline → generate for the test split → train tiny
     attribute classifiers on the train split (fine-tuned all-MiniLM-L6-v2 when installed, else tiny
@@ -31,16 +34,19 @@ def run_demo(
     cvae → generate every aspect combination for the test split, ODE-guided and unguided →
     evaluate both (the controllability matrix) → train the tiny MORPHEUS codebook (three stages)
     → generate for the test split without persona text → P-Co and P-Co lift against the baseline,
-    and what two codes stand for; return what each step reported.
+    and what two codes stand for → train the tiny lora method (profile-aware base, then adapters
+    for LORA_USERS users) → generate for those users' held-out test dialogues with and without
+    their adapters → per-user metrics (emb-sim with all-MiniLM-L6-v2 when installed); return what
+    each step reported.
 
     TRAIN_OVERRIDES go to the baseline's recipe, and their `train.*` keys to every stage that
     trains (so `train.max_steps=20` makes the whole demo a smoke run); CLASSIFIER_OVERRIDES and
-    CVAE_OVERRIDES and CODEBOOK_OVERRIDES to those stages. Every recipe and override is checked before the first stage.
+    CVAE_OVERRIDES, CODEBOOK_OVERRIDES and LORA_OVERRIDES to those stages. Every recipe and override is checked before the first stage.
 
     Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json), OUT_DIR/data/{train,valid,test}.jsonl,
-    OUT_DIR/finetune-tiny/, OUT_DIR/cvae-tiny/ and OUT_DIR/codebook-tiny/ (checkpoints, metrics.jsonl, loss.png; cvae also
+    OUT_DIR/finetune-tiny/, OUT_DIR/cvae-tiny/, OUT_DIR/codebook-tiny/ and OUT_DIR/lora-tiny/ (+ adapters/) (checkpoints, metrics.jsonl, loss.png; cvae also
     latent_space.png; codebook also stages/), OUT_DIR/generations/{finetune-tiny,cvae-tiny,
-    cvae-tiny-unguided,codebook-tiny}.jsonl,
+    cvae-tiny-unguided,codebook-tiny,lora-tiny,lora-tiny-base}.jsonl,
     OUT_DIR/classifiers/<attribute>/ and OUT_DIR/eval/*.json. Reruns resume every step.
     """
     from personadlg.config import load_recipe
@@ -99,6 +105,16 @@ def run_demo(
             f"train.output_dir={out / 'codebook-tiny'}",
             *shared,
             *codebook_overrides,
+        ],
+    )
+    lcfg = load_recipe(
+        "lora/tiny",
+        [
+            f"data.train={data / 'train.jsonl'}",
+            f"data.valid={data / 'valid.jsonl'}",
+            f"train.output_dir={out / 'lora-tiny'}",
+            *shared,
+            *lora_overrides,
         ],
     )
 
@@ -180,6 +196,7 @@ def run_demo(
         "codes": _two_codes(bloaded[1], data / "train.jsonl"),
         "samples": list(iter_records(bpath))[:3],
     }
+    lora = _lora_stage(lcfg, data, out, lora_users, on_event=on_event, on_generate=on_generate)
     return {
         "out_dir": str(out),
         "stats": st,
@@ -193,6 +210,73 @@ def run_demo(
         "eval": report,
         "cvae": cvae,
         "codebook": codebook,
+        "lora": lora,
+    }
+
+
+def _lora_stage(
+    cfg: Any, data: Path, out: Path, n_users: int, *, on_event: Any, on_generate: Any
+) -> dict[str, Any]:
+    """Train lora/tiny with adapters for the N_USERS users with the most held-out test turns;
+    generate for their test dialogues with the base and with their adapters; per-user metrics."""
+    from collections import Counter
+
+    from personadlg.data.jsonl import dumps
+    from personadlg.generation.generate import generate_file, iter_records, load_examples
+    from personadlg.metrics.catalog import EvalOptions
+    from personadlg.metrics.evaluate import compare_files
+    from personadlg.models.loading import bundled_dir
+    from personadlg.training.trainer import train
+
+    test_turns = Counter(
+        ex.user_id for ex in load_examples(data / "test.jsonl", "all") if ex.user_id
+    )
+    train_users = {ex.user_id for ex in load_examples(data / "train.jsonl", "all")}
+    users = sorted((u for u in test_turns if u in train_users), key=lambda u: (-test_turns[u], u))[
+        :n_users
+    ]
+    cfg.model.users = sorted(users)
+    lres = train(cfg, resume="auto", on_event=on_event)
+    held = data / "test-lora-users.jsonl"
+    lines = [
+        ln
+        for ln in (data / "test.jsonl").read_text(encoding="utf-8").splitlines()
+        if ln.strip() and json.loads(ln).get("user_id") in set(users)
+    ]
+    held.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+    base_ckpt = out / "lora-tiny" / "stages" / "1-base" / "final"
+    gens = {}
+    for name, ckpt in (("lora-tiny-base", base_ckpt), ("lora-tiny", lres.final_dir)):
+        path = out / "generations" / f"{name}.jsonl"
+        generate_file(ckpt, held, path, on_progress=on_generate)
+        gens[name] = path
+    embedder = "sentence-transformers/all-MiniLM-L6-v2"
+    metrics = ["bleu-1", "rouge-l", "dist-1"]
+    if bundled_dir(embedder) is not None:
+        metrics.append("emb-sim")
+    opts = EvalOptions(embedder=embedder if "emb-sim" in metrics else None)
+    comp = compare_files(
+        [gens["lora-tiny-base"], gens["lora-tiny"]], metrics=metrics, opts=opts, by="user"
+    )
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    (out / "eval" / "lora-tiny-by-user.json").write_text(dumps(comp), encoding="utf-8")
+    index = json.loads((out / "lora-tiny" / "adapters" / "index.json").read_text())
+    systems = {Path(k).stem: v for k, v in comp["systems"].items()}
+    return {
+        "train": {
+            "final": str(lres.final_dir),
+            "seconds": lres.seconds,
+            "stage_seconds": [s.seconds for s in lres.stages],
+            "summary": lres.last_valid,
+        },
+        "users": users,
+        "adapters": index["users"],
+        "metrics": metrics,
+        "by_user": {name: systems[name].get("by_user", {}) for name in gens},
+        "macro": {name: systems[name].get("macro", {}) for name in gens},
+        "macro_diff": (comp["comparisons"].get("macro_vs_base") or {}).get(str(gens["lora-tiny"])),
+        "samples": list(iter_records(gens["lora-tiny"]))[:2],
+        "samples_base": list(iter_records(gens["lora-tiny-base"]))[:2],
     }
 
 

@@ -116,6 +116,11 @@ def test_every_bundled_recipe_loads_and_documents_itself():
         if is_synth_recipe(read_yaml(path)):
             assert load_synth_recipe(name).target_list()
             continue
+        from personadlg.data.profile import is_profile_recipe, load_profile_recipe
+
+        if is_profile_recipe(read_yaml(path)):
+            assert load_profile_recipe(name).profile.keys
+            continue
         try:
             cfg = load_recipe(name)
         except ConfigError as err:

@@ -33,6 +33,7 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "finetune-tiny",
         "cvae-tiny",
         "codebook-tiny",
+        "lora-tiny",
         "generations",
         "classifiers",
         "eval",
@@ -77,6 +78,16 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     for rep in (book["eval"], book["baseline_eval"]):
         assert {"p-co", "p-co-lift", "dist-2", "bleu-1"} <= set(rep["metrics"])
     assert len(book["codes"]) == 2 and all(len(c["nearest"]) == 3 for c in book["codes"])
+    lora = summary["lora"]
+    assert len(lora["users"]) == 4 and sorted(lora["adapters"]) == sorted(lora["users"])
+    assert (tmp_path / "lora-tiny" / "adapters" / "index.json").is_file()
+    rows = read_jsonl(tmp_path / "generations" / "lora-tiny.jsonl")
+    assert rows and {r["user_id"] for r in rows} == set(lora["users"])
+    assert all(r["decoding"]["adapter"] == r["user_id"] for r in rows)
+    base_rows = read_jsonl(tmp_path / "generations" / "lora-tiny-base.jsonl")
+    assert [r["id"] for r in base_rows] == [r["id"] for r in rows]
+    assert set(lora["by_user"]["lora-tiny"]) >= set(lora["users"])
+    assert {"bleu-1", "rouge-l"} <= set(lora["macro"]["lora-tiny"])
     r = cli(*args)  # rerun: every step resumes, nothing is generated twice
     assert (
         r.code == 0
@@ -87,5 +98,7 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         and "ODE-guided vs --no-guidance" in r.stdout
         and "codebook-tiny (MORPHEUS)" in r.stdout
         and "two codes" in r.stdout
+        and "one LoRA adapter per user" in r.stdout
+        and "base + the user's adapter" in r.stdout
     )
     assert len(read_jsonl(tmp_path / "generations" / "finetune-tiny.jsonl")) == n_test

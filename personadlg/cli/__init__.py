@@ -57,12 +57,13 @@ def _register() -> None:
         demo,
         evaluate,
         generate,
+        profile,
         recipes,
         synth,
         train,
     )
 
-    for module in (data, synth, train, generate, evaluate, chat, codebook, demo, recipes):
+    for module in (data, synth, profile, train, generate, evaluate, chat, codebook, demo, recipes):
         module.register(app)
 
 

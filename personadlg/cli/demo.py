@@ -44,6 +44,13 @@ def demo(
             help="KEY=VALUE override of the tiny codebook recipe (repeatable).",
         ),
     ] = None,
+    lora_overrides: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--lora-train",
+            help="KEY=VALUE override of the tiny lora recipe (repeatable).",
+        ),
+    ] = None,
     classifier_recipe: Annotated[
         Optional[str],
         typer.Option(
@@ -63,7 +70,10 @@ def demo(
     generate all 8 aspect combinations for the test split, ODE-guided and unguided → the
     controllability matrix → train the tiny MORPHEUS codebook (recipes/codebook/tiny.yaml, three
     stages) → generate for the test split without persona text → P-Co / P-Co lift against the
-    baseline and two codes' nearest persona sentences. Rerunning resumes every step.
+    baseline and two codes' nearest persona sentences → train the tiny lora method
+    (recipes/lora/tiny.yaml: profile-aware base, one adapter for each of 4 users) → generate for
+    those users' test dialogues with and without their adapters → per-user metrics (emb-sim with
+    all-MiniLM-L6-v2 when installed). Rerunning resumes every step.
 
     [bold]Examples[/]
 
@@ -83,6 +93,7 @@ def demo(
             classifier_overrides=tuple(classifier_overrides or ()),
             cvae_overrides=tuple(cvae_overrides or ()),
             codebook_overrides=tuple(codebook_overrides or ()),
+            lora_overrides=tuple(lora_overrides or ()),
             classifier_recipe=classifier_recipe,
         )
     if json_out:
@@ -168,10 +179,11 @@ def demo(
     render_report(summary["eval"])
     render_demo_cvae(summary["cvae"])
     render_demo_codebook(summary["codebook"])
+    render_demo_lora(summary["lora"])
     d = summary["out_dir"]
     out.print(
         f"demo outputs in {d}/ (loss curves: {summary['train']['plot']}, {d}/cvae-tiny/loss.png, "
-        f"{d}/codebook-tiny/loss.png; "
+        f"{d}/codebook-tiny/loss.png; lora adapters: {d}/lora-tiny/adapters/; "
         f"latent space: {d}/cvae-tiny/latent_space.png; eval reports: {d}/eval/)"
     )
 
@@ -283,6 +295,76 @@ def render_demo_codebook(c: dict) -> None:
                 ]
                 for r in c["codes"]
             ],
+            justify_numbers=False,
+        )
+    )
+
+
+def render_demo_lora(c: dict) -> None:
+    """The demo's lora part: per-user adapters, their held-out losses, base vs adapter per user."""
+    import math
+
+    t = c["train"]
+    base_s, users_s = (t["stage_seconds"] + [0.0, 0.0])[:2]
+    out.print(
+        table(
+            "lora-tiny: one LoRA adapter per user on the profile-aware base",
+            ["user", "turns", "steps", "valid ppl base → adapter", "s", "KiB"],
+            [
+                [
+                    u,
+                    e["examples"],
+                    e["steps"],
+                    f"{math.exp(e['valid_loss_before']):.1f} → {math.exp(e['valid_loss_after']):.1f}",
+                    f"{e['seconds']:.1f}",
+                    f"{e['size_bytes'] / 1024:.0f}",
+                ]
+                for u, e in c["adapters"].items()
+            ],
+            justify_numbers=False,
+        )
+    )
+    out.print(
+        f"lora-tiny training: base stage {base_s:.1f} s, users stage {users_s:.1f} s",
+        markup=False,
+        highlight=False,
+    )
+    metrics = c["metrics"]
+    rows = []
+    for user in c["users"]:
+        row = [user]
+        for m in metrics:
+            vals = [
+                (c["by_user"][k].get(user) or {}).get(m) for k in ("lora-tiny-base", "lora-tiny")
+            ]
+            row.append(" → ".join("-" if v is None else f"{v:.2f}" for v in vals))
+        rows.append(row)
+    macro = [
+        " → ".join(
+            "-" if (v := (c["macro"][k].get(m) or {}).get("value")) is None else f"{v:.2f}"
+            for k in ("lora-tiny-base", "lora-tiny")
+        )
+        for m in metrics
+    ]
+    rows.append(["macro", *macro])
+    diff = c.get("macro_diff") or {}
+    rows.append(
+        [
+            "Δ [95% CI]",
+            *[
+                "-"
+                if not (d := diff.get(m)) or d.get("diff") is None
+                else f"{d['diff']:+.2f}"
+                + (f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d.get("ci95") else "")
+                for m in metrics
+            ],
+        ]
+    )
+    out.print(
+        table(
+            "held-out test dialogues of those users: base (with profile) → base + the user's adapter",
+            ["user", *metrics],
+            rows,
             justify_numbers=False,
         )
     )

@@ -35,9 +35,15 @@ def validate(
       personadlg validate recipes/finetune/gpt2.yaml train.lr=3e-5 model.max_length=256
     """
     from personadlg.config import dump_yaml, load_recipe, read_yaml, resolve_recipe, to_dict
+    from personadlg.data.profile import is_profile_recipe, load_profile_recipe
     from personadlg.data.synth import is_synth_recipe, load_synth_recipe
 
-    if is_synth_recipe(read_yaml(resolve_recipe(recipe))):
+    raw = read_yaml(resolve_recipe(recipe))
+    if is_profile_recipe(raw):
+        pcfg = load_profile_recipe(recipe, overrides or [])
+        data = {k: v for k, v in to_dict(pcfg).items() if k != "source"}
+        kind = "profile inference"
+    elif is_synth_recipe(raw):
         scfg = load_synth_recipe(recipe, overrides or [])
         data = {k: v for k, v in to_dict(scfg).items() if k != "source"}
         kind = f"synth, {len(scfg.target_list())} targets"

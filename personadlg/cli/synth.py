@@ -91,8 +91,8 @@ def synth(
     render_synth(summary)
 
 
-def synth_progress():  # type: ignore[no-untyped-def]
-    """A progress bar for synth: done / failed / in flight / retrying, tokens and cost."""
+def synth_progress(label: str = "synth"):  # type: ignore[no-untyped-def]
+    """A progress bar for synth's request runs: done / failed / in flight / retrying, tokens and cost."""
     from contextlib import contextmanager
 
     @contextmanager
@@ -112,7 +112,7 @@ def synth_progress():  # type: ignore[no-untyped-def]
 
         with Progress(
             SpinnerColumn(),
-            TextColumn("[bold]synth"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
@@ -121,7 +121,7 @@ def synth_progress():  # type: ignore[no-untyped-def]
             console=err,
             transient=True,
         ) as bar:
-            task = bar.add_task("synth", total=None, info="")
+            task = bar.add_task(label, total=None, info="")
 
             def update(v: dict) -> None:
                 info = f"failed {v['failed']} · in flight {v['in_flight']} · retries {v['retrying']} · {v['tokens']:,} tok · ${v['cost']:.2f}"

@@ -73,14 +73,25 @@ def _spurious_padding_warning(record: logging.LogRecord) -> bool:
     return "We strongly recommend passing in an `attention_mask`" not in record.getMessage()
 
 
+def _beams_for_adapters_warning(record: logging.LogRecord) -> bool:
+    """False for "passing generation_config together with num_beams is deprecated": peft's mixed
+    adapter batches need num_beams as a keyword (see `generate_ids`), the values agree."""
+    return "together with generation-related arguments=({'num_beams'})" not in record.getMessage()
+
+
 @contextmanager
 def _quiet_padding_warning() -> Iterator[None]:
-    log = logging.getLogger("transformers.modeling_utils")
-    log.addFilter(_spurious_padding_warning)
+    filters = [
+        ("transformers.modeling_utils", _spurious_padding_warning),
+        ("transformers.generation.utils", _beams_for_adapters_warning),
+    ]
+    for name, f in filters:
+        logging.getLogger(name).addFilter(f)
     try:
         yield
     finally:
-        log.removeFilter(_spurious_padding_warning)
+        for name, f in filters:
+            logging.getLogger(name).removeFilter(f)
 
 
 def generate_ids(

@@ -323,3 +323,34 @@ def test_chat_as_a_user_uses_their_adapter_and_profile(loaded):
     assert session.last_record["adapter"] is None
     assert session.command("/profile age=20s") == "(profile: age=20s)"
     assert session.profile == {"age": "20s"}
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_an_encoder_decoder_base_serves_mixed_user_batches(small_data, tmp_path, num_beams):
+    out = tmp_path / f"t5-{num_beams}"
+    cfg = lora_recipe(
+        small_data,
+        out,
+        "model.from_config={model_type: t5, d_model: 32, d_kv: 16, d_ff: 64, num_layers: 2, num_heads: 2}",
+        "model.users=[u-006]",
+        "model.stage_train={base: {max_steps: 20}, users: {epochs: 2, lr: 0.005}}",
+    )
+    train(cfg)
+    index = read_index(out / "adapters")
+    assert list(index["users"]) == ["u-006"]
+    adapter = json.loads((out / "adapters" / "u-006" / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "SEQ_2_SEQ_LM" and set(adapter["target_modules"]) == {"q", "v"}
+    _, model = load_checkpoint(out / "final")
+    examples = _examples(small_data, ["u-006", "u-001"])
+    mixed = _generate(model, examples, num_beams=num_beams)
+    assert [r["adapter"] for r in mixed.records] == ["u-006", "u-006", None, None]
+    for i, ex in enumerate(examples):
+        alone = as_generations(
+            model.generate(
+                [ex],
+                decoding=GenerateConfig(**{**FORCED, "num_beams": num_beams}),
+                seeds=[i],
+                targets=[None],
+            )
+        )
+        assert alone.texts[0] == mixed.texts[i], (i, ex.user_id)

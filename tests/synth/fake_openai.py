@@ -4,6 +4,7 @@ and injects faults on demand. Used by the synth tests and benchmarks.
     server = FakeOpenAI(latency=0.1).start()      # server.base_url == "http://127.0.0.1:PORT/v1"
     server.script.extend(["429:0.5", "500", "drop"])   # faults for the next chat requests, in order
     server.fault_for = lambda prompt: "unparseable" if "cursed" in prompt else None   # faults by content
+    server.content_for = lambda prompt: '{"age": "20s"}'   # the reply text (default: a synth dialogue)
     ...
     server.stop()
 
@@ -72,6 +73,7 @@ class FakeOpenAI:
         )
         self.script: deque[str] = deque()
         self.fault_for: Callable[[str], str | None] = lambda prompt: None
+        self.content_for: Callable[[str], str] | None = None
         self.log: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -201,7 +203,9 @@ class FakeOpenAI:
     def completion(self, body: dict[str, Any], fault: str | None, n: int) -> dict[str, Any]:
         prompt = body["messages"][0]["content"]
         messages = dialogue_for(prompt)
-        content = json.dumps({"messages": messages})
+        content = (
+            self.content_for(prompt) if self.content_for else json.dumps({"messages": messages})
+        )
         finish = "stop"
         if fault == "truncated":
             content, finish = content[: len(content) // 2], "length"

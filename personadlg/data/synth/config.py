@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from personadlg.config import apply_overrides, build_config, check, read_yaml, resolve_recipe
 from personadlg.errors import ConfigError
@@ -86,6 +86,24 @@ class LimitsConfig:
                 "limits.concurrency must be >= 1 and limits.rpm, limits.tpm, limits.max_cost >= 0"
             ]
         )
+
+
+class ApiRecipe(Protocol):
+    """What the request machinery (client, limits, prices, estimator) needs from a recipe.
+
+    SynthConfig has it; so does any other recipe that sends requests through synth's runner
+    (`personadlg profile infer`)."""
+
+    @property
+    def client(self) -> ClientConfig: ...
+    @property
+    def limits(self) -> LimitsConfig: ...
+    @property
+    def prices(self) -> dict[str, dict[str, float]]: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def completion_tokens_estimate(self) -> int: ...
 
 
 @dataclass
@@ -252,7 +270,11 @@ SYNTH_KEYS = (
 
 
 def is_synth_recipe(data: dict[str, Any]) -> bool:
-    return "method" not in data and any(k in data for k in ("client", "targets", "attributes"))
+    return (
+        "method" not in data
+        and "profile" not in data  # a `personadlg profile infer` recipe
+        and any(k in data for k in ("client", "targets", "attributes"))
+    )
 
 
 def load_synth_recipe(

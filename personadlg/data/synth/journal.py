@@ -28,9 +28,9 @@ class Journal:
     """The journal of one output; held exclusively (an OS lock) from opening until `close()`,
     so a second synth on the same output is refused naming the first one's pid."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, *, what: str = "synth") -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = exclusive_lock(cache_dir / ".lock", target=cache_dir, what="synth")
+        self._lock = exclusive_lock(cache_dir / ".lock", target=cache_dir, what=what)
         self._lock.__enter__()
         try:
             self._open(cache_dir)
@@ -76,6 +76,11 @@ class Journal:
                 self.state[entry["unit"]] = "submitted"
         elif not (status == "failed" and self.state.get(entry["unit"]) == "ok"):  # ok is final
             self.state[entry["unit"]] = status
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every entry written so far, oldest first."""
+        self._f.flush()
+        return self._entries()
 
     def append(self, entry: dict[str, Any]) -> None:
         self._f.write(dumps(entry) + "\n")

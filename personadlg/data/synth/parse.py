@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from personadlg.data.synth.config import TurnsConfig
@@ -33,6 +34,8 @@ MAX_WORDS = 150
 
 class ParseError(ValueError):
     """The reply is not a usable dialogue (the unit is retried, then recorded as failed)."""
+
+    kind = "unparseable"  # the class retries and failures are counted under
 
 
 def _from_json(obj: Any) -> list[dict[str, str]] | None:
@@ -64,19 +67,24 @@ def _from_transcript(text: str) -> list[dict[str, str]] | None:
     return out or None
 
 
-def parse_reply(text: str | None) -> list[dict[str, str]]:
-    """Messages from a reply in any accepted shape; ParseError when there is none."""
-    if not text or not text.strip():
-        raise ParseError("empty reply")
+def json_candidates(text: str) -> Iterator[Any]:
+    """The JSON values in a reply, most likely first: the whole text, fenced code blocks, the outermost {...}."""
     candidates = [text.strip(), *(m.group(1).strip() for m in _FENCE.finditer(text))]
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
         candidates.append(text[start : end + 1])
     for c in candidates:
         try:
-            obj = json.loads(c)
+            yield json.loads(c)
         except json.JSONDecodeError:
             continue
+
+
+def parse_reply(text: str | None) -> list[dict[str, str]]:
+    """Messages from a reply in any accepted shape; ParseError when there is none."""
+    if not text or not text.strip():
+        raise ParseError("empty reply")
+    for obj in json_candidates(text):
         msgs = _from_json(obj)
         if msgs is not None:
             return msgs

@@ -17,7 +17,7 @@ from typing import Any
 
 from personadlg.data.attributes import target_key
 from personadlg.data.jsonl import Bad, check_nonempty, iter_text_lines
-from personadlg.data.synth.config import SynthConfig
+from personadlg.data.synth.config import ApiRecipe, SynthConfig
 from personadlg.errors import DataError, UsageError
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "assets" / "prompts" / "synth_dialogue.txt"
@@ -47,20 +47,25 @@ class Unit:
         return f"t{self.topic_index:05d}|{target_key(self.target)}|{self.index}"
 
 
-def load_template(path: str | Path | None) -> tuple[Template, str]:
-    """The template and its version tag `sha256:<first 16 hex>`."""
-    p = Path(path) if path else DEFAULT_TEMPLATE
+def load_template(
+    path: str | Path | None,
+    *,
+    default: Path = DEFAULT_TEMPLATE,
+    placeholders: tuple[str, ...] = PLACEHOLDERS,
+) -> tuple[Template, str]:
+    """The template (PATH, else DEFAULT) and its version tag `sha256:<first 16 hex>`; only PLACEHOLDERS may appear."""
+    p = Path(path) if path else default
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise UsageError(f"template {p}: {err.strerror}") from None
     unknown = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(text)} - {
         None,
-        *PLACEHOLDERS,
+        *placeholders,
     }
     if unknown:
         raise UsageError(
-            f"template {p}: unknown placeholder(s) {sorted(unknown)}; available: {', '.join('$' + n for n in PLACEHOLDERS)}"
+            f"template {p}: unknown placeholder(s) {sorted(unknown)}; available: {', '.join('$' + n for n in placeholders)}"
         )
     return Template(text), "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -122,7 +127,7 @@ def render_prompt(
     )
 
 
-def request_params(cfg: SynthConfig) -> dict[str, Any]:
+def request_params(cfg: ApiRecipe) -> dict[str, Any]:
     params = dict(cfg.client.params)
     if cfg.client.json_mode:
         params["response_format"] = {"type": "json_object"}

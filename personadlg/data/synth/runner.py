@@ -12,10 +12,10 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from personadlg import __version__
 from personadlg.data.paths import check_outputs
@@ -28,7 +28,7 @@ from personadlg.data.synth.client import (
     make_client,
     redact,
 )
-from personadlg.data.synth.config import SynthConfig
+from personadlg.data.synth.config import ApiRecipe, SynthConfig
 from personadlg.data.synth.journal import Journal
 from personadlg.data.synth.limits import SlidingWindowLimiter
 from personadlg.data.synth.parse import ParseError, check_dialogue, parse_reply
@@ -72,11 +72,42 @@ class Stats:
         }
 
 
-def price(cfg: SynthConfig, prompt_tokens: int, completion_tokens: int) -> float:
+class Job(Protocol):
+    """One request of a run: its journal key, a readable name and the chat messages to send."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def messages(self) -> tuple[dict[str, str], ...]: ...
+
+
+J = TypeVar("J", bound=Job)
+
+
+def price(cfg: ApiRecipe, prompt_tokens: int, completion_tokens: int) -> float:
     """USD for the tokens under `prices[model]` (half in batch mode)."""
     p = cfg.prices.get(cfg.client.model, {})
     usd = (prompt_tokens * p.get("input", 0.0) + completion_tokens * p.get("output", 0.0)) / 1e6
     return usd * (0.5 if cfg.mode == "batch" else 1.0)
+
+
+def prompt_tokens_estimate(messages: tuple[dict[str, str], ...]) -> int:
+    """Prompt tokens of a request, estimated at ~4 characters per token."""
+    return sum(len(m["content"]) for m in messages) // 4 + 8
+
+
+def estimate(cfg: ApiRecipe, todo: Sequence[Job]) -> dict[str, Any]:
+    """Estimated prompt / completion tokens and cost of requesting TODO (what --dry-run prints)."""
+    prompt = sum(prompt_tokens_estimate(u.messages) for u in todo)
+    completion = len(todo) * cfg.completion_tokens_estimate
+    return {
+        "prompt_tokens_estimate": prompt,
+        "completion_tokens_estimate": completion,
+        "cost_estimate": price(cfg, prompt, completion),
+        "priced": cfg.client.model in cfg.prices,
+    }
 
 
 def record_for(
@@ -121,7 +152,8 @@ def plan(cfg: SynthConfig) -> tuple[list[Unit], str]:
     return list(iter_units(cfg, template, load_topics(cfg.topics))), tag
 
 
-def pending(units: list[Unit], journal: Journal, retry_failed: bool) -> list[Unit]:
+def pending(units: Sequence[J], journal: Journal, retry_failed: bool) -> list[J]:
+    """The jobs still to request: never requested, or failed when RETRY_FAILED."""
     wanted = {"failed"} if retry_failed else set()
     return [
         u for u in units if journal.state.get(u.key) is None or journal.state.get(u.key) in wanted
@@ -135,30 +167,40 @@ def dry_run(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
     todo = pending(units, journal, retry_failed) if journal else units
     if journal:
         journal.close()
-    prompt = sum(len(u.messages[0]["content"]) // 4 + 8 for u in todo)  # ~4 characters per token
-    completion = len(todo) * cfg.completion_tokens_estimate
     return {
         "units": len(units),
         "pending": len(todo),
         "template": tag,
         "model": cfg.client.model,
         "mode": cfg.mode,
-        "prompt_tokens_estimate": prompt,
-        "completion_tokens_estimate": completion,
-        "cost_estimate": price(cfg, prompt, completion),
-        "priced": cfg.client.model in cfg.prices,
+        **estimate(cfg, todo),
         "targets": len(cfg.target_list()),
     }
 
 
-async def _run_live(
-    cfg: SynthConfig,
-    todo: Iterator[Unit],
+async def run_jobs(
+    cfg: ApiRecipe,
+    todo: Iterator[J],
     journal: Journal,
     stats: Stats,
-    tag: str,
-    on_progress: Progress | None,
+    *,
+    accept: Callable[[J, Reply, int], dict[str, Any]],
+    failed_fields: Callable[[J], dict[str, Any]] | None = None,
+    max_invalid: int | None = None,
+    on_progress: Progress | None = None,
+    what: str = "synth",
 ) -> None:
+    """Request every job of TODO once, concurrently, within the rate limits and budget; journal each result.
+
+    ACCEPT(job, reply, attempts) turns a reply into the fields of the job's `ok` journal entry, or
+    raises ParseError (counted under its `kind`), and the job is retried. Transport faults are
+    retried as `client.max_retries` allows; MAX_INVALID (None: no own limit) caps the retries of
+    replies ACCEPT refuses. A job that runs out of retries is journalled `failed`, with
+    FAILED_FIELDS(job) added.
+
+    Raises:
+        FatalAPIError: authentication or quota errors (what was journalled stays).
+    """
     client = make_client(cfg.client)
     params = request_params(cfg)
     rpm = SlidingWindowLimiter(cfg.limits.rpm)
@@ -174,23 +216,23 @@ async def _run_live(
         if on_progress:
             on_progress(stats.view())
 
-    async def work(unit: Unit) -> None:
-        attempts = 0
+    async def work(job: J) -> None:
+        attempts = invalid = 0
         last = ("unexpected", "no attempt")
         while attempts <= cfg.client.max_retries:
             await rpm.acquire()
-            await tpm.acquire(len(unit.messages[0]["content"]) // 4 + reserve)
+            await tpm.acquire(sum(len(m["content"]) for m in job.messages) // 4 + reserve)
             attempts += 1
             stats.requests += 1
             stats.in_flight += 1
             tick()
             try:
-                reply = await chat(client, cfg.client.model, unit.messages, params)
+                reply = await chat(client, cfg.client.model, job.messages, params)
             except Exception as err:  # sorted by classify: stop, retry or fail
                 kind = classify(err)
                 if kind.action == "stop":
                     stop.set()
-                    raise FatalAPIError(f"synth stopped: {kind.message}") from None
+                    raise FatalAPIError(f"{what} stopped: {kind.message}") from None
                 last = (kind.name, kind.message)
                 if kind.action == "fail":
                     break
@@ -199,15 +241,15 @@ async def _run_live(
                 continue
             finally:
                 stats.in_flight -= 1
+            cost = price(cfg, reply.prompt_tokens, reply.completion_tokens)
             stats.prompt_tokens += reply.prompt_tokens
             stats.completion_tokens += reply.completion_tokens
-            stats.cost += price(cfg, reply.prompt_tokens, reply.completion_tokens)
+            stats.cost += cost
             try:
-                messages = parse_reply(reply.text)
-                check_dialogue(messages, cfg.turns)
+                fields = accept(job, reply, attempts)
             except ParseError as err:
                 last = (
-                    "unparseable",
+                    err.kind,
                     f"{err}"
                     + (
                         " (the reply was cut at max_tokens)"
@@ -215,16 +257,19 @@ async def _run_live(
                         else ""
                     ),
                 )
-                stats.retries["unparseable"] += 1
+                invalid += 1
+                if max_invalid is not None and invalid > max_invalid:
+                    break
+                stats.retries[err.kind] += 1
                 continue
             journal.append(
                 {
                     "status": "ok",
-                    "unit": unit.key,
-                    "name": unit.name,
-                    "record": record_for(cfg, unit, messages, tag, reply, attempts),
+                    "unit": job.key,
+                    "name": job.name,
+                    **fields,
                     "attempts": attempts,
-                    "cost": price(cfg, reply.prompt_tokens, reply.completion_tokens),
+                    "cost": cost,
                 }
             )
             stats.ok += 1
@@ -233,27 +278,26 @@ async def _run_live(
         journal.append(
             {
                 "status": "failed",
-                "unit": unit.key,
-                "name": unit.name,
+                "unit": job.key,
+                "name": job.name,
                 "class": last[0],
                 "error": redact(last[1]),
                 "attempts": attempts,
-                "topic": unit.topic.text,
-                "target": unit.target,
+                **(failed_fields(job) if failed_fields else {}),
             }
         )
         stats.failed[last[0]] += 1
         tick()
 
     async def worker() -> None:
-        for unit in todo:  # a shared iterator: each unit goes to one worker
+        for job in todo:  # a shared iterator: each job goes to one worker
             if stop.is_set():
                 return
             if cfg.limits.max_cost and stats.cost >= cfg.limits.max_cost:
                 stats.stopped = f"budget of ${cfg.limits.max_cost:g} reached"
                 stop.set()
                 return
-            await work(unit)
+            await work(job)
 
     try:
         tasks = [asyncio.create_task(worker()) for _ in range(cfg.limits.concurrency)]
@@ -267,6 +311,30 @@ async def _run_live(
                 raise t.exception()  # type: ignore[misc]
     finally:
         await client.close()
+
+
+async def _run_live(
+    cfg: SynthConfig,
+    todo: Iterator[Unit],
+    journal: Journal,
+    stats: Stats,
+    tag: str,
+    on_progress: Progress | None,
+) -> None:
+    def accept(unit: Unit, reply: Reply, attempts: int) -> dict[str, Any]:
+        messages = parse_reply(reply.text)
+        check_dialogue(messages, cfg.turns)
+        return {"record": record_for(cfg, unit, messages, tag, reply, attempts)}
+
+    await run_jobs(
+        cfg,
+        todo,
+        journal,
+        stats,
+        accept=accept,
+        failed_fields=lambda unit: {"topic": unit.topic.text, "target": unit.target},
+        on_progress=on_progress,
+    )
 
 
 def synthesize(
