@@ -183,3 +183,10 @@ def test_a_50_mb_single_line(cli, tmp_path):
     assert (
         r.code == 0 and r.json()["clean"] == 1 and r.json()["rejected_by_filter"] == {"invalid": 1}
     )
+
+
+def test_validate_reads_profile_recipes(cli):
+    r = cli("validate", "profile/infer")
+    assert r.code == 0 and "OK (profile inference)" in r.stdout
+    r = cli("validate", "profile/infer", "profile.sample_utterances=0")
+    assert r.code == 2 and "profile.sample_utterances" in r.stderr
