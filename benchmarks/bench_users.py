@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import resource
 import tempfile
 import time
@@ -124,17 +125,26 @@ def _throughput(checkpoint: Path, inputs: Path, levels: tuple[int, ...]) -> dict
     users = sorted(u for u in by_user if model.adapter_for(u))
     cfg = GenerateConfig(max_new_tokens=32, min_new_tokens=32, max_loaded_adapters=128)
     out: dict[str, Any] = {}
+    model._ensure_loaded({model.adapter_for(u) for u in users[: max(levels)]})  # not timed
+    warm = [by_user[users[0]][0]] * 8
+    model.generate(warm, decoding=cfg, seeds=[0] * 8, targets=[None] * 8)  # warm-up, not timed
     for k in levels:
         chosen = users[:k]
         rows = [by_user[chosen[i % k]][i // k % len(by_user[chosen[i % k]])] for i in range(64)]
-        model._ensure_loaded({model.adapter_for(u) for u in chosen})  # load time not measured
         t = time.perf_counter()
         as_generations(model.generate(rows, decoding=cfg, seeds=[0] * 64, targets=[None] * 64))
         mixed = time.perf_counter() - t
         t = time.perf_counter()
-        for u in chosen:
+        for u in chosen:  # the classic way: activate one adapter, generate that user's batch
             part = [r for r in rows if r.user_id == u]
-            model.generate(part, decoding=cfg, seeds=[0] * len(part), targets=[None] * len(part))
+            model.peft.set_adapter(model.adapter_for(u))
+            model.generate_with(
+                model.peft,
+                part,
+                decoding=cfg,
+                seeds=[0] * len(part),
+                targets=[None] * len(part),
+            )
         swapped = time.perf_counter() - t
         out[str(k)] = {
             "mixed_tokens_per_s": 64 * 32 / mixed,
@@ -161,8 +171,10 @@ def run(quick: bool = False, steps: int = 1200) -> dict[str, Any]:
     metrics = [m for m in METRICS if m != "emb-sim" or embedder]
     steps = 60 if quick else steps
     results: dict[str, Any] = {"steps": steps, "embedder": embedder or "not installed"}
+    keep = os.environ.get("PDLG_BENCH_KEEP_DIR")  # keep the runs there (else a temporary dir)
     with tempfile.TemporaryDirectory(prefix="pdlg-bench-users-") as tmp:
-        d = Path(tmp)
+        d = Path(keep or tmp)
+        d.mkdir(parents=True, exist_ok=True)
         tr, va = d / "train.jsonl", d / "valid.jsonl"
         convert(train_txt, tr, fmt="rcdg", options=FormatOptions())
         convert(valid_txt, va, fmt="parlai")

@@ -354,3 +354,17 @@ def test_an_encoder_decoder_base_serves_mixed_user_batches(small_data, tmp_path,
             )
         )
         assert alone.texts[0] == mixed.texts[i], (i, ex.user_id)
+
+
+def test_validation_holds_out_turns_or_whole_last_dialogues():
+    from personadlg.models.lora.users import validation_split
+
+    ids = ["a"] * 4 + ["b"] * 3 + ["c"] * 3
+    keep, held = validation_split(ids, "dialogue", 0.2, seed=0)
+    assert [ids[i] for i in held] == ["c"] * 3 and keep == list(range(7))
+    keep, held = validation_split(ids, "dialogue", 0.5, seed=0)
+    assert {ids[i] for i in held} == {"b", "c"} and {ids[i] for i in keep} == {"a"}
+    keep, held = validation_split(["a"] * 5, "dialogue", 0.2, seed=0)  # one dialogue: by turns
+    assert len(held) == 1 and len(keep) == 4
+    keep, held = validation_split(ids, "turns", 0.2, seed=0)
+    assert len(held) == 2 and sorted(keep + held) == list(range(10))

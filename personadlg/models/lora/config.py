@@ -106,7 +106,13 @@ class LoRAFinetuneConfig(FinetuneConfig):
     user_valid_fraction: float = field(
         default=0.2,
         metadata={
-            "help": "stage users: share of each user's turns held out for validation and early stopping (at least 1)"
+            "help": "stage users: share of each user's turns held out for validation and early stopping (at least 1 turn, or 1 dialogue)"
+        },
+    )
+    user_valid_by: Literal["turns", "dialogue"] = field(
+        default="turns",
+        metadata={
+            "help": "stage users: hold out random turns (turns) or the user's last training dialogue(s) (dialogue: validation on a conversation the adapter has not seen)"
         },
     )
     users: list[str] = field(

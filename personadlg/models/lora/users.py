@@ -109,6 +109,25 @@ def mean_loss(job: UserJob, feats: list[dict[str, Any]], *, batch_size: int, dev
     return total / max(weight, 1e-12)
 
 
+def validation_split(
+    dialogue_ids: list[str], by: str, fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """(train rows, valid rows) of one user's turns: a seeded FRACTION of the turns (BY 'turns'),
+    or the turns of the user's last dialogues, about FRACTION of the turns and at least one
+    dialogue, while another remains to train on (BY 'dialogue'; one dialogue: by turns)."""
+    order = list(dict.fromkeys(dialogue_ids))
+    if by == "turns" or len(order) < 2:
+        return held_out(len(dialogue_ids), fraction, seed)
+    held_dialogues: set[str] = set()
+    target = max(1, round(fraction * len(dialogue_ids)))
+    for d in reversed(order[1:]):
+        held_dialogues.add(d)
+        if sum(x in held_dialogues for x in dialogue_ids) >= target:
+            break
+    keep = [i for i, d in enumerate(dialogue_ids) if d not in held_dialogues]
+    return keep, [i for i, d in enumerate(dialogue_ids) if d in held_dialogues]
+
+
 def _trainable(peft: Any) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in peft.named_parameters() if p.requires_grad}
 
@@ -228,6 +247,7 @@ def train_users(
     model = LoraModel(lm, tok, mcfg)
     by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
     profiles: dict[str, dict[str, Any]] = {}
+    dialogues_of: dict[str, list[str]] = defaultdict(list)  # per feature, its dialogue id
     without_user = 0
     from personadlg.training.data import feature_array
 
@@ -240,6 +260,7 @@ def train_users(
             profiles[ex.user_id] = dict(ex.profile)  # the user's latest profile
         if feats is not None:
             by_user[ex.user_id].append({k: feature_array(v) for k, v in feats.items()})
+            dialogues_of[ex.user_id].append(ex.dialogue_id)
     if without_user:
         logger.info("%s: %d examples without user_id get no adapter", path, without_user)
     requested = _requested_users(mcfg)
@@ -328,7 +349,9 @@ def train_users(
         if not trainable or any(f".{name}." not in n for n in trainable):
             raise RuntimeError(f"adapter {name}: unexpected trainable parameters {trainable[:3]}")
         turns = by_user[user]
-        keep, held = held_out(len(turns), mcfg.user_valid_fraction, seed)
+        keep, held = validation_split(
+            dialogues_of[user], mcfg.user_valid_by, mcfg.user_valid_fraction, seed
+        )
         train_feats, valid_feats = [turns[i] for i in keep], [turns[i] for i in held]
         ucfg = copy.deepcopy(cfg)
         tc = ucfg.train
