@@ -357,7 +357,7 @@ def test_an_encoder_decoder_base_serves_mixed_user_batches(small_data, tmp_path,
 
 
 def test_validation_holds_out_turns_or_whole_last_dialogues():
-    from personadlg.models.lora.users import validation_split
+    from personadlg.training.user_adapters import validation_split
 
     ids = ["a"] * 4 + ["b"] * 3 + ["c"] * 3
     keep, held = validation_split(ids, "dialogue", 0.2, seed=0)

@@ -284,7 +284,7 @@ def test_chat_reports_a_line_of_invalid_utf8_and_goes_on(trained_tiny, monkeypat
 
 
 def test_demo_checks_every_stage_first_and_train_keys_reach_every_stage(tmp_path, monkeypatch):
-    """All six recipes are built (and checked) before the first stage; `--train train.*` keys
+    """All seven recipes are built (and checked) before the first stage; `--train train.*` keys
     reach each of them, so `--train train.max_steps=20` is a smoke run of the whole demo."""
     import personadlg.config as config
     import personadlg.demo as demo
@@ -307,4 +307,8 @@ def test_demo_checks_every_stage_first_and_train_keys_reach_every_stage(tmp_path
     monkeypatch.setattr(demo, "stats", first_stage)
     with pytest.raises(FirstStage):
         demo.run_demo(tmp_path, train_overrides=("train.max_steps=7", "model.max_length=128"))
-    assert built == [("finetune", 7)] + [("classifier", 7)] * 3 + [("cvae", 7), ("codebook", 7)]
+    assert built == [("finetune", 7)] + [("classifier", 7)] * 3 + [
+        ("cvae", 7),
+        ("codebook", 7),
+        ("lora", 7),
+    ]

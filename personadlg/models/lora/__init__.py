@@ -16,7 +16,7 @@ SPEC = MethodSpec(
     description="profile-aware base model + one peft LoRA adapter per user",
     supports=("profile", "user"),
     stages=("base", "users"),
-    stage_runners={"users": "personadlg.models.lora.users:train_users"},
+    stage_runners={"users": "personadlg.training.user_adapters:train_users"},
 )
 
 __all__ = ["SPEC", "LoRAFinetuneConfig", "LoraModel"]

@@ -1,7 +1,7 @@
 """The `lora` model: a profile-aware dialogue LM, and at generation the user's own LoRA adapter.
 
 Stage `base` trains the whole LM exactly as `finetune` does, with the profile rendered into every
-prompt by `model.profile_template` (default `[key: value]` pairs). Stage `users` (users.py) trains
+prompt by `model.profile_template` (default `[key: value]` pairs). Stage `users` (training/user_adapters.py) trains
 one peft adapter per user on that frozen LM. A checkpoint of stage `users` is the base's weights
 plus the run's `adapters/`; `generate` picks each example's adapter by its `user_id`:
 

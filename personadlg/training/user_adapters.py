@@ -1,4 +1,5 @@
-"""Stage `users` of the lora method: one LoRA adapter per user on one loaded, frozen base.
+"""Stage `users` of the lora method: one LoRA adapter per user on one loaded, frozen base (the stage
+runner `personadlg.models.lora` declares; it lives with the trainer, as it drives `fit`).
 
     OUTPUT_DIR/adapters/<dir>/        the user's adapter (peft save_pretrained)
     OUTPUT_DIR/adapters/index.json    user -> dir, examples, steps, valid loss before/after, base
