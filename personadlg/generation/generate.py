@@ -235,6 +235,9 @@ def generate_file(
     configure_model(cfg, model, model_overrides)
     check_decoding(model, decoding)
     settings = output_settings(cfg, checkpoint, decoding, model_overrides, in_path, turns)
+    served = hook(model, "served_fingerprint")
+    if served is not None and served():
+        settings["served_sha256"] = served()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(lock_path_for(out_path), target=out_path, what="generate"):
         if overwrite:

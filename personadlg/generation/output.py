@@ -22,7 +22,15 @@ from personadlg.training.changes import flatten
 logger = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".meta.json"
-COMPARED = ("checkpoint_sha256", "method", "decoding", "model", "input_sha256", "turns")
+COMPARED = (
+    "checkpoint_sha256",
+    "served_sha256",
+    "method",
+    "decoding",
+    "model",
+    "input_sha256",
+    "turns",
+)
 
 
 def sidecar_path(out: str | Path) -> Path:

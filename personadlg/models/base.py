@@ -188,6 +188,13 @@ class KnowsUsers(Protocol):
         profile), or None when it has nothing for that user (`chat /user`)."""
 
 
+class ServesMore(Protocol):
+    def served_fingerprint(self) -> str:
+        """A fingerprint of what the model serves beyond its checkpoint's weights (lora: its
+        adapters' index), or ''. Generation sidecars record it, so appending to an output made
+        with other adapters is refused."""
+
+
 OPTIONAL_HOOKS: dict[str, type] = {
     "on_step": StepHook,
     "after_training": AfterTraining,
@@ -200,6 +207,7 @@ OPTIONAL_HOOKS: dict[str, type] = {
     "max_new_tokens_limit": BoundedDecoding,
     "timings": TimedGeneration,
     "known_user": KnowsUsers,
+    "served_fingerprint": ServesMore,
 }
 REQUIRED_MEMBERS = (
     "name",

@@ -368,3 +368,18 @@ def test_validation_holds_out_turns_or_whole_last_dialogues():
     assert len(held) == 1 and len(keep) == 4
     keep, held = validation_split(ids, "turns", 0.2, seed=0)
     assert len(held) == 2 and sorted(keep + held) == list(range(10))
+
+
+def test_an_output_made_with_other_adapters_is_not_appended_to(cli, lora_run, small_data, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(lora_run, run)
+    out = tmp_path / "gen.jsonl"
+    args = ("generate", run / "final", "-i", small_data["train"], "-o", out)
+    assert cli(*args, "--limit", "4").code == 0
+    assert cli(*args, "--limit", "8").code == 0  # same adapters: appends
+    index = json.loads((run / "adapters" / "index.json").read_text())
+    index["users"]["u-006"]["steps"] += 1  # what training the user again leaves
+    (run / "adapters" / "index.json").write_text(json.dumps(index))
+    r = cli(*args, "--limit", "12")
+    assert r.code == 2 and "served_sha256" in r.stderr
+    assert len(read_jsonl(out)) == 8

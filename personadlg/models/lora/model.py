@@ -16,6 +16,7 @@ plus the run's `adapters/`; `generate` picks each example's adapter by its `user
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import warnings
 from collections import OrderedDict
@@ -105,6 +106,13 @@ class LoraModel(FinetuneModel):
                         f"model.adapters: expected an adapters directory with index.json, got {cfg.adapters}"
                     )
                 self.use_adapters(path)
+
+    def served_fingerprint(self) -> str:
+        """sha256 of the adapters' index (it changes whenever an adapter is trained again)."""
+        if self.adapters_dir is None or not (self.adapters_dir / "index.json").is_file():
+            return ""
+        digest = hashlib.sha256((self.adapters_dir / "index.json").read_bytes()).hexdigest()
+        return "sha256:" + digest
 
     def known_user(self, user_id: str) -> dict[str, Any] | None:
         """USER_ID's adapter entry of the index (dir, examples, profile, ...), or None."""
