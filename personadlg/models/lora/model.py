@@ -6,7 +6,8 @@ one peft adapter per user on that frozen LM. A checkpoint of stage `users` is th
 plus the run's `adapters/`; `generate` picks each example's adapter by its `user_id`:
 
 - one batch may mix users: rows go through peft's mixed-adapter forward (`adapter_names`), in
-  greedy, sampling and beam search, each row equal to that user generating alone;
+  greedy, sampling and beam search, each row equal to that user generating alone; a batch of one
+  user takes the plain forward of that (active) adapter, which is faster;
 - adapters load on first use and at most `generate.max_loaded_adapters` stay in memory (least
   recently used unloaded first; a batch with more users is split into groups that fit);
 - a user without an adapter is answered by the base model, and the record says so
@@ -197,13 +198,18 @@ class LoraModel(FinetuneModel):
         for group in _groups(names, self.max_loaded):
             wanted = {n for n in (names[i] for i in group) if n}
             self._ensure_loaded(wanted)
+            rows = [names[i] for i in group]
+            routing: dict[str, Any] = {"adapter_names": [n or BASE_ROW for n in rows]}
+            if len(wanted) == 1 and all(rows):  # one user: the plain forward of the active adapter
+                self.peft.set_adapter(rows[0], inference_mode=True)
+                routing = {}
             out = self.generate_with(
                 self.peft,
                 [examples[i] for i in group],
                 decoding=decoding,
                 seeds=[seeds[i] for i in group],
                 targets=[targets[i] for i in group],
-                adapter_names=[names[i] or BASE_ROW for i in group],
+                **routing,
             )
             for i, text in zip(group, out):
                 texts[i] = text
