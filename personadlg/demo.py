@@ -226,6 +226,7 @@ def _lora_stage(
     from personadlg.metrics.catalog import EvalOptions
     from personadlg.metrics.evaluate import compare_files
     from personadlg.models.loading import bundled_dir
+    from personadlg.models.lora.adapters import read_index
     from personadlg.training.trainer import train
 
     test_turns = Counter(
@@ -260,7 +261,7 @@ def _lora_stage(
     )
     (out / "eval").mkdir(parents=True, exist_ok=True)
     (out / "eval" / "lora-tiny-by-user.json").write_text(dumps(comp), encoding="utf-8")
-    index = json.loads((out / "lora-tiny" / "adapters" / "index.json").read_text())
+    index = read_index(out / "lora-tiny" / "adapters")
     systems = {Path(k).stem: v for k, v in comp["systems"].items()}
     return {
         "train": {

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from personadlg.config import GenerateConfig
-from personadlg.data.attributes import parse_targets
+from personadlg.data.attributes import format_pairs, parse_pairs, parse_targets
 from personadlg.data.schema import Example, Message
-from personadlg.errors import UsageError
 from personadlg.generation.generate import check_targets, example_seed
 from personadlg.models.base import as_generations, hook
 
@@ -35,13 +34,7 @@ HELP = """commands:
 
 def parse_profile(text: str) -> dict[str, str]:
     """`age=20s,gender=female` → {"age": "20s", "gender": "female"}."""
-    out = {}
-    for part in text.split(","):
-        k, sep, v = part.partition("=")
-        if not sep or not k.strip() or not v.strip():
-            raise UsageError(f"--profile {text!r}: expected key=value[,key=value...]")
-        out[k.strip()] = v.strip()
-    return out
+    return parse_pairs(text, option="--profile", shape="key=value[,key=value...]")
 
 
 @dataclass
@@ -102,7 +95,7 @@ class ChatSession:
             return f"(user: {user_id}; no adapter for this user: the base model answers)"
         if entry.get("profile") and not self.profile:
             self.profile = dict(entry["profile"])
-        shown = ", ".join(f"{k}={v}" for k, v in self.profile.items()) or "none"
+        shown = format_pairs(self.profile) or "none"
         return f"(user: {user_id}, adapter {entry.get('dir', user_id)}; profile: {shown})"
 
     def command(self, line: str) -> str:
@@ -129,9 +122,7 @@ class ChatSession:
             return f"(persona: {' '.join(self.persona)}){note}"
         if name == "attributes":
             if not arg:
-                return "attributes: " + (
-                    ", ".join(f"{k}={v}" for k, v in self.attributes.items()) or "(none)"
-                )
+                return "attributes: " + (format_pairs(self.attributes) or "(none)")
             if arg == "clear":
                 self.attributes.clear()
                 return "(attributes cleared)"
@@ -156,9 +147,7 @@ class ChatSession:
             return self.set_user(arg or None)
         if name == "profile":
             if not arg:
-                return "profile: " + (
-                    ", ".join(f"{k}={v}" for k, v in self.profile.items()) or "(none)"
-                )
+                return "profile: " + (format_pairs(self.profile) or "(none)")
             if arg == "clear":
                 self.profile.clear()
                 return "(profile cleared)"

@@ -149,14 +149,18 @@ def output_settings(
     model_overrides: Sequence[str],
     input: Path,
     turns: str,
+    *,
+    served: str = "",
 ) -> dict[str, Any]:
-    """What a generation file's sidecar records (see `generation/output.py`)."""
+    """What a generation file's sidecar records (see `generation/output.py`); SERVED: the model's
+    `served_fingerprint` (lora: its adapters' index)."""
     model_cfg = to_dict(cfg.model)
     if model_overrides:
         model_cfg = apply_overrides({"model": model_cfg}, model_overrides)["model"]
     return {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": weights_fingerprint(checkpoint) if Path(checkpoint).is_dir() else "",
+        **({"served_sha256": served} if served else {}),
         "method": cfg.method,
         "decoding": {
             k: v
@@ -234,10 +238,16 @@ def generate_file(
     model = loaded[1] if loaded else load_model(checkpoint, cfg)
     configure_model(cfg, model, model_overrides)
     check_decoding(model, decoding)
-    settings = output_settings(cfg, checkpoint, decoding, model_overrides, in_path, turns)
     served = hook(model, "served_fingerprint")
-    if served is not None and served():
-        settings["served_sha256"] = served()
+    settings = output_settings(
+        cfg,
+        checkpoint,
+        decoding,
+        model_overrides,
+        in_path,
+        turns,
+        served=served() if served else "",
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(lock_path_for(out_path), target=out_path, what="generate"):
         if overwrite:

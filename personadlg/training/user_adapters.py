@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ import torch
 from personadlg.config import RunConfig, to_dict
 from personadlg.errors import UsageError
 from personadlg.models.backbone import load_pretrained, load_tokenizer
+from personadlg.models.collate import feature_array
 from personadlg.models.finetune.model import LMLoss
 from personadlg.models.fingerprint import short, weights_fingerprint
 from personadlg.models.lora.adapters import (
@@ -185,7 +187,7 @@ def _final_checkpoint(out: Path, source: Path, cfg: RunConfig, state: dict[str, 
         yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
     )
     weights_fingerprint(tmp, write_cache=True)
-    (tmp / ckpt.STATE_FILE).write_text(__import__("json").dumps(state, indent=2))
+    (tmp / ckpt.STATE_FILE).write_text(json.dumps(state, indent=2))
     ckpt.fsync_tree(tmp)
     final = out / ckpt.FINAL_DIR
     ckpt.replace_dir(tmp, final)
@@ -250,8 +252,6 @@ def train_users(
     profiles: dict[str, dict[str, Any]] = {}
     dialogues_of: dict[str, list[str]] = defaultdict(list)  # per feature, its dialogue id
     without_user = 0
-    from personadlg.training.data import feature_array
-
     for ex in dialogue_examples(path, cfg):
         if ex.user_id is None:
             without_user += 1
@@ -322,6 +322,9 @@ def train_users(
         source,
     )
 
+    from accelerate.utils import set_seed
+    from peft import get_peft_model
+
     solo = SoloAccelerator(acc)
     device = acc.device
     lm.to(device)
@@ -330,15 +333,11 @@ def train_users(
     for user in mine:
         name = adapter_name(user)
         seed = user_seed(cfg.train.seed, user)
-        from accelerate.utils import set_seed
-
         set_seed(seed)
         lcfg = mcfg.lora.to_peft(lm)
         with warnings.catch_warnings():  # peft asks transformers a deprecated question
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             if peft is None:
-                from peft import get_peft_model
-
                 peft = get_peft_model(lm, lcfg, adapter_name=name)
             else:
                 peft.add_adapter(name, lcfg)

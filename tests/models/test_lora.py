@@ -383,3 +383,33 @@ def test_an_output_made_with_other_adapters_is_not_appended_to(cli, lora_run, sm
     r = cli(*args, "--limit", "12")
     assert r.code == 2 and "served_sha256" in r.stderr
     assert len(read_jsonl(out)) == 8
+
+
+def test_generation_may_change_only_the_adapters_directory(cli, lora_run, small_data, tmp_path):
+    out = tmp_path / "gen.jsonl"
+    r = cli(
+        "generate", lora_run / "final", "-i", small_data["train"], "-o", out, "model.max_length=64"
+    )
+    assert r.code == 2 and "fixed by training: max_length" in r.stderr
+    r = cli(
+        "generate",
+        lora_run / "final",
+        "-i",
+        small_data["train"],
+        "-o",
+        out,
+        f"model.adapters={tmp_path}",
+    )
+    assert r.code == 2 and "model.adapters" in r.stderr
+    r = cli(
+        "generate",
+        lora_run / "final",
+        "-i",
+        small_data["train"],
+        "-o",
+        out,
+        "--limit",
+        "4",
+        f"model.adapters={lora_run / 'adapters'}",
+    )
+    assert r.code == 0, r.stderr

@@ -62,6 +62,13 @@ def source_problems(
     return problems
 
 
+def length_problems(max_length: int, max_response_tokens: int) -> list[str]:
+    """The sequence budget: a prompt and a response both fit in `max_length`."""
+    if max_length < 8 or max_response_tokens < 1 or max_response_tokens >= max_length:
+        return ["need model.max_length >= 8 and 1 <= model.max_response_tokens < model.max_length"]
+    return []
+
+
 @dataclass
 class FinetuneConfig(ModelConfig):
     """A causal LM or encoder-decoder fine-tuned on context -> assistant reply."""
@@ -134,12 +141,4 @@ class FinetuneConfig(ModelConfig):
             example="gpt2 or t5",
             what="model",
         )
-        if (
-            self.max_length < 8
-            or self.max_response_tokens < 1
-            or self.max_response_tokens >= self.max_length
-        ):
-            problems.append(
-                "need model.max_length >= 8 and 1 <= model.max_response_tokens < model.max_length"
-            )
-        check(problems)
+        check(problems + length_problems(self.max_length, self.max_response_tokens))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from personadlg.config import check
-from personadlg.models.finetune.config import FinetuneConfig, source_problems
+from personadlg.models.finetune.config import FinetuneConfig, length_problems, source_problems
 from personadlg.models.profile_prompt import ProfileTemplate
 
 STAGES = ("base", "users")
@@ -143,14 +143,7 @@ class LoRAFinetuneConfig(FinetuneConfig):
                 example="gpt2 or t5",
                 what="model",
             )
-        if (
-            self.max_length < 8
-            or self.max_response_tokens < 1
-            or self.max_response_tokens >= self.max_length
-        ):
-            problems.append(
-                "need model.max_length >= 8 and 1 <= model.max_response_tokens < model.max_length"
-            )
+        problems += length_problems(self.max_length, self.max_response_tokens)
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages or len(set(self.stages)) != len(self.stages):
             problems.append(

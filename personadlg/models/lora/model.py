@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from personadlg.config import GenerateConfig, RunConfig
+from personadlg.config import GenerateConfig, RunConfig, to_dict
 from personadlg.data.schema import Example
 from personadlg.errors import UsageError
 from personadlg.models.backbone import load_pretrained, load_tokenizer
@@ -91,22 +91,22 @@ class LoraModel(FinetuneModel):
         self.loaded.clear()
 
     def configure(self, cfg: LoRAFinetuneConfig) -> None:
-        """Generation-time settings: `model.adapters` (another adapters directory)."""
-        for f in ("stage", "lora", "profile_template", "profile_in_prompt", "persona_in_prompt"):
-            if getattr(cfg, f) != getattr(self.cfg, f):
+        """Generation-time settings (`model.adapters`: another adapters directory of this base)."""
+        new, old = to_dict(cfg), to_dict(self.cfg)
+        changed = [k for k in new if k not in GENERATION_FIELDS and new[k] != old.get(k)]
+        if changed:
+            raise UsageError(
+                "only model." + ", model.".join(GENERATION_FIELDS) + " can change at generation; "
+                f"these are fixed by training: {', '.join(changed)}"
+            )
+        if cfg.adapters != self.cfg.adapters and cfg.adapters:
+            path = Path(cfg.adapters)
+            if not (path / "index.json").is_file():
                 raise UsageError(
-                    f"model.{f} is fixed by training; generation may change only "
-                    + ", ".join(f"model.{x}" for x in GENERATION_FIELDS)
+                    f"model.adapters: expected an adapters directory with index.json, got {cfg.adapters}"
                 )
-        if cfg.adapters != self.cfg.adapters:
-            self.cfg = cfg
-            if cfg.adapters:
-                path = Path(cfg.adapters)
-                if not (path / "index.json").is_file():
-                    raise UsageError(
-                        f"model.adapters: expected an adapters directory with index.json, got {cfg.adapters}"
-                    )
-                self.use_adapters(path)
+            self.use_adapters(path)
+        self.cfg = cfg
 
     def served_fingerprint(self) -> str:
         """sha256 of the adapters' index (it changes whenever an adapter is trained again)."""
