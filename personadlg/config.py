@@ -742,6 +742,13 @@ def build_run_config(data: Mapping[str, Any], *, source: str | None = None) -> R
             f"method: unknown method '{method}'{did_you_mean(method, METHODS.names())}; available: {', '.join(METHODS.names())}"
         )
         raise ConfigError(problems, source=source)
+    if METHODS.entry(method).meta.get("trained") is False:
+        raise ConfigError(
+            f"method {method} is not trained: it is a recipe for `personadlg generate` (e.g. "
+            f"`personadlg generate {source or 'RECIPE'} --input test.jsonl --out gen.jsonl`); "
+            f"check it with `personadlg validate`",
+            source=source,
+        )
     model_cls = method_config_class(method)
     sections: dict[str, Any] = {}
     for name, cls in (

@@ -175,6 +175,12 @@ METHODS.register(
     help="profile-aware base model + one peft LoRA adapter per user (arXiv 2409.00887)",
 )
 METHODS.register(
+    "api",
+    "personadlg.models.api:SPEC",
+    trained=False,
+    help="no training: any OpenAI-compatible chat model prompted with persona / profile / attributes (the papers' LLM baselines); `generate api/persona ...`",
+)
+METHODS.register(
     "classifier",
     "personadlg.models.classifier:SPEC",
     config="personadlg.models.classifier.config:ClassifierConfig",

@@ -79,6 +79,7 @@ def test_ls_everything(cli):
         "cvae",
         "codebook",
         "lora",
+        "api",
         "classifier",
     ]
     for what in ("metrics", "formats", "filters", "recipes"):

@@ -121,6 +121,17 @@ def test_every_bundled_recipe_loads_and_documents_itself():
         if is_profile_recipe(read_yaml(path)):
             assert load_profile_recipe(name).profile.keys
             continue
+        from personadlg.models.api import is_api_recipe, load_api_recipe
+        from personadlg.models.api.prompt import load_template
+
+        if is_api_recipe(read_yaml(path)):
+            assert load_template(load_api_recipe(name))[1].startswith("sha256:")
+            continue
+        if "judge" in read_yaml(path):
+            from personadlg.metrics.judge import load_judge_recipe
+
+            assert load_judge_recipe(name).client.model
+            continue
         try:
             cfg = load_recipe(name)
         except ConfigError as err:

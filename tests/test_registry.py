@@ -7,7 +7,7 @@ from personadlg.registry import FILTERS, FORMATS, METHODS, METRICS, Registry
 
 
 def test_registries_list_everything_by_name():
-    assert METHODS.names() == ["finetune", "cvae", "codebook", "lora", "classifier"]
+    assert METHODS.names() == ["finetune", "cvae", "codebook", "lora", "api", "classifier"]
     assert set(FORMATS.names()) == {
         "jsonl",
         "miracle",

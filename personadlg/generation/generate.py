@@ -198,13 +198,18 @@ def generate_file(
     on_progress: Callable[[int, int], None] | None = None,
     loaded: tuple[Any, Any] | None = None,
     method_check: Callable[[str], None] | None = None,
+    retry_failed: bool = False,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Generate for every example of INPUT into OUT (appending; pairs already in OUT are skipped).
 
-    OUT is locked for the run; appending is refused when OUT was not written by `generate` with
-    the same checkpoint, decoding, model overrides and input (OVERWRITE: start OUT afresh).
-    Returns a summary: counts, seconds, responses per second, decoding.
+    CHECKPOINT is a checkpoint directory or a `method: api` recipe (path or bundled name, e.g.
+    `api/persona`), whose requests go through `models/api/generate.py` (RETRY_FAILED and DRY_RUN
+    are for those). OUT is locked for the run; appending is refused when OUT was not written by
+    `generate` with the same checkpoint, decoding, model overrides and input (OVERWRITE: start OUT
+    afresh). Returns a summary: counts, seconds, responses per second, decoding.
     """
+    from personadlg.models.api import find_api_recipe
     from personadlg.training.checkpoint import load_config, load_model
 
     if turns not in ("all", "last"):
@@ -213,6 +218,32 @@ def generate_file(
         raise UsageError(f"--limit: expected a number of examples >= 0 (0 = all), got {limit}")
     if combinations and targets:
         raise UsageError("give --attributes or --all-combinations, not both")
+    recipe = None if loaded else find_api_recipe(checkpoint)
+    if recipe is not None:
+        from personadlg.models.api.generate import generate_api
+
+        return generate_api(
+            recipe,
+            input,
+            out,
+            overrides=overrides,
+            turns=turns,
+            targets=targets,
+            combinations=combinations,
+            limit=limit,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            dry_run=dry_run,
+            input_format=input_format,
+            format_options=format_options,
+            on_progress=on_progress,
+            method_check=method_check,
+        )
+    if retry_failed or dry_run:
+        raise UsageError(
+            "--retry-failed and --dry-run are for `method: api` recipes (requests to a model API); "
+            f"{checkpoint} is a checkpoint"
+        )
     out_path, in_path = Path(out), Path(input)
     check_outputs(
         {"--out": out_path, "its sidecar": sidecar_path(out_path)},

@@ -5,6 +5,7 @@ and injects faults on demand. Used by the synth tests and benchmarks.
     server.script.extend(["429:0.5", "500", "drop"])   # faults for the next chat requests, in order
     server.fault_for = lambda prompt: "unparseable" if "cursed" in prompt else None   # faults by content
     server.content_for = lambda prompt: '{"age": "20s"}'   # the reply text (default: a synth dialogue)
+    server.reply_for = lambda body: body["messages"][-1]["content"].upper()   # ... from the whole request
     ...
     server.stop()
 
@@ -50,6 +51,14 @@ def dialogue_for(prompt: str) -> list[dict[str, str]]:
     return out
 
 
+def echo_reply(body: dict[str, Any]) -> str:
+    """A deterministic chat reply for a generation request: a hash of the whole request (messages,
+    seed, parameters) and the start of the last message."""
+    blob = json.dumps({k: body.get(k) for k in ("messages", "seed", "temperature")}, sort_keys=True)
+    h = hashlib.sha1(blob.encode()).hexdigest()[:8]
+    return f"({h}) about that: {body['messages'][-1]['content'][:40]}"
+
+
 class _Drop(Exception):
     """Close the connection without a response."""
 
@@ -74,6 +83,9 @@ class FakeOpenAI:
         self.script: deque[str] = deque()
         self.fault_for: Callable[[str], str | None] = lambda prompt: None
         self.content_for: Callable[[str], str] | None = None
+        self.reply_for: Callable[[dict[str, Any]], str] | None = (
+            None  # the reply text from the whole body
+        )
         self.log: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -203,9 +215,12 @@ class FakeOpenAI:
     def completion(self, body: dict[str, Any], fault: str | None, n: int) -> dict[str, Any]:
         prompt = body["messages"][0]["content"]
         messages = dialogue_for(prompt)
-        content = (
-            self.content_for(prompt) if self.content_for else json.dumps({"messages": messages})
-        )
+        if self.reply_for:
+            content = self.reply_for(body)
+        elif self.content_for:
+            content = self.content_for(prompt)
+        else:
+            content = json.dumps({"messages": messages})
         finish = "stop"
         if fault == "truncated":
             content, finish = content[: len(content) // 2], "length"
@@ -395,8 +410,16 @@ def main() -> None:
         description="run the fake OpenAI server until killed; prints its base URL"
     )
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument(
+        "--reply",
+        choices=("synth", "echo"),
+        default="synth",
+        help="synth: a dialogue for a synth prompt; echo: a chat reply (`echo_reply`)",
+    )
     args = parser.parse_args()
     server = FakeOpenAI(latency=args.latency).start()
+    if args.reply == "echo":
+        server.reply_for = echo_reply
     print(server.base_url, flush=True)
     threading.Event().wait()
 

@@ -273,6 +273,7 @@ def is_synth_recipe(data: dict[str, Any]) -> bool:
     return (
         "method" not in data
         and "profile" not in data  # a `personadlg profile infer` recipe
+        and "judge" not in data  # an `eval --judge` recipe
         and any(k in data for k in ("client", "targets", "attributes"))
     )
 

@@ -73,7 +73,10 @@ class Stats:
 
 
 class Job(Protocol):
-    """One request of a run: its journal key, a readable name and the chat messages to send."""
+    """One request of a run: its journal key, a readable name and the chat messages to send.
+
+    A job may also carry `params` (a dict merged over the recipe's request parameters for its
+    request alone, e.g. a per-example `seed`)."""
 
     @property
     def key(self) -> str: ...
@@ -227,7 +230,9 @@ async def run_jobs(
             stats.in_flight += 1
             tick()
             try:
-                reply = await chat(client, cfg.client.model, job.messages, params)
+                reply = await chat(
+                    client, cfg.client.model, job.messages, {**params, **getattr(job, "params", {})}
+                )
             except Exception as err:  # sorted by classify: stop, retry or fail
                 kind = classify(err)
                 if kind.action == "stop":
