@@ -481,3 +481,46 @@ def test_loss_curves_are_a_grid_grouped_by_kind(cvae_run):
     assert curve_kind("acc_attitude") == curve_kind("prior_acc_attitude") == "accuracies"
     assert curve_kind("active_units") == curve_kind("ppl_prior") == "diagnostics"
     assert curve_kind("lr") == curve_kind("grad_norm") == "optimization"
+
+
+def test_worked_example_cvae_against_an_api_model_with_eval_compare(
+    cvae_run, small_data, tmp_path, cli, monkeypatch
+):
+    """The README's worked example: cvae and api/attributes on the same test set, --all-combinations,
+    paired by `eval --compare` (the api model is the local OpenAI-compatible server)."""
+    from personadlg.generation.generate import generate_file
+    from tests.synth.fake_openai import FakeOpenAI, echo_reply
+
+    server = FakeOpenAI().start()
+    server.reply_for = echo_reply
+    monkeypatch.setenv("PDLG_WORKED_KEY", "sk-test-worked")
+    try:
+        kw = {"combinations": True, "limit": 2}
+        cvae = generate_file(cvae_run.final_dir, small_data["test"], tmp_path / "cvae.jsonl", **kw)
+        api = generate_file(
+            "api/attributes",
+            small_data["test"],
+            tmp_path / "gpt.jsonl",
+            overrides=[f"client.base_url={server.base_url}", "client.api_key_env=PDLG_WORKED_KEY"],
+            **kw,
+        )
+    finally:
+        server.stop()
+    assert cvae["total"] == api["total"] == 16 and api["output_records"] == 16
+    r = cli(
+        "eval",
+        tmp_path / "cvae.jsonl",
+        "--compare",
+        tmp_path / "gpt.jsonl",
+        "--metrics",
+        "bleu-1,rouge-l,dist-1",
+        "--by-target",
+        "--json",
+    )
+    assert r.code == 0, r.stderr
+    report = r.json()
+    diff = report["comparisons"]["vs_base"][str(tmp_path / "gpt.jsonl")]
+    assert set(diff) == {"bleu-1", "rouge-l", "dist-1"} and report["comparisons"]["n"] == 16
+    for d in diff.values():
+        assert d["ci95"][0] <= d["diff"] <= d["ci95"][1]
+    assert len(report["systems"][str(tmp_path / "gpt.jsonl")]["by_target"]) == 8
