@@ -55,7 +55,7 @@ def run(
     quick: bool = False, levels: tuple[int, ...] = (1, 8, 32, 128), per_worker: int = 40
 ) -> list[dict]:
     """Each level generates max(40, PER_WORKER × concurrency) responses after a warm-up run."""
-    from personadlg.models.api.generate import generate_api
+    from personadlg.generation.api import generate_api
 
     levels = (1, 8, 32) if quick else levels
     os.environ["PDLG_BENCH_KEY"] = "sk-bench"

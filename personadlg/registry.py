@@ -349,6 +349,21 @@ for _name, _hib, _help in [
     ("personalization-prob", True, "mean probability of the target aspect (--classifier)"),
     ("ppl", False, "perplexity of the generations under a causal LM (--lm)"),
     ("emb-sim", True, "cosine of generation and reference embeddings (--embedder)"),
+    (
+        "judge-persona",
+        True,
+        "LLM judge: 1-5 fit of the response with the persona / profile, mean (--judge)",
+    ),
+    (
+        "judge-attributes",
+        True,
+        "LLM judge: % targeted (generation, attribute) pairs showing the target aspect (--judge)",
+    ),
+    (
+        "judge-coherence",
+        True,
+        "LLM judge: 1-5 fit of the response with the context, mean (--judge)",
+    ),
 ]:
     METRICS.register(
         _name,

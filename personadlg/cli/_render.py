@@ -33,6 +33,7 @@ def render_report(result: dict) -> None:
     for name, reason in first.get("skipped", {}).items():
         t.add_row(name, *(["skipped"] * len(systems)), *([reason] if len(systems) == 1 else []), "")
     out.print(t)
+    render_judges(systems)
     render_comparisons(result)
     for name in names:
         by_attr = first["metrics"][name].get("by_attribute")
@@ -50,6 +51,7 @@ def render_report(result: dict) -> None:
     for name in names:
         sig.add_row(name, first["metrics"][name]["signature"])
     out.print(sig)
+    render_agreement(systems)
     for alarm in [s.get("collapse") for s in systems.values()]:
         if alarm and alarm.get("alarm"):
             err.print(f"warning: {alarm['message']}", markup=False, highlight=False)
@@ -118,3 +120,92 @@ def render_controllability(report: dict) -> None:
             justify_numbers=False,
         )
     )
+
+
+def render_judges(systems: dict) -> None:
+    """The LLM judge: per judge metric, judged / failed / cached / sent and cost; then the failures."""
+    many = len(systems) > 1
+    rows = []
+    notes = []
+    for path, sys_ in systems.items():
+        short = str(path).rsplit("/", 1)[-1]
+        for name, m in sys_["metrics"].items():
+            j = m.get("judge")
+            if not isinstance(j, dict) or "judged" not in m:
+                continue
+            rows.append(
+                [
+                    *([short] if many else []),
+                    name,
+                    m["judged"],
+                    m["failed"],
+                    m["cached"],
+                    m["requests"],
+                    f"{m['cost']:.4f}",
+                ]
+            )
+            where = f"{short}: " if many else ""
+            if m["failed"]:
+                why = ", ".join(f"{k} {v}" for k, v in (m.get("failed_by") or {}).items())
+                more = m["failed"] - len(m["failed_ids"])
+                notes.append(
+                    f"{where}{name}: {m['failed']} failed ({why}), left out of the value: "
+                    + ", ".join(m["failed_ids"])
+                    + (f" and {more} more" if more > 0 else "")
+                )
+            if m.get("note"):
+                notes.append(f"{where}{name}: {m['note']}")
+            if m.get("stopped"):
+                notes.append(f"{where}{name}: stopped early ({m['stopped']})")
+    if not rows:
+        return
+    judge = next(
+        m["judge"] for s in systems.values() for m in s["metrics"].values() if "judge" in m
+    )
+    out.print(
+        table(
+            f"LLM judge: {judge['model']} at {judge['base_url']} (sent = requests sent now, "
+            "retries included; cached = answered from the judge cache)",
+            [*(["system"] if many else []), "metric", "judged", "failed", "cached", "sent", "USD"],
+            rows,
+        )
+    )
+    for line in notes:
+        out.print(line, markup=False, highlight=False)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def render_agreement(systems: dict) -> None:
+    """Cohen's κ between the LLM judge's yes/no and the classifiers' argmax == target."""
+    many = len(systems) > 1
+    for path, sys_ in systems.items():
+        a = sys_.get("agreement")
+        if not a:
+            continue
+        rows = []
+        for attr, e in [*a["by_attribute"].items(), ("pooled", a["pooled"])]:
+            rows.append(
+                [
+                    attr,
+                    e["n"],
+                    _pct(e["agreement"]),
+                    _pct(e["judge_yes"]),
+                    _pct(e["classifier_yes"]),
+                    "-" if e["kappa"] is None else f"{e['kappa']:.3f}",
+                    e.get("kappa_note", ""),
+                ]
+            )
+        short = str(path).rsplit("/", 1)[-1]
+        out.print(
+            table(
+                f"agreement of {a['between'][0]} with {a['between'][1]}"
+                + (f" ({short})" if many else "")
+                + ": Cohen's κ on the (example, attribute) pairs both scored",
+                ["attribute", "n", "agree %", "judge yes %", "classifier yes %", "κ", "note"],
+                rows,
+                justify_numbers=False,
+            )
+        )

@@ -141,6 +141,41 @@ def evaluate(
         int,
         typer.Option(help="p-co-lift / persona-cos-lift: draws of other personas to average over."),
     ] = 10,
+    judge: Annotated[
+        Optional[str],
+        typer.Option(
+            "--judge",
+            metavar="RECIPE",
+            help="LLM judge recipe (YAML path or bundled name: judge/default): judge-persona, "
+            "judge-attributes, judge-coherence through any OpenAI-compatible model (key from the "
+            "recipe's client.api_key_env). Every judgement is cached: re-evaluating costs nothing.",
+        ),
+    ] = None,
+    judge_cache: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--judge-cache",
+            metavar="DIR",
+            help="The judge cache (default: the recipe's cache_dir, else ~/.cache/personadlg/judge).",
+        ),
+    ] = None,
+    judge_set: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--judge-set",
+            metavar="KEY=VALUE",
+            help="Dotted override of the judge recipe (repeatable), e.g. --judge-set "
+            "client.model=gpt-4o --judge-set client.base_url=http://localhost:11434/v1.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="With --judge: print the judge requests not yet cached and their estimated "
+            "tokens and cost; send nothing (no key needed).",
+        ),
+    ] = False,
     from_: InputFormat = "auto",
     column: ColumnOpt = None,
     assistant: AssistantOpt = None,
@@ -148,9 +183,12 @@ def evaluate(
     allow_pickle: AllowPickle = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Score generations: BLEU, ROUGE-L, Dist, self-BLEU, P-Co, NLI, C-score, personalization accuracy, PPL, embedding similarity.
+    """Score generations: BLEU, ROUGE-L, Dist, self-BLEU, P-Co, NLI, C-score, personalization accuracy, PPL, embedding similarity, LLM judges.
 
     Every number carries a signature saying how it was computed. Definitions: `personadlg ls metrics`.
+    With --judge, an OpenAI-compatible model rates persona fit and coherence (1-5) and whether each
+    targeted aspect shows (yes/no); failed judgements are reported, never dropped, and every
+    judgement is cached so re-evaluating (or --compare) costs nothing twice.
 
     [bold]Examples[/]
 
@@ -161,6 +199,10 @@ def evaluate(
       personadlg eval gen.jsonl --metrics p-co,p-co-lift --p-co-stopwords none --bootstrap 1000
       personadlg eval gen.jsonl --by user --min-user-records 5 --bootstrap 1000 --per-user
       personadlg eval scored.csv --column context=ctx --column response=reply --column generation=gen
+      personadlg eval gen.jsonl --judge judge/default --dry-run
+      OPENAI_API_KEY=... personadlg eval gen.jsonl --judge judge/default --classifier attitude=runs/cls-att/final --per-example scores.jsonl
+      personadlg eval base.jsonl --compare cvae.jsonl --judge judge/default --metrics judge-persona,judge-coherence
+      personadlg eval gen.jsonl --judge judge/default --judge-set client.base_url=http://localhost:11434/v1 --judge-set client.model=llama3.1 --judge-set client.api_key_env=null
     """
     import json
 
@@ -200,12 +242,26 @@ def evaluate(
         bootstrap=bootstrap,
         p_co_stopwords=p_co_stopwords,
         lift_draws=lift_draws,
+        judge=judge,
+        judge_cache=str(judge_cache) if judge_cache else None,
+        judge_overrides=tuple(judge_set or ()),
     )
     reading: dict[str, Any] = {
         "input_format": from_,
         "format_options": FormatOptions(columns=parse_columns(column), assistant=assistant),
     }
     names = split_list([metrics]) if metrics else None
+    if dry_run:
+        from personadlg.metrics.evaluate import judge_dry_run
+
+        if judge is None:
+            raise UsageError("--dry-run estimates the judge's requests: it needs --judge RECIPE")
+        plan = judge_dry_run([generations, *(compare or [])], metrics=names, opts=opts, **reading)
+        if json_out:
+            print_json(plan)
+        else:
+            render_judge_plan(plan)
+        return
     with (
         load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
         progress("scoring", unit="metrics") as update,
@@ -251,6 +307,43 @@ def evaluate(
         render_groups(result, by=by, per_group=per_user)
     if report:
         out.print(f"report → {report}")
+
+
+def render_judge_plan(plan: dict[str, Any]) -> None:
+    """--dry-run: per judge metric, the requests, those cached, those to send and the estimate."""
+    j = plan["judge"]
+    rows = []
+    for name, p in [*plan["metrics"].items(), ("total", plan["total"])]:
+        cost = f"{p['cost_estimate']:,.4f}" if p["priced"] else "no price for this model"
+        rows.append(
+            [
+                name,
+                p["requests"],
+                p["cached"],
+                p["to_send"],
+                p["prompt_tokens_estimate"],
+                p["completion_tokens_estimate"],
+                cost,
+            ]
+        )
+    out.print(
+        table(
+            f"eval --judge --dry-run: {j['model']} at {j['base_url']} (nothing sent)",
+            [
+                "metric",
+                "requests",
+                "cached",
+                "to send",
+                "prompt tokens",
+                "completion tokens",
+                "USD",
+            ],
+            rows,
+        )
+    )
+    for name, why in plan.get("skipped", {}).items():
+        out.print(f"{name}: skipped ({why})", markup=False, highlight=False)
+    out.print(f"cache: {j['cache']}", markup=False, highlight=False)
 
 
 def render_groups(result: dict[str, Any], *, by: str, per_group: bool = False) -> None:

@@ -37,6 +37,7 @@ def validate(
     from personadlg.config import dump_yaml, load_recipe, read_yaml, resolve_recipe, to_dict
     from personadlg.data.profile import is_profile_recipe, load_profile_recipe
     from personadlg.data.synth import is_synth_recipe, load_synth_recipe
+    from personadlg.metrics.judge import describe_judge_recipe, is_judge_recipe
     from personadlg.models.api import is_api_recipe, load_api_recipe
 
     raw = read_yaml(resolve_recipe(recipe))
@@ -47,6 +48,8 @@ def validate(
         _, tag = load_template(acfg)
         data = {k: v for k, v in to_dict(acfg).items() if k != "source"}
         kind = f"method api, {acfg.client.model}, template {tag}, no training (use `personadlg generate`)"
+    elif is_judge_recipe(raw):
+        data, kind = describe_judge_recipe(recipe, overrides or [])
     elif is_profile_recipe(raw):
         pcfg = load_profile_recipe(recipe, overrides or [])
         data = {k: v for k, v in to_dict(pcfg).items() if k != "source"}

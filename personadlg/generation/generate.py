@@ -204,7 +204,7 @@ def generate_file(
     """Generate for every example of INPUT into OUT (appending; pairs already in OUT are skipped).
 
     CHECKPOINT is a checkpoint directory or a `method: api` recipe (path or bundled name, e.g.
-    `api/persona`), whose requests go through `models/api/generate.py` (RETRY_FAILED and DRY_RUN
+    `api/persona`), whose requests go through `generation/api.py` (RETRY_FAILED and DRY_RUN
     are for those). OUT is locked for the run; appending is refused when OUT was not written by
     `generate` with the same checkpoint, decoding, model overrides and input (OVERWRITE: start OUT
     afresh). Returns a summary: counts, seconds, responses per second, decoding.
@@ -220,7 +220,7 @@ def generate_file(
         raise UsageError("give --attributes or --all-combinations, not both")
     recipe = None if loaded else find_api_recipe(checkpoint)
     if recipe is not None:
-        from personadlg.models.api.generate import generate_api
+        from personadlg.generation.api import generate_api
 
         return generate_api(
             recipe,

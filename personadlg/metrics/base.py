@@ -38,6 +38,8 @@ class EvalData:
     ids: list[str] = field(default_factory=list)
     users: list[str | None] = field(default_factory=list)
     """The record's `user_id` (None when it has none): the groups of `eval --by user`."""
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    """The record's `profile` (key: value; empty when it has none): what judge-persona is shown."""
 
     def __post_init__(self) -> None:
         n = len(self.generations)
@@ -47,7 +49,8 @@ class EvalData:
         self.targets = self.targets or [{} for _ in range(n)]
         self.ids = self.ids or [str(i) for i in range(n)]
         self.users = self.users or [None] * n
-        for name in ("references", "personas", "contexts", "targets", "ids", "users"):
+        self.profiles = self.profiles or [{} for _ in range(n)]
+        for name in ("references", "personas", "contexts", "targets", "ids", "users", "profiles"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name}: {len(getattr(self, name))} values for {n} generations")
 
@@ -72,6 +75,7 @@ class EvalData:
             targets=[self.targets[i] for i in idx],
             ids=[self.ids[i] for i in idx],
             users=[self.users[i] for i in idx],
+            profiles=[self.profiles[i] for i in idx],
         )
 
 
@@ -93,6 +97,9 @@ class Computed:
     """At most this many replicates (for metrics that are costly to recompute, e.g. self-BLEU)."""
     default_replicates: int = 0
     """Replicates used when none were asked for (metrics that always carry an interval)."""
+    cells: dict[str, np.ndarray] | None = None
+    """Optional, not reported: per attribute, each row's binary verdict on its target aspect (1, 0,
+    NaN when not scored): what the judge-classifier agreement (`judge/agreement.py`) compares."""
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from personadlg.errors import UsageError
 from personadlg.metrics.lexical import (
@@ -26,6 +26,9 @@ from personadlg.metrics.model_based import (
 )
 from personadlg.metrics.persona import PCo, PCoLift, PersonaCopy
 
+if TYPE_CHECKING:
+    from personadlg.metrics.judge.config import JudgeConfig
+
 
 @dataclass
 class EvalOptions:
@@ -45,6 +48,12 @@ class EvalOptions:
     bootstrap: int = 0
     p_co_stopwords: str = "en"
     lift_draws: int = 10
+    judge: str | None = None
+    """A judge recipe (YAML path or bundled name, e.g. `judge/default`): the judge-* metrics."""
+    judge_cache: str | None = None
+    """The judge cache directory (default: the recipe's `cache_dir`, else the user cache)."""
+    judge_overrides: tuple[str, ...] = ()
+    """Dotted KEY=VALUE overrides of the judge recipe (`--judge-set`)."""
 
     def __post_init__(self) -> None:
         from personadlg.metrics.stopwords import STOPWORD_LISTS
@@ -69,6 +78,11 @@ class EvalOptions:
             raise UsageError(
                 "--bootstrap, --sbleu-sample and --nli-context-turns must be >= 0 and --sbleu-order >= 1"
             )
+        self.judge_overrides = tuple(self.judge_overrides)
+        if self.judge is None and (self.judge_cache or self.judge_overrides):
+            raise UsageError("--judge-cache and --judge-set need --judge RECIPE")
+        if self.judge is not None:
+            self.judge_config()  # a bad recipe or override fails now (exit 2), not after other metrics
         refs: list[tuple[str, str | None]] = [
             (f"--classifier {a}", d) for a, d in sorted(self.classifiers.items())
         ]
@@ -80,6 +94,14 @@ class EvalOptions:
     @property
     def tok(self) -> TokenSetting:
         return TokenSetting(self.tokenize, self.lowercase)
+
+    def judge_config(self) -> JudgeConfig:
+        """The judge recipe (`JudgeConfig`) with its overrides; UsageError without --judge."""
+        from personadlg.metrics.judge import load_judge_recipe
+
+        if self.judge is None:
+            raise UsageError("the judge metrics need --judge RECIPE (e.g. --judge judge/default)")
+        return load_judge_recipe(self.judge, self.judge_overrides)
 
 
 def check_model_ref(flag: str, ref: str) -> None:
@@ -184,6 +206,16 @@ def persona_cos_lift(o: EvalOptions) -> Any:
     )
 
 
+def judge(kind: str):
+    def make(o: EvalOptions) -> Any:
+        from personadlg.metrics.judge.metrics import JUDGES
+
+        _need(o.judge, "--judge RECIPE", f"judge-{kind}")
+        return JUDGES[kind](o.judge_config(), cache_dir=o.judge_cache)
+
+    return make
+
+
 FACTORIES: dict[str, Any] = {
     **{f"bleu-{n}": bleu(n) for n in (1, 2, 3, 4)},
     **{f"bleu-{n}-sent": bleu(n, True) for n in (1, 2, 3, 4)},
@@ -207,6 +239,9 @@ FACTORIES: dict[str, Any] = {
     "personalization-prob": personalization("prob"),
     "ppl": ppl,
     "emb-sim": emb_sim,
+    "judge-persona": judge("persona"),
+    "judge-attributes": judge("attributes"),
+    "judge-coherence": judge("coherence"),
 }
 
 # module attributes named after the metrics (`bleu-1` → `bleu_1`), the registry's lazy targets

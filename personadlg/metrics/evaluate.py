@@ -34,6 +34,7 @@ from personadlg.metrics.grouped import (
     paired_macro_difference,
     score_groups,
 )
+from personadlg.metrics.judge.agreement import add_agreement
 from personadlg.registry import METRICS, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,73 @@ def default_metric_plan(data: EvalData, opts: EvalOptions) -> tuple[list[str], d
                 names.append(m)
             else:
                 skipped[m] = no_persona
+    if opts.judge:
+        from personadlg.metrics.judge.prompts import has_context, has_speaker
+
+        judged = {
+            "judge-persona": (
+                any(has_speaker(p, q) for p, q in zip(data.personas, data.profiles)),
+                "no record has a persona or a profile",
+            ),
+            "judge-attributes": (
+                any(data.targets),
+                "no record has target_attributes or attributes",
+            ),
+            "judge-coherence": (
+                any(has_context(c) for c in data.contexts),
+                "no record has a context",
+            ),
+        }
+        for m, (ok, why) in judged.items():
+            if ok:
+                names.append(m)
+            else:
+                skipped[m] = why
     return names, skipped
+
+
+JUDGE_METRICS = ("judge-persona", "judge-attributes", "judge-coherence")
+
+
+def judge_plan(
+    datasets: Sequence[EvalData], names: Sequence[str], opts: EvalOptions
+) -> dict[str, Any]:
+    """The judge requests of NAMES on DATASETS: per metric and in all, how many, how many the cache
+    already answers, how many to send, and synth's token and cost estimate. Sends nothing, needs no key."""
+    from personadlg.metrics.judge.metrics import host
+    from personadlg.metrics.judge.requests import plan
+
+    cfg = opts.judge_config()
+    cache = cfg.cache_path(opts.judge_cache)
+    per: dict[str, Any] = {}
+    every = []
+    for name in names:
+        if name not in JUDGE_METRICS:
+            continue
+        metric = METRICS.get(name)(opts)
+        requests = [r for data in datasets for r in metric.requests(data)]
+        per[name] = {"template": metric.rubric[1], **plan(cfg, cache, requests)}
+        every += requests
+    return {
+        "judge": {
+            "model": cfg.client.model,
+            "base_url": host(cfg.client.base_url),
+            "recipe": cfg.source,
+            "cache": str(cache),
+        },
+        "metrics": per,
+        "total": plan(cfg, cache, every),
+    }
+
+
+def check_judge_key(data: EvalData, names: Sequence[str], opts: EvalOptions) -> None:
+    """A missing API key stops the run before anything is computed, when a judge metric has requests to send."""
+    if opts.judge is None or not any(n in JUDGE_METRICS for n in names):
+        return  # without --judge, the metric itself says what it needs
+    from personadlg.data.synth.client import api_key
+
+    if judge_plan([data], names, opts)["total"]["to_send"]:
+        api_key(opts.judge_config().client)
 
 
 def check_metric_names(names: Sequence[str]) -> list[str]:
@@ -222,6 +289,7 @@ def evaluate_data(
     else:
         names, more = default_metric_plan(data, opts)
         planned.update(more)
+    check_judge_key(data, names, opts)
     scores, prepared, skipped = compute_scores(
         data, names, opts, explicit=bool(metrics), on_metric=on_metric
     )
@@ -234,6 +302,7 @@ def evaluate_data(
     }
     if skipped:
         report["skipped"] = skipped
+    add_agreement(report, prepared)
     sbleu = scores.get("sbleu")
     report["collapse"] = collapse_report(
         data.generations, sbleu=sbleu.value if sbleu is not None else None
@@ -283,6 +352,7 @@ def read_generations(
     check_nonempty(p)
     gens, refs, personas, contexts, targets, ids = [], [], [], [], [], []
     users: list[str | None] = []
+    profiles: list[dict[str, Any]] = []
     for item in iter_any_examples(p, fmt=fmt, opts=opts):
         if isinstance(item, Bad):
             raise item.error
@@ -300,6 +370,7 @@ def read_generations(
         targets.append(ex.target_attributes if ex.target_attributes is not None else ex.attributes)
         ids.append(ex.id + ("|" + target_key(ex.target_attributes) if ex.target_attributes else ""))
         users.append(ex.user_id)
+        profiles.append(dict(ex.profile))
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
     return EvalData(
         generations=gens,
@@ -309,6 +380,7 @@ def read_generations(
         targets=targets,
         ids=ids,
         users=users,
+        profiles=profiles,
     ), digest
 
 
@@ -363,6 +435,36 @@ def evaluate_file(
                     row[name] = None if np.isnan(v[i]) else round(float(v[i]), 6)
                 f.write(dumps(row) + "\n")
     return report
+
+
+def judge_dry_run(
+    paths: Sequence[str | Path],
+    *,
+    metrics: Sequence[str] | None = None,
+    opts: EvalOptions,
+    input_format: str = "auto",
+    format_options: FormatOptions | None = None,
+) -> dict[str, Any]:
+    """`eval --judge --dry-run`: the judge requests the files need (the metrics asked for, else the
+    default plan of the first file), those the cache answers, those to send and their estimated
+    tokens and cost. Sends nothing and needs no key."""
+    datasets = [read_generations(p, fmt=input_format, opts=format_options)[0] for p in paths]
+    skipped: dict[str, str] = {}
+    if metrics:
+        names = check_metric_names(metrics)
+    else:
+        names, more = default_metric_plan(datasets[0], opts)
+        skipped = {k: v for k, v in more.items() if k in JUDGE_METRICS}
+    if not any(n in JUDGE_METRICS for n in names):
+        raise UsageError(
+            "--dry-run: no judge metric to estimate"
+            + (f" ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else "")
+        )
+    plan = judge_plan(datasets, names, opts)
+    plan["files"] = [str(p) for p in paths]
+    if skipped:
+        plan["skipped"] = skipped
+    return plan
 
 
 def _aligned(data: EvalData, order: Sequence[str]) -> EvalData:
@@ -461,6 +563,7 @@ def evaluate_texts(
     personas: Sequence[Sequence[str]] | None = None,
     contexts: Sequence[Sequence[str]] | None = None,
     targets: Sequence[dict[str, str]] | None = None,
+    profiles: Sequence[dict[str, Any]] | None = None,
     metrics: Sequence[str] | None = None,
     **options: Any,
 ) -> dict[str, Score]:
@@ -482,6 +585,7 @@ def evaluate_texts(
         personas=[list(p) for p in personas] if personas else [],
         contexts=ctx,
         targets=[dict(t) for t in targets] if targets else [],
+        profiles=[dict(p) for p in profiles] if profiles else [],
     )
     opts = EvalOptions(**options)
     names = check_metric_names(metrics) if metrics else default_metrics(data, opts)

@@ -308,6 +308,9 @@ class Personalization:
             details={"by_attribute": by_attribute(None), "classifiers": self.judges()},
             breakdown=by_attribute,
             default_replicates=1000,
+            cells={a: values[:, j].copy() for j, a in enumerate(attrs)}
+            if self.kind == "acc"
+            else None,
         )
 
 

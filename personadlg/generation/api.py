@@ -1,4 +1,4 @@
-"""`personadlg generate RECIPE` for `method: api`: one chat request per (example, target), through
+"""`personadlg generate RECIPE` for `method: api` (the recipe and its prompts: models/api/): one chat request per (example, target), through
 synth's runner (client, limiter, retries, journal, cost, budget), exactly once.
 
 Each request is journalled (`OUT.cache/journal.jsonl`) as `ok` (the reply text, request id, usage)
