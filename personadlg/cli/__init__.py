@@ -59,11 +59,24 @@ def _register() -> None:
         generate,
         profile,
         recipes,
+        serve,
         synth,
         train,
     )
 
-    for module in (data, synth, profile, train, generate, evaluate, chat, codebook, demo, recipes):
+    for module in (
+        data,
+        synth,
+        profile,
+        train,
+        generate,
+        evaluate,
+        chat,
+        serve,
+        codebook,
+        demo,
+        recipes,
+    ):
         module.register(app)
 
 

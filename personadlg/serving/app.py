@@ -1,0 +1,437 @@
+"""`create_app(...)`: trained persona models behind the OpenAI chat-completions API (FastAPI).
+
+    GET  /health                 200 {"status": "ok", ...} once loaded; 503 {"status": "loading"} before
+    GET  /v1/models              the loaded checkpoints (OpenAI list format + a `personadlg` object each)
+    GET  /v1/models/{name}       one of them
+    POST /v1/chat/completions    non-streaming, or `stream: true` (server-sent events)
+    GET  /                       the static page of STATIC_DIR when it has an index.html
+
+The server listens at once and loads the checkpoints in the background (their configs are read
+first, so a bad path fails before listening); until every model is loaded `/health`, `/v1/models`
+and chat requests answer 503. Errors are OpenAI's error JSON with the right status (400 naming
+the field, 401, 404 with a did-you-mean, 413, 500, 503). With `api_key`, every `/v1` route wants
+`Authorization: Bearer <api_key>`; `/health` and the page stay open.
+
+Streaming: the reply is generated whole (in a batch with its neighbours), then sent as chunks of
+about one word each in OpenAI's `chat.completion.chunk` format, ending with `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from personadlg import __version__
+from personadlg.config import GenerateConfig
+from personadlg.data.schema import Example
+from personadlg.errors import PersonadlgError, UsageError
+from personadlg.models.base import Generations, as_generations
+from personadlg.models.decoding import decoding_dict
+from personadlg.serving import conditioning
+from personadlg.serving.batcher import Batcher, JobResult
+from personadlg.serving.prompt import check_fits, count_completion, count_prompt
+from personadlg.serving.protocol import (
+    SSE_DONE,
+    APIError,
+    ChatCompletionRequest,
+    chunk_bodies,
+    completion_body,
+    error_body,
+    sse,
+    validation_error,
+)
+from personadlg.serving.registry import (
+    NOT_SERVED,
+    ModelRegistry,
+    ServedModel,
+    model_names,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STATIC = Path(__file__).parent / "static"
+"""Where `create_app` looks for the web page by default (served at `/` when it has index.html)."""
+FINGERPRINT = f"personadlg-{__version__}"
+
+Loader = Callable[[Path, Any], Any]
+"""(checkpoint directory, its config) → the loaded model."""
+
+
+def default_loader(*, trust_remote_code: bool = False, allow_pickle: bool = False) -> Loader:
+    """`load_model` under the user's loading opt-ins (`models/loading.py`)."""
+
+    def load(path: Path, cfg: Any) -> Any:
+        from personadlg.models.loading import load_policy
+        from personadlg.training.checkpoint import load_model
+
+        with load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle):
+            return load_model(path, cfg)
+
+    return load
+
+
+@dataclass
+class ServerState:
+    """Everything the routes share (`app.state.personadlg`)."""
+
+    registry: ModelRegistry
+    checkpoints: list[tuple[str, Path, Any]]
+    batch_window_ms: float
+    max_batch: int
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    in_flight: int = 0
+    served_requests: int = 0
+    on_load_failed: list[Callable[[str], None]] = field(default_factory=list)
+    """Called with the error when a checkpoint fails to load (`run_server` stops the server)."""
+
+
+def create_app(
+    checkpoints: Sequence[str | Path],
+    *,
+    names: Sequence[str] | None = None,
+    batch_window_ms: float = 10.0,
+    max_batch: int = 32,
+    api_key: str | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    loader: Loader | None = None,
+    static_dir: str | Path | None = DEFAULT_STATIC,
+) -> FastAPI:
+    """The FastAPI app serving CHECKPOINTS (see the module docstring).
+
+    NAMES: one model name per checkpoint (default: the run names). API_KEY: the bearer token
+    every `/v1` request must carry (None: no auth). LOADER: how a checkpoint's model is loaded
+    (default `default_loader(...)` with the two opt-ins), called in a worker thread after the
+    server starts listening. STATIC_DIR: a directory whose index.html and files are served at `/`
+    (None: no page)."""
+    from personadlg.training.checkpoint import checkpoint_dir, load_config
+
+    if not checkpoints:
+        raise UsageError("personadlg serve: give at least one checkpoint directory")
+    if max_batch < 1:
+        raise UsageError(f"--max-batch: expected at least 1, got {max_batch}")
+    if batch_window_ms < 0:
+        raise UsageError(f"--batch-window-ms: expected >= 0, got {batch_window_ms}")
+    paths = [checkpoint_dir(c).resolve() for c in checkpoints]
+    cfgs = [load_config(p) for p in paths]
+    for p, cfg in zip(paths, cfgs):
+        if cfg.method in NOT_SERVED:
+            raise UsageError(f"{p}: {NOT_SERVED[cfg.method]}")
+    served_names = model_names(paths, names)
+    state = ServerState(
+        registry=ModelRegistry(list(served_names)),
+        checkpoints=list(zip(served_names, paths, cfgs)),
+        batch_window_ms=batch_window_ms,
+        max_batch=max_batch,
+    )
+    load = loader or default_loader(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_load_all(state, load), name="personadlg-load")
+        try:
+            yield
+        finally:
+            if not task.done():
+                task.cancel()
+            for b in list(state.batchers.values()):
+                await b.close()  # finish whatever is queued
+
+    app = FastAPI(
+        title="personadlg serve",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.personadlg = state
+    _install_error_handlers(app)
+    auth = _auth(api_key)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        reg = state.registry
+        if reg.status == "failed":
+            return JSONResponse({"status": "failed", "error": reg.error}, status_code=500)
+        if reg.status != "ok":
+            return JSONResponse(
+                {"status": "loading", "models": list(reg.models), "loading": reg.pending},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": __version__,
+                "models": list(reg.names),
+                "uptime_seconds": round(time.time() - state.started, 1),
+                "in_flight": state.in_flight,
+                "requests": state.served_requests,
+                "settings": {
+                    "batch_window_ms": state.batch_window_ms,
+                    "max_batch": state.max_batch,
+                },
+                "batching": {n: b.stats.as_dict() for n, b in state.batchers.items()},
+            }
+        )
+
+    @app.get("/v1/models", dependencies=[Depends(auth)])
+    async def list_models() -> dict[str, Any]:
+        reg = state.registry
+        reg.check_ready()
+        return {"object": "list", "data": [reg.models[n].metadata() for n in reg.names]}
+
+    @app.get("/v1/models/{name:path}", dependencies=[Depends(auth)])
+    async def get_model(name: str) -> dict[str, Any]:
+        return state.registry.get(name).metadata()
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
+    async def chat_completions(body: ChatCompletionRequest) -> Response:
+        state.in_flight += 1
+        try:
+            return await _complete(state, body)
+        finally:
+            state.in_flight -= 1
+
+    static = Path(static_dir) if static_dir is not None else None
+    if static is not None and (static / "index.html").is_file():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=static, html=True), name="static")
+    else:
+
+        @app.get("/")
+        async def index() -> dict[str, Any]:
+            return {
+                "name": "personadlg serve",
+                "version": __version__,
+                "endpoints": [
+                    "GET /health",
+                    "GET /v1/models",
+                    "POST /v1/chat/completions",
+                ],
+            }
+
+    return app
+
+
+async def _load_all(state: ServerState, load: Loader) -> None:
+    """Load every checkpoint in a worker thread, start its batcher; then the server is ready."""
+    reg = state.registry
+    name = ""
+    path: Path | None = None
+    try:
+        for name, path, cfg in state.checkpoints:
+            t = time.perf_counter()
+            model = await _in_daemon_thread(load, path, cfg)
+            served = await _in_daemon_thread(ServedModel.create, name, path, cfg, model)
+            batcher = Batcher(
+                name,
+                _generate_fn(served.model),
+                window_s=state.batch_window_ms / 1000,
+                max_batch=state.max_batch,
+                joint=served.joint,
+            )
+            batcher.start()
+            state.batchers[name] = batcher
+            reg.models[name] = served
+            logger.info(
+                "loaded %s (%s, %s) in %.1fs", name, served.method, path, time.perf_counter() - t
+            )
+        reg.status = "ok"
+        logger.info("ready: %s", ", ".join(reg.names))
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:
+        reg.status = "failed"
+        reg.error = f"{path}: {err}" if path is not None else str(err)
+        logger.error("cannot load %s: %s", name or "the models", reg.error)
+        for callback in state.on_load_failed:
+            callback(reg.error)
+
+
+async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """FN(*ARGS) in a daemon thread: a server stopped while a large model still loads exits at
+    once instead of waiting for the load (the default executor would be joined at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def work() -> None:
+        try:
+            out = (True, context.run(fn, *args))
+        except BaseException as err:
+            out = (False, err)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, *out)
+
+    threading.Thread(target=work, name="personadlg-load", daemon=True).start()
+    return await future
+
+
+def _generate_fn(model: Any) -> Callable[..., Generations]:
+    def generate(
+        examples: list[Example],
+        decoding: GenerateConfig,
+        seeds: list[int],
+        targets: list[dict[str, str] | None],
+    ) -> Generations:
+        return as_generations(
+            model.generate(examples, decoding=decoding, seeds=seeds, targets=targets)
+        )
+
+    return generate
+
+
+async def _complete(state: ServerState, req: ChatCompletionRequest) -> Response:
+    """One chat completion: validate everything, wait for the batch, shape the reply."""
+    served = state.registry.get(req.model)
+    req.unsupported()
+    stops = req.stops()
+    cond = conditioning.read_conditioning(req, served)
+    base_seed, seed_source, seeds = conditioning.request_seeds(req.seed, req.n)
+    decoding = conditioning.decoding_for(
+        req, served, base_seed=base_seed, batch_size=state.max_batch
+    )
+    request_id = f"chatcmpl-{secrets.token_hex(12)}"
+    example = conditioning.make_example(cond, request_id)
+    target = cond.attributes or None
+    check_fits(served, example, target, decoding.max_new_tokens)
+    prompt_tokens = count_prompt(served, example, target, decoding.max_new_tokens)
+    try:
+        result: JobResult = await state.batchers[served.name].submit(
+            [example] * req.n,
+            seeds=seeds,
+            targets=[target] * req.n,
+            decoding=decoding,
+            key=conditioning.decoding_key(decoding),
+        )
+    except APIError:
+        raise
+    except PersonadlgError as err:
+        if err.exit_code == 2:  # the request asked for something the model cannot do
+            raise APIError(400, str(err), code="unsupported_request") from None
+        logger.error("%s: generation failed: %s", served.name, err)
+        raise APIError(500, f"generation failed: {err}", type="server_error") from None
+    except Exception as err:
+        logger.error("%s: generation failed: %s: %s", served.name, type(err).__name__, err)
+        raise APIError(
+            500,
+            f"generation failed: {type(err).__name__}: {err}",
+            type="server_error",
+            code="generation_failed",
+        ) from None
+    state.served_requests += 1
+    texts, reasons, completion = [], [], 0
+    for text in result.texts:
+        cut, stopped = conditioning.cut_at_stop(text, stops)
+        tokens = count_completion(served, cut)
+        completion += tokens
+        texts.append(cut)
+        full = (
+            decoding.min_new_tokens >= decoding.max_new_tokens or tokens >= decoding.max_new_tokens
+        )
+        reasons.append("length" if full and not stopped else "stop")
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
+    echo = conditioning.echo(
+        served,
+        cond,
+        base_seed=base_seed,
+        seed_source=seed_source,
+        seeds=seeds,
+        decoding={**decoding_dict(decoding), **result.shared},
+        records=result.records,
+        batch=result.batch,
+    )
+    common: dict[str, Any] = {
+        "id": request_id,
+        "created": int(time.time()),
+        "model": served.name,
+        "texts": texts,
+        "finish_reasons": reasons,
+        "echo": echo,
+        "fingerprint": FINGERPRINT,
+    }
+    if not req.stream:
+        return JSONResponse(completion_body(usage=usage, **common))
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    chunks = list(chunk_bodies(usage=usage if include_usage else None, **common))
+
+    async def events() -> AsyncIterator[str]:
+        for chunk in chunks:
+            yield sse(chunk)
+        yield SSE_DONE
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _auth(api_key: str | None) -> Callable[[Request], Awaitable[None]]:
+    """A dependency: 401 unless the request carries `Authorization: Bearer API_KEY`."""
+    expected = api_key.encode() if api_key else None
+
+    async def check(request: Request) -> None:
+        if expected is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise APIError(
+                401,
+                "invalid or missing API key: send `Authorization: Bearer KEY` with the key the "
+                "server was started with (--api-key-env)",
+                code="invalid_api_key",
+            )
+
+    return check
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, err: APIError) -> JSONResponse:
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        e = validation_error(list(err.errors()))
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        message = (
+            f"no such endpoint: {request.method} {request.url.path}"
+            if err.status_code == 404
+            else str(err.detail)
+        )
+        kind = "invalid_request_error" if err.status_code < 500 else "server_error"
+        return JSONResponse(
+            error_body(message, type=kind), status_code=err.status_code, headers=err.headers
+        )

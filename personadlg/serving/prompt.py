@@ -1,0 +1,87 @@
+"""What the model reads: prompt and completion token counts (`usage`), and prompts too long for
+the model's positions (413).
+
+Prompts are rendered as the checkpoint renders them (`models/render.py`, with the recipe's
+persona / profile / attributes lines for finetune and lora; the plain template for the other
+methods, whose encoders read the same text) and counted with the model's tokenizer. A context
+longer than the model's prompt room loses its oldest turns first, as in training and
+`generate`; only when the user's newest message alone (with the conditioning lines) does not fit
+is the request refused with 413. Completion tokens are the reply's tokens after `stop` cuts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from personadlg.data.schema import Example
+from personadlg.models.render import render
+from personadlg.serving.protocol import APIError
+from personadlg.serving.registry import ServedModel, prompt_conditioned
+
+UNBOUNDED = 10**9
+
+
+def prompt_room(served: ServedModel, max_new_tokens: int) -> tuple[int, str]:
+    """(prompt tokens the model keeps, why that many): the decoder's positions left after
+    MAX_NEW_TOKENS (when its decoder reads the prompt), and for finetune / lora the recipe's
+    `model.max_length` too."""
+    room, why = UNBOUNDED, ""
+    reads_prompt = getattr(
+        served.cfg.model, "decoder_sees_context", True
+    )  # cvae: z only, by default
+    if served.limit is not None and reads_prompt and not getattr(served.model, "seq2seq", False):
+        positions = served.limit + 1
+        room = positions - max_new_tokens
+        why = f"{positions} positions - max_tokens {max_new_tokens}"
+    if prompt_conditioned(served.cfg) and served.cfg.model.max_length < room:
+        room = served.cfg.model.max_length
+        why = f"model.max_length {room}"
+    return max(room, 1), why
+
+
+def prompt_ids(
+    served: ServedModel, example: Example, target: dict[str, str] | None, budget: int
+) -> list[int]:
+    return render(
+        example,
+        served.tokenizer,
+        served.render,
+        max_prompt_tokens=budget,
+        with_target=False,
+        attributes=target,
+    ).prompt_ids
+
+
+def count_prompt(
+    served: ServedModel, example: Example, target: dict[str, str] | None, max_new_tokens: int
+) -> int:
+    """Prompt tokens the model reads for EXAMPLE (after dropping the oldest turns that do not fit)."""
+    room, _ = prompt_room(served, max_new_tokens)
+    return len(prompt_ids(served, example, target, room))
+
+
+def check_fits(
+    served: ServedModel, example: Example, target: dict[str, str] | None, max_new_tokens: int
+) -> None:
+    """413 when the newest message alone, with the conditioning lines, exceeds the prompt room."""
+    room, why = prompt_room(served, max_new_tokens)
+    if room >= UNBOUNDED:
+        return
+    newest = replace(example, context=example.context[-1:])
+    need = len(prompt_ids(served, newest, target, UNBOUNDED))
+    if need > room:
+        raise APIError(
+            413,
+            f"messages: the last message needs {need} prompt tokens (with the persona / profile / "
+            f"attribute lines), and {served.name} has room for {room} ({why}); shorten it, or ask "
+            "for fewer max_tokens",
+            param="messages",
+            code="context_length_exceeded",
+        )
+
+
+def count_completion(served: ServedModel, text: str) -> int:
+    """The reply's tokens by the model's tokenizer."""
+    if not text:
+        return 0
+    return len(served.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -1,0 +1,160 @@
+"""Running the app: `run_server` (the command, blocking, with signals) and `serve_in_thread`
+(tests and benchmarks: a real server on 127.0.0.1 in a background thread).
+
+SIGTERM and SIGINT start uvicorn's graceful shutdown: the listening socket closes, requests in
+flight — and whatever the batchers have queued for them — finish and are answered, then the
+lifespan's shutdown drains the batchers and `run_server` returns 0. A second SIGINT forces the
+exit. The socket is bound before the app starts, so the URL (port 0: a free port) is known at
+once and clients that connect while the models load are answered (503) rather than refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from personadlg.errors import PersonadlgError
+
+logger = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to HOST:PORT (port 0: a free port); a clear error when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise PersonadlgError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _config(app: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_config=None,  # personadlg's logging setup stays in charge
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=None,  # in-flight requests always finish
+        server_header=False,
+    )
+
+
+@contextlib.contextmanager
+def _signals_noted() -> Iterator[list[int]]:
+    """SIGINT / SIGTERM only noted inside the block: uvicorn re-raises the signal that stopped it
+    once it is done, and that must not turn a clean shutdown into an error exit."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        noted.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield noted
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_server(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve APP until SIGTERM / SIGINT (graceful: in-flight requests finish first).
+
+    ON_LISTENING is called with the URL once the socket is bound. Raises PersonadlgError when
+    the address is taken or a checkpoint fails to load (the server then stops)."""
+    import uvicorn
+
+    sock = bind(host, port)
+    server = uvicorn.Server(_config(app))
+    failed: list[str] = []
+
+    def stop_on_failure(message: str) -> None:
+        failed.append(message)
+        server.should_exit = True
+
+    app.state.personadlg.on_load_failed.append(stop_on_failure)
+    url = url_of(sock)
+    logger.info("listening on %s", url)
+    if on_listening is not None:
+        on_listening(url)
+    with _signals_noted() as noted:
+        server.run(sockets=[sock])
+    if noted:
+        logger.info("stopped by %s", signal.Signals(noted[-1]).name)
+    if failed:
+        raise PersonadlgError(f"cannot load the models: {failed[0]}")
+
+
+@dataclass
+class RunningServer:
+    """A server in a background thread (`serve_in_thread`)."""
+
+    server: Any
+    thread: threading.Thread
+    url: str
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI client's base_url."""
+        return self.url + "/v1"
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Graceful shutdown, as on SIGTERM; waits for the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_in_thread(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0
+) -> RunningServer:
+    """Start APP on HOST:PORT (0: a free port) in a daemon thread; returns once it accepts
+    connections (its models may still be loading: poll `/health`)."""
+    import uvicorn
+
+    sock = bind(host, port)
+    server = uvicorn.Server(_config(app))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="personadlg-serve", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise PersonadlgError("the server thread exited during start-up")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise PersonadlgError(f"the server did not start within {timeout:.0f}s")
+        time.sleep(0.01)
+    return RunningServer(server, thread, url_of(sock))

@@ -1,0 +1,89 @@
+"""`python -m personadlg serve` as a process: it prints its URL, answers while loading, and on
+SIGTERM finishes the requests in flight before exiting 0; bad usage exits 2 before listening."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+from tests.serving.conftest import wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def serve_process(*args: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "personadlg", "serve", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(trained_tiny):
+    # --max-batch 1: a request of n=3 choices of 40 tokens each is 3 generate calls in a row
+    proc = serve_process(trained_tiny, "--port", "0", "--max-batch", "1", "--name", "ft")
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", line)
+        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+        url = m.group(1)
+        wait_ready(url)
+        slow = {
+            "model": "ft",
+            "messages": [{"role": "user", "content": "tell me everything about your bees"}],
+            "n": 3,
+            "max_tokens": 40,
+            "min_tokens": 40,
+            "temperature": 1.0,
+            "seed": 3,
+        }
+        replies: list[httpx.Response] = []
+        thread = threading.Thread(
+            target=lambda: replies.append(
+                httpx.post(url + "/v1/chat/completions", json=slow, timeout=120)
+            )
+        )
+        thread.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/health").json()["in_flight"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        thread.join(120)
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+        (reply,) = replies
+        assert reply.status_code == 200
+        body = reply.json()
+        assert len(body["choices"]) == 3
+        assert all(c["finish_reason"] == "length" for c in body["choices"])
+        assert body["usage"]["completion_tokens"] > 3 * 20
+        assert body["personadlg"]["batch"] == {"requests": 1, "examples": 1}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bad_usage_exits_2_before_listening(cli, trained_tiny, tmp_path, monkeypatch):
+    r = cli("serve", trained_tiny, trained_tiny, "--port", "0")
+    assert r.code == 2 and "both be served as" in r.stderr and "--name" in r.stderr
+    monkeypatch.delenv("PDLG_TEST_KEY", raising=False)
+    r = cli("serve", trained_tiny, "--port", "0", "--api-key-env", "PDLG_TEST_KEY")
+    assert r.code == 2 and "PDLG_TEST_KEY" in r.stderr and "not set" in r.stderr
+    r = cli("serve", tmp_path / "nothing", "--port", "0")
+    assert r.code == 2 and "no such checkpoint directory" in r.stderr
+    r = cli("serve", trained_tiny, "--name", "a", "--name", "b")
+    assert r.code == 2 and "one per checkpoint" in r.stderr
