@@ -5,7 +5,8 @@ collects the ones arriving within `window_s` of it (or already queued) up to `ma
 examples, and hands them to `model.generate` in a worker thread — one call at a time per model,
 so the model is never used from two threads at once. A request is a *job* of n examples (its
 choices). Jobs whose decoding settings differ go into separate calls of the same round (one
-`GenerateConfig` per call); a job larger than `max_batch` is split over calls.
+`GenerateConfig` per call); a round takes whole requests only (one that would overflow it leads
+the next round), and only a request with more than `max_batch` choices is split over calls.
 
 Batching never changes a reply: every example has its own seed and samples from its own
 generator (`models/decoding.py`), lora routes each row to its own adapter, and methods that
@@ -204,8 +205,10 @@ class Batcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        carry: Job | None = None  # a job that did not fit the last round: the next round's first
         while True:
-            first = await self._queue.get()
+            first = carry if carry is not None else await self._queue.get()
+            carry = None
             if first is None:
                 return
             jobs, size, last = [first], first.n, False
@@ -224,6 +227,9 @@ class Batcher:
                 if job is None:
                     last = True
                     break
+                if size + job.n > self.max_batch:  # whole requests only: it leads the next round
+                    carry = job
+                    break
                 jobs.append(job)
                 size += job.n
             try:
@@ -233,6 +239,8 @@ class Batcher:
                 for job in jobs:
                     _fail(job, err)
             if last:
+                if carry is not None:
+                    await self._round([carry])
                 return
 
     async def _round(self, jobs: list[Job]) -> None:
@@ -274,7 +282,9 @@ class Batcher:
                 _fail(job, err)
             self.stats.failed_requests += len(jobs)
             return
-        self.stats.record(len(jobs), len(examples), time.perf_counter() - started)
+        # a request split over calls (n > max_batch) counts once, in the call with its last part
+        finished = sum(1 for p in parts if p.stop == p.job.n)
+        self.stats.record(finished, len(examples), time.perf_counter() - started)
         records = gens.records or [{} for _ in examples]
         at = 0
         for p in parts:

@@ -132,6 +132,28 @@ def test_requests_in_one_window_share_calls_and_results_are_their_own():
     assert b.stats.calls == 3 and b.stats.max_requests_per_call == 2 and b.stats.requests == 5
 
 
+def test_a_round_takes_whole_requests_and_counts_each_once():
+    async def main():
+        rec = Recorder()
+        b = Batcher("m", rec, window_s=0.05, max_batch=4)
+        b.start()
+        results = await asyncio.gather(
+            _submit(b, "a", n=3), _submit(b, "b", n=2), _submit(b, "c", n=2)
+        )
+        await b.close()
+        return rec, b, results
+
+    rec, b, results = asyncio.run(main())
+    # b would overflow a's round (3 + 2 > 4): it is not split but leads the next round, with c
+    assert rec.calls == [["a", "a", "a"], ["b", "b", "c", "c"]]
+    assert [r.texts for r in results] == [
+        ["a:0:8", "a:1:8", "a:2:8"],
+        ["b:0:8", "b:1:8"],
+        ["c:0:8", "c:1:8"],
+    ]
+    assert b.stats.requests == 3 and b.stats.calls == 2
+
+
 def test_a_request_larger_than_max_batch_is_split_and_reassembled():
     async def main():
         rec = Recorder()
@@ -139,11 +161,12 @@ def test_a_request_larger_than_max_batch_is_split_and_reassembled():
         b.start()
         out = await _submit(b, "a", n=5)
         await b.close()
-        return rec, out
+        return rec, out, b.stats
 
-    rec, out = asyncio.run(main())
+    rec, out, stats = asyncio.run(main())
     assert rec.calls == [["a", "a"], ["a", "a"], ["a"]]
     assert out.texts == [f"a:{i}:8" for i in range(5)]
+    assert stats.requests == 1 and stats.calls == 3  # one request, counted once
 
 
 def test_a_failing_batch_is_retried_one_request_at_a_time():
