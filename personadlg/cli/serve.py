@@ -101,7 +101,7 @@ def serve(
 
     def listening(url: str) -> None:
         out.print(
-            f"serving {', '.join(names)} on {url}/v1 (loading; {url}/health says when ready)",
+            f"serving {', '.join(names)} on {url}/v1, chat page {url}/ (loading; {url}/health says when ready)",
             markup=False,
             highlight=False,
         )
