@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -12,7 +12,12 @@ from personadlg.cli._options import AllowPickle, Overrides, TrustRemoteCode
 
 
 def chat(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint dir, e.g. runs/x/final.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint dir, e.g. runs/x/final, or a `method: api` recipe (e.g. api/persona)."
+        ),
+    ],
     attributes: Annotated[
         Optional[str],
         typer.Option("--attributes", help="Target aspects, e.g. attitude=optimistic."),
@@ -34,7 +39,7 @@ def chat(
     allow_pickle: AllowPickle = False,
     overrides: Overrides = None,
 ) -> None:
-    """Talk to a trained model in the terminal. /help lists the commands (/reset, /persona, /attributes, /user, /quit).
+    """Talk to a trained model (or an API model through a `method: api` recipe) in the terminal. /help lists the commands (/reset, /persona, /attributes, /user, /quit).
 
     Reads one message per line from stdin, so it also runs non-interactively:
     `printf 'hi\\nhow are you?\\n' | personadlg chat runs/x/final`.
@@ -43,31 +48,49 @@ def chat(
 
       personadlg chat runs/finetune-tiny/final --persona "i keep bees." do_sample=true
       personadlg chat runs/lora-tiny/final --user u-007        (then /user u-012 to switch)
+      OPENAI_API_KEY=... personadlg chat api/attributes --attributes attitude=optimistic temperature=0.9
     """
     import sys
 
+    from personadlg.config import GenerateConfig
     from personadlg.data.attributes import parse_targets
+    from personadlg.data.synth.client import FatalAPIError
     from personadlg.errors import PersonadlgError
     from personadlg.generation.chat import ChatSession, parse_profile
     from personadlg.generation.generate import check_decoding, check_targets, decoding_config
+    from personadlg.models.api import find_api_recipe
     from personadlg.models.loading import load_policy
     from personadlg.registry import METHODS
     from personadlg.training.checkpoint import load_config, load_model
 
-    cfg = load_config(checkpoint)
+    recipe = find_api_recipe(checkpoint, command="chat")
     targets = parse_targets(attributes)
-    check_targets(targets, cfg.data.attributes)
-    decoding = decoding_config(cfg.generate, overrides or [])
-    with load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle):
-        model = load_model(checkpoint, cfg)
-    check_decoding(model, decoding)
+    if recipe is not None:  # an API model: the recipe's client, prompt and declared aspects
+        from personadlg.data.synth.client import api_key
+        from personadlg.generation.api import ApiChatModel
+        from personadlg.models.api import load_api_recipe
+        from personadlg.models.api.config import recipe_overrides
+
+        api_cfg = load_api_recipe(recipe, recipe_overrides(overrides or []))
+        api_key(api_cfg.client)
+        model: Any = ApiChatModel(api_cfg)
+        decoding = GenerateConfig(seed=api_cfg.prompt.seed)
+        method, space = "api", api_cfg.space
+    else:
+        cfg = load_config(checkpoint)
+        decoding = decoding_config(cfg.generate, overrides or [])
+        with load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle):
+            model = load_model(checkpoint, cfg)
+        check_decoding(model, decoding)
+        method, space = cfg.method, cfg.data.attributes
+    check_targets(targets, space)
     set_interrupt_note("the conversation ended")
     session = ChatSession(
         model=model,
         decoding=decoding,
-        method=cfg.method,
-        supports=METHODS.get(cfg.method).supports,
-        attribute_space=cfg.data.attributes,
+        method=method,
+        supports=METHODS.get(method).supports,
+        attribute_space=space,
         persona=list(persona or []),
         attributes=targets,
         profile=parse_profile(profile) if profile else {},
@@ -76,7 +99,7 @@ def chat(
     interactive = sys.stdin.isatty()
     if interactive:
         err.print(
-            f"chatting with {checkpoint} ({cfg.method}); /help for commands, /quit or Ctrl-D to leave"
+            f"chatting with {checkpoint} ({method}); /help for commands, /quit or Ctrl-D to leave"
         )
     if user_note:
         err.print(user_note, markup=False, highlight=False)
@@ -106,7 +129,14 @@ def chat(
             except PersonadlgError as e:  # a bad command must not end the conversation
                 out.print(f"error: {e}", markup=False, highlight=False)
             continue
-        out.print(f"bot> {session.reply(line)}", markup=False, highlight=False)
+        try:
+            answer = session.reply(line)
+        except FatalAPIError:  # the API refused the key or is out of quota: nothing more to say
+            raise
+        except PersonadlgError as e:  # one unanswered message (an API failure) ends nothing
+            out.print(f"error: {e}", markup=False, highlight=False)
+            continue
+        out.print(f"bot> {answer}", markup=False, highlight=False)
 
 
 def _stdin_line() -> str:

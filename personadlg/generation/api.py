@@ -35,10 +35,12 @@ from personadlg.data.synth.journal import Journal
 from personadlg.data.synth.parse import ParseError
 from personadlg.data.synth.prompts import request_params
 from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs
+from personadlg.errors import PersonadlgError
 from personadlg.generation.output import check_resumable, sidecar_path, write_sidecar
 from personadlg.metrics.collapse import collapse_report
 from personadlg.models.api.config import ApiConfig, load_api_recipe, recipe_overrides
 from personadlg.models.api.prompt import ApiJob, build_job, load_template
+from personadlg.models.base import Generations
 
 logger = logging.getLogger(__name__)
 
@@ -395,3 +397,90 @@ def _summary(
         "stopped": stats.stopped,
         "collapse": collapse_report([r["generation"] for r in iter_records(out)]),
     }
+
+
+class NoReply(PersonadlgError):
+    """The API gave no usable reply to a chat message (after its retries)."""
+
+    exit_code = 1
+
+
+class _Replies:
+    """`run_jobs`'s sink for chat: the results in memory (a chat turn is not resumed)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.entries[entry["unit"]] = entry
+
+
+class ApiChatModel:
+    """A `method: api` recipe as `chat`'s model: `generate` sends one request per example through
+    synth's runner (retries, limits) and returns the replies, with each request's id and usage."""
+
+    name = "api"
+
+    def __init__(self, cfg: ApiConfig) -> None:
+        self.cfg = cfg
+        self.template, self.tag = load_template(cfg)
+        self.cost = 0.0
+
+    def generate(
+        self,
+        examples: Sequence[Example],
+        *,
+        decoding: Any,
+        seeds: Sequence[int],
+        targets: Sequence[dict[str, str] | None],
+    ) -> Generations:
+        """One reply per example (DECODING is unused: the recipe's `client.params` apply).
+
+        Raises:
+            NoReply: a request failed after its retries (the message says why).
+            FatalAPIError: authentication or quota errors.
+        """
+        jobs = [
+            build_job(self.cfg, self.template, i, ex, t, seed)
+            for i, (ex, t, seed) in enumerate(zip(examples, targets, seeds))
+        ]
+        sink = _Replies()
+        stats = Stats(total=len(jobs))
+
+        def accept(job: ApiJob, reply: Reply, attempts: int) -> dict[str, Any]:
+            text = (reply.text or "").strip()
+            if not text:
+                raise EmptyReply("the reply is empty")
+            return {"text": text, "request_id": reply.request_id}
+
+        asyncio.run(
+            run_jobs(
+                self.cfg,
+                iter(jobs),
+                sink,
+                stats,
+                accept=accept,
+                max_invalid=self.cfg.prompt.max_invalid,
+                what="chat (api)",
+            )
+        )
+        self.cost += stats.cost
+        texts, records = [], []
+        for job in jobs:
+            entry = sink.entries.get(job.key)
+            if entry is None or entry["status"] != "ok":
+                why = f"{entry.get('class')}: {entry.get('error')}" if entry else "not sent"
+                raise NoReply(f"{self.cfg.client.model} gave no reply ({why})")
+            texts.append(entry["text"])
+            records.append(
+                {"request_id": entry.get("request_id"), "attempts": entry.get("attempts")}
+            )
+        return Generations(
+            texts,
+            shared={
+                "model": self.cfg.client.model,
+                "template": self.tag,
+                "cost": round(self.cost, 6),
+            },
+            records=records,
+        )

@@ -72,7 +72,14 @@ class ChatSession:
         )
         target = dict(self.attributes) or None
         seed = example_seed(self.decoding.seed, ex.id, target)
-        result = self.model.generate([ex], decoding=self.decoding, seeds=[seed], targets=[target])
+        try:
+            result = self.model.generate(
+                [ex], decoding=self.decoding, seeds=[seed], targets=[target]
+            )
+        except BaseException:  # not answered: the message is not part of the conversation
+            self.history.pop()
+            self.turn -= 1
+            raise
         (answer,) = as_generations(result).texts
         gens = as_generations(result)
         self.last_info = gens.shared

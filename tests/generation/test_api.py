@@ -501,3 +501,37 @@ def test_cli_summary_and_eval_of_an_api_output(server, tmp_path, cli):
     )
     assert r.code == 0, r.stderr
     assert r.json()["comparisons"]["n"] == 4
+
+
+def test_chat_with_an_api_recipe(server, monkeypatch, capsys):
+    import io
+
+    from personadlg.cli import main
+
+    server.fault_for = lambda prompt: None
+    sent = []
+
+    def reply(body):
+        sent.append(body)
+        if body["messages"][-1]["content"] == "cursed question":
+            return ""  # an empty reply, every time: the message fails after its retries
+        return echo_reply(body)
+
+    server.reply_for = reply
+    script = "/persona i keep bees .\nhello there\ncursed question\n/attributes attitude=optimistic\nhow are you?\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(script))
+    with pytest.raises(SystemExit) as e:
+        main(["chat", "api/attributes", *client_args(server), "prompt.max_invalid=1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert e.value.code == 0, lines
+    assert lines[0] == "(persona: i keep bees .)"
+    assert lines[1] == "bot> " + echo_reply(sent[0])
+    assert lines[2].startswith("error: gpt-4o-mini gave no reply (empty_reply")
+    assert lines[3] == "(attributes: attitude=optimistic)"
+    assert lines[4] == "bot> " + echo_reply(sent[-1])
+    last = sent[-1]["messages"]
+    assert "Your persona:\n- i keep bees ." in last[0]["content"]
+    assert "- attitude: optimistic: answers with an optimistic outlook." in last[0]["content"]
+    # the unanswered message is not part of the conversation
+    assert [m["content"] for m in last[1:]] == ["hello there", echo_reply(sent[0]), "how are you?"]
+    assert len(sent) == 1 + 2 + 1  # the failed message was tried twice (max_invalid 1)

@@ -89,6 +89,13 @@ class Job(Protocol):
 J = TypeVar("J", bound=Job)
 
 
+class Sink(Protocol):
+    """Where `run_jobs` records each result: a `Journal`, or any object with `append` (chat keeps
+    its replies in memory)."""
+
+    def append(self, entry: dict[str, Any]) -> None: ...
+
+
 def price(cfg: ApiRecipe, prompt_tokens: int, completion_tokens: int) -> float:
     """USD for the tokens under `prices[model]` (half in batch mode)."""
     p = cfg.prices.get(cfg.client.model, {})
@@ -184,7 +191,7 @@ def dry_run(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
 async def run_jobs(
     cfg: ApiRecipe,
     todo: Iterator[J],
-    journal: Journal,
+    journal: Sink,
     stats: Stats,
     *,
     accept: Callable[[J, Reply, int], dict[str, Any]],

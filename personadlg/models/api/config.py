@@ -194,7 +194,7 @@ def recipe_overrides(overrides: Sequence[str]) -> list[str]:
     return out
 
 
-def find_api_recipe(ref: str | Path) -> Path | None:
+def find_api_recipe(ref: str | Path, *, command: str = "generate") -> Path | None:
     """The recipe file when REF (a path or a bundled name such as `api/persona`) is an api recipe;
     None when it is a directory or not a recipe. A training recipe is refused with a hint."""
     p = Path(ref)
@@ -214,7 +214,7 @@ def find_api_recipe(ref: str | Path) -> Path | None:
         return path
     method = data.get("method")
     raise ConfigError(
-        f"{path}: a {method or 'non-api'} recipe; generate takes a trained checkpoint (train it with "
+        f"{path}: a {method or 'non-api'} recipe; {command} takes a trained checkpoint (train it with "
         f"`personadlg train {ref}`, then pass RUN/final) or a `method: api` recipe such as api/persona"
     )
 
