@@ -140,12 +140,7 @@ def generate_api(
     Raises:
         FatalAPIError: authentication or quota errors (OUT holds what was answered; rerun continues).
     """
-    from personadlg.generation.generate import (
-        all_combinations,
-        check_targets,
-        file_sha256,
-        load_examples,
-    )
+    from personadlg.generation.generate import file_sha256, load_examples, targets_to_generate
 
     cfg = load_api_recipe(recipe, recipe_overrides(overrides))
     if method_check is not None:
@@ -162,12 +157,7 @@ def generate_api(
     examples = load_examples(in_path, turns, fmt=input_format, opts=format_options)
     if limit:
         examples = examples[:limit]
-    target_list: list[dict[str, str] | None] = [None]
-    if combinations:
-        target_list = list(all_combinations(cfg.space))
-    elif targets:
-        check_targets(targets, cfg.space)
-        target_list = [targets]
+    target_list = targets_to_generate(cfg.space, targets=targets, combinations=combinations)
     jobs, tag = plan(cfg, examples, target_list)
     settings = output_settings(cfg, tag, in_path, file_sha256(in_path), turns)
     cache = cache_dir(cfg, out_path)
@@ -319,14 +309,7 @@ def _write(
     kept: dict[tuple[str, str], str],
 ) -> dict[str, int]:
     """Rewrite OUT and its failures file from the journal (and records kept from OUT), in input order."""
-    wanted = {j.key for j in jobs}
-    final: dict[str, dict[str, Any]] = {}
-    for entry in journal.entries():
-        key = entry.get("unit")
-        if key not in wanted or entry["status"] not in ("ok", "failed"):
-            continue
-        if final.get(key, {}).get("status") != "ok":
-            final[key] = entry
+    final = journal.final(j.key for j in jobs)
     counts = {"ok": 0, "failed": 0, "pending": 0}
     with atomic_outputs(out, failed_file(out)) as (f_out, f_failed):
         assert f_out is not None and f_failed is not None

@@ -76,6 +76,22 @@ def check_targets(target: dict[str, str], space: dict[str, list[str]]) -> None:
             )
 
 
+def targets_to_generate(
+    space: dict[str, list[str]],
+    *,
+    targets: dict[str, str] | None = None,
+    combinations: bool = False,
+) -> list[dict[str, str] | None]:
+    """The targets each example is generated for: every combination of SPACE (`--all-combinations`),
+    TARGETS checked against SPACE (`--attributes`), or none ([None])."""
+    if combinations:
+        return list(all_combinations(space))
+    if targets:
+        check_targets(targets, space)
+        return [targets]
+    return [None]
+
+
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """(decoding overrides, `model.*` overrides): keys without a section are decoding keys."""
     model = [o for o in overrides if o.startswith("model.")]
@@ -260,12 +276,7 @@ def generate_file(
     decoding = decoding_config(cfg.generate, decoding_overrides)  # checked before loading weights
     model_settings(cfg, model_overrides)
     space = cfg.data.attributes
-    target_list: list[dict[str, str] | None] = [None]
-    if combinations:
-        target_list = list(all_combinations(space))
-    elif targets:
-        check_targets(targets, space)
-        target_list = [targets]
+    target_list = targets_to_generate(space, targets=targets, combinations=combinations)
     model = loaded[1] if loaded else load_model(checkpoint, cfg)
     configure_model(cfg, model, model_overrides)
     check_decoding(model, decoding)

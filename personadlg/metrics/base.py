@@ -148,6 +148,39 @@ def signature(kind: str, **parts: Any) -> str:
     return "|".join([kind, *(f"{k}:{v}" for k, v in parts.items()), f"v:{__version__}"])
 
 
+def pairs_computed(
+    values: np.ndarray, attrs: Sequence[str], *, details: dict[str, Any] | None = None, **kw: Any
+) -> Computed:
+    """A metric over (example, attribute) pairs: VALUES (N, len(ATTRS)) holds 0/1 (or a
+    probability) per judged pair and NaN elsewhere. The value is the mean over judged pairs × 100,
+    the breakdown the same per attribute, the per-example value the mean of the example's pairs,
+    and `cells` each attribute's column (for agreement between judges)."""
+
+    def agg(idx: np.ndarray | None) -> float:
+        v = values if idx is None else values[idx]
+        v = v[~np.isnan(v)]
+        return float(v.mean() * 100) if len(v) else float("nan")
+
+    def by_attribute(idx: np.ndarray | None) -> dict[str, float]:
+        v = values if idx is None else values[idx]
+        return {
+            a: float(np.nanmean(v[:, j]) * 100)
+            for j, a in enumerate(attrs)
+            if not np.isnan(v[:, j]).all()
+        }
+
+    per_example = np.array([np.nanmean(r) if not np.isnan(r).all() else np.nan for r in values])
+    return Computed(
+        aggregate=agg,
+        per_example=per_example,
+        n=int((~np.isnan(values)).sum()),
+        details={"by_attribute": by_attribute(None), **(details or {})},
+        breakdown=by_attribute,
+        cells={a: values[:, j].copy() for j, a in enumerate(attrs)},
+        **kw,
+    )
+
+
 def mean_of(values: np.ndarray, scale: float = 100.0) -> Callable[[np.ndarray | None], float]:
     """Aggregate = mean of per-example values (NaN rows skipped) × SCALE."""
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from personadlg.errors import UsageError
-from personadlg.metrics.base import Computed, EvalData, mean_of, signature
+from personadlg.metrics.base import Computed, EvalData, mean_of, pairs_computed, signature
 from personadlg.models.loading import from_pretrained, is_hub_id, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -287,31 +287,12 @@ class Personalization:
                 f"{self.name}: no example has a target for {', '.join(attrs)} (target_attributes or attributes)"
             )
 
-        def agg(idx: np.ndarray | None) -> float:
-            v = values if idx is None else values[idx]
-            v = v[~np.isnan(v)]
-            return float(v.mean() * 100) if len(v) else float("nan")
-
-        def by_attribute(idx: np.ndarray | None) -> dict[str, float]:
-            v = values if idx is None else values[idx]
-            return {
-                a: float(np.nanmean(v[:, j]) * 100)
-                for j, a in enumerate(attrs)
-                if not np.isnan(v[:, j]).all()
-            }
-
-        per_example = np.array([np.nanmean(r) if not np.isnan(r).all() else np.nan for r in values])
-        return Computed(
-            aggregate=agg,
-            per_example=per_example,
-            n=int((~np.isnan(values)).sum()),
-            details={"by_attribute": by_attribute(None), "classifiers": self.judges()},
-            breakdown=by_attribute,
-            default_replicates=1000,
-            cells={a: values[:, j].copy() for j, a in enumerate(attrs)}
-            if self.kind == "acc"
-            else None,
+        out = pairs_computed(
+            values, attrs, details={"classifiers": self.judges()}, default_replicates=1000
         )
+        if self.kind != "acc":  # probabilities are not yes / no answers to agree on
+            out.cells = None
+        return out
 
 
 @lru_cache(maxsize=4)

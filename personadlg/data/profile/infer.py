@@ -209,15 +209,7 @@ def infer(
 
 def _results(journal: Journal, requests: list[UserRequest]) -> dict[str, dict[str, Any]]:
     """Request key → its final journal entry: the first `ok`, else the last `failed`."""
-    wanted = {r.key for r in requests}
-    out: dict[str, dict[str, Any]] = {}
-    for entry in journal.entries():
-        key = entry.get("unit")
-        if key not in wanted or entry["status"] not in ("ok", "failed"):
-            continue
-        if out.get(key, {}).get("status") != "ok":
-            out[key] = entry
-    return out
+    return journal.final(r.key for r in requests)
 
 
 def _write(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,19 @@ class Journal:
         """Every entry written so far, oldest first."""
         self._f.flush()
         return self._entries()
+
+    def final(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each of KEYS with a result → its final entry: the first `ok` (ok is final), else the
+        last `failed`; keys never answered are absent."""
+        wanted = set(keys)
+        out: dict[str, dict[str, Any]] = {}
+        for entry in self.entries():
+            key = entry.get("unit")
+            if key not in wanted or entry["status"] not in ("ok", "failed"):
+                continue
+            if out.get(key, {}).get("status") != "ok":
+                out[key] = entry
+        return out
 
     def append(self, entry: dict[str, Any]) -> None:
         self._f.write(dumps(entry) + "\n")

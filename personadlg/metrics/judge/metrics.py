@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from personadlg.data.synth.prompts import request_params
-from personadlg.metrics.base import Computed, EvalData, mean_of, signature
+from personadlg.metrics.base import Computed, EvalData, mean_of, pairs_computed, signature
 from personadlg.metrics.judge.config import JudgeConfig
 from personadlg.metrics.judge.prompts import (
     JudgeRequest,
@@ -85,6 +85,19 @@ class _Judge:
             "base_url": host(self.cfg.client.base_url),
             "template": self.rubric[1],
         }
+
+    def _scale_signature(self) -> str:
+        """The signature of a 1-5 rating shown the last `context_turns` turns (persona, coherence)."""
+        turns = self.cfg.judge.context_turns
+        return signature(
+            self.name,
+            **self._common(),
+            scale="1-5",
+            context=f"last{turns or 'all'}",
+            cut=self.cfg.judge.max_chars,
+            params=params_text(self.cfg),
+            agg="mean",
+        )
 
     def cells(self, data: EvalData) -> list[Cell]:
         raise NotImplementedError
@@ -168,16 +181,7 @@ class JudgePersona(_Judge):
     kind = "persona"
 
     def signature(self) -> str:
-        turns = self.cfg.judge.context_turns
-        return signature(
-            "judge-persona",
-            **self._common(),
-            scale="1-5",
-            context=f"last{turns or 'all'}",
-            cut=self.cfg.judge.max_chars,
-            params=params_text(self.cfg),
-            agg="mean",
-        )
+        return self._scale_signature()
 
     def cells(self, data: EvalData) -> list[Cell]:
         template = self.rubric[0]
@@ -212,16 +216,7 @@ class JudgeCoherence(_Judge):
     kind = "coherence"
 
     def signature(self) -> str:
-        turns = self.cfg.judge.context_turns
-        return signature(
-            "judge-coherence",
-            **self._common(),
-            scale="1-5",
-            context=f"last{turns or 'all'}",
-            cut=self.cfg.judge.max_chars,
-            params=params_text(self.cfg),
-            agg="mean",
-        )
+        return self._scale_signature()
 
     def cells(self, data: EvalData) -> list[Cell]:
         template = self.rubric[0]
@@ -292,28 +287,7 @@ class JudgeAttributes(_Judge):
             if j is not None and attr is not None:
                 values[row, col[attr]] = 1.0 if j["answer"] == "yes" else 0.0
 
-        def agg(idx: np.ndarray | None) -> float:
-            v = values if idx is None else values[idx]
-            v = v[~np.isnan(v)]
-            return float(v.mean() * 100) if len(v) else float("nan")
-
-        def by_attribute(idx: np.ndarray | None) -> dict[str, float]:
-            v = values if idx is None else values[idx]
-            return {
-                a: float(np.nanmean(v[:, j]) * 100)
-                for j, a in enumerate(attrs)
-                if not np.isnan(v[:, j]).all()
-            }
-
-        per_example = np.array([np.nanmean(r) if not np.isnan(r).all() else np.nan for r in values])
-        return Computed(
-            aggregate=agg,
-            per_example=per_example,
-            n=int((~np.isnan(values)).sum()),
-            details={"by_attribute": by_attribute(None), **details},
-            breakdown=by_attribute,
-            cells={a: values[:, j].copy() for j, a in enumerate(attrs)},
-        )
+        return pairs_computed(values, attrs, details=details)
 
 
 JUDGES: dict[str, type[_Judge]] = {

@@ -150,13 +150,7 @@ def judge(
                     what=WHAT,
                 )
             )
-        entries: dict[str, dict[str, Any]] = {}
-        for entry in journal.entries():
-            key = entry.get("unit")
-            if key not in wanted or entry["status"] not in ("ok", "failed"):
-                continue
-            if entries.get(key, {}).get("status") != "ok":
-                entries[key] = entry
+        entries = journal.final(wanted)
     finally:
         journal.close()
     return Judged(entries, len(todo_all), stats.already_done, stats)
