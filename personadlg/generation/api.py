@@ -34,7 +34,7 @@ from personadlg.data.synth.client import Reply, api_key
 from personadlg.data.synth.journal import Journal
 from personadlg.data.synth.parse import ParseError
 from personadlg.data.synth.prompts import request_params
-from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs
+from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs, still_to_send
 from personadlg.errors import PersonadlgError
 from personadlg.generation.output import check_resumable, sidecar_path, write_sidecar
 from personadlg.metrics.collapse import collapse_report
@@ -201,10 +201,7 @@ def _dry_run(
     n_examples: int,
     n_targets: int,
 ) -> dict[str, Any]:
-    journal = Journal(cache, what=WHAT) if cache.exists() else None
-    todo = pending(jobs, journal, retry_failed) if journal else jobs
-    if journal:
-        journal.close()
+    todo = still_to_send(jobs, cache, retry_failed=retry_failed, what=WHAT)
     return {
         "dry_run": True,
         "examples": n_examples,

@@ -28,7 +28,7 @@ from personadlg.config import (
     read_yaml,
     resolve_recipe,
 )
-from personadlg.data.synth.config import ClientConfig, LimitsConfig
+from personadlg.data.synth.config import ClientConfig, LimitsConfig, LiveRequests
 from personadlg.errors import ConfigError
 
 FREE = "free"
@@ -107,7 +107,7 @@ def _is_value(v: Any) -> bool:
 
 
 @dataclass
-class ProfileConfig:
+class ProfileConfig(LiveRequests):
     """A profile-inference run: the API (as synth has it) and the `profile:` section."""
 
     client: ClientConfig = field(
@@ -134,11 +134,6 @@ class ProfileConfig:
                 "profile.keys: declare at least one key, e.g. {age: [teens, 20s, 30s], occupation: free}"
             ]
         )
-
-    @property
-    def mode(self) -> str:
-        """Requests go live (the Batch API is synth's only)."""
-        return "live"
 
 
 def is_profile_recipe(data: dict[str, Any]) -> bool:

@@ -30,7 +30,7 @@ from personadlg.data.profile.users import Scan, scan_users
 from personadlg.data.profile.validate import parse_profile
 from personadlg.data.synth.client import Reply, api_key
 from personadlg.data.synth.journal import Journal
-from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs
+from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs, still_to_send
 from personadlg.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -108,11 +108,7 @@ def dry_run(
 ) -> dict[str, Any]:
     """Users, requests still to send, estimated tokens and cost (synth's estimator); sends nothing, needs no key."""
     p = plan(cfg, input_path, output, fmt=fmt, keep_existing=keep_existing)
-    cache = cache_dir(cfg, output)
-    journal = Journal(cache, what=WHAT) if cache.exists() else None
-    todo = pending(p.requests, journal, retry_failed) if journal else p.requests
-    if journal:
-        journal.close()
+    todo = still_to_send(p.requests, cache_dir(cfg, output), retry_failed=retry_failed, what=WHAT)
     return {
         "records": p.scan.records,
         "records_without_user": p.scan.without_user,

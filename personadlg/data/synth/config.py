@@ -106,6 +106,28 @@ class ApiRecipe(Protocol):
     def completion_tokens_estimate(self) -> int: ...
 
 
+class LiveRequests:
+    """A recipe whose requests go live through synth's runner (the Batch API is synth's only)."""
+
+    @property
+    def mode(self) -> str:
+        return "live"
+
+
+def request_problems(
+    attributes: dict[str, dict[str, Any]], completion_tokens_estimate: int
+) -> list[str]:
+    """The checks every API recipe shares: each declared attribute has aspects, the estimate is positive."""
+    problems = [
+        f"attributes.{attr}: expected at least one aspect"
+        for attr, aspects in attributes.items()
+        if not aspects
+    ]
+    if completion_tokens_estimate < 1:
+        problems.append("completion_tokens_estimate must be >= 1")
+    return problems
+
+
 @dataclass
 class AspectSpec:
     """How the assistant shows one aspect."""

@@ -170,13 +170,24 @@ def pending(units: Sequence[J], journal: Journal, retry_failed: bool) -> list[J]
     ]
 
 
+def still_to_send(
+    jobs: Sequence[J], cache_dir: Path, *, retry_failed: bool, what: str = "synth"
+) -> list[J]:
+    """The jobs of JOBS the journal in CACHE_DIR has not answered (`pending`), for dry runs:
+    creates nothing when there is no journal yet."""
+    if not (cache_dir / "journal.jsonl").exists():
+        return list(jobs)
+    journal = Journal(cache_dir, what=what)
+    try:
+        return pending(jobs, journal, retry_failed)
+    finally:
+        journal.close()
+
+
 def dry_run(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
     """Units, estimated tokens and cost; sends nothing and needs no key."""
     units, tag = plan(cfg)
-    journal = Journal(cfg.cache_path) if cfg.cache_path.exists() else None
-    todo = pending(units, journal, retry_failed) if journal else units
-    if journal:
-        journal.close()
+    todo = still_to_send(units, cfg.cache_path, retry_failed=retry_failed)
     return {
         "units": len(units),
         "pending": len(todo),

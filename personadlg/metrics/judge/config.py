@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.config import apply_overrides, build_config, check, read_yaml, resolve_recipe
-from personadlg.data.synth.config import AspectSpec, ClientConfig, LimitsConfig
+from personadlg.data.synth.config import (
+    AspectSpec,
+    ClientConfig,
+    LimitsConfig,
+    LiveRequests,
+    request_problems,
+)
 from personadlg.errors import ConfigError
 
 DEFAULT_RECIPE = "judge/default"
@@ -76,7 +82,7 @@ class JudgeSpec:
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(LiveRequests):
     """An LLM judge: the API (as synth has it), the rubrics, the attribute space and the cache."""
 
     client: ClientConfig = field(
@@ -105,18 +111,7 @@ class JudgeConfig:
     source: str | None = field(default=None, metadata={"help": "(set by the loader)"})
 
     def __post_init__(self) -> None:
-        problems = []
-        for attr, aspects in self.attributes.items():
-            if not aspects:
-                problems.append(f"attributes.{attr}: expected at least one aspect")
-        if self.completion_tokens_estimate < 1:
-            problems.append("completion_tokens_estimate must be >= 1")
-        check(problems)
-
-    @property
-    def mode(self) -> str:
-        """Requests go live (the Batch API is synth's only)."""
-        return "live"
+        check(request_problems(self.attributes, self.completion_tokens_estimate))
 
     def cache_path(self, override: str | Path | None = None) -> Path:
         """OVERRIDE (`--judge-cache`), else `cache_dir`, else the user cache directory."""

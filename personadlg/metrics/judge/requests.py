@@ -20,7 +20,7 @@ from typing import Any
 
 from personadlg.data.synth.client import Reply, api_key
 from personadlg.data.synth.journal import Journal
-from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs
+from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs, still_to_send
 from personadlg.metrics.judge.config import JudgeConfig
 from personadlg.metrics.judge.prompts import JudgeRequest
 
@@ -52,20 +52,9 @@ def unique(requests: Sequence[JudgeRequest]) -> list[JudgeRequest]:
     return list(seen.values())
 
 
-def _open(cache_dir: Path) -> Journal | None:
-    return Journal(cache_dir, what=WHAT) if (cache_dir / "journal.jsonl").exists() else None
-
-
 def count_pending(cache_dir: Path, requests: Sequence[JudgeRequest]) -> list[JudgeRequest]:
     """The requests of REQUESTS (deduplicated) the cache has no `ok` judgement for; sends nothing."""
-    todo = unique(requests)
-    journal = _open(cache_dir)
-    if journal is None:
-        return todo
-    try:
-        return pending(todo, journal, retry_failed=True)
-    finally:
-        journal.close()
+    return still_to_send(unique(requests), cache_dir, retry_failed=True, what=WHAT)
 
 
 def plan(cfg: JudgeConfig, cache_dir: Path, requests: Sequence[JudgeRequest]) -> dict[str, Any]:

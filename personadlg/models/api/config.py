@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.config import apply_overrides, build_config, check, read_yaml, resolve_recipe
-from personadlg.data.synth.config import AspectSpec, ClientConfig, LimitsConfig
+from personadlg.data.synth.config import (
+    AspectSpec,
+    ClientConfig,
+    LimitsConfig,
+    LiveRequests,
+    request_problems,
+)
 from personadlg.errors import ConfigError
 
 METHOD = "api"
@@ -110,7 +116,7 @@ class PromptSpec:
 
 
 @dataclass
-class ApiConfig:
+class ApiConfig(LiveRequests):
     """An api generation recipe."""
 
     method: str = METHOD
@@ -139,17 +145,8 @@ class ApiConfig:
         problems = []
         if self.method != METHOD:
             problems.append(f"method: expected {METHOD}, got {self.method!r}")
-        for attr, aspects in self.attributes.items():
-            if not aspects:
-                problems.append(f"attributes.{attr}: expected at least one aspect")
-        if self.completion_tokens_estimate < 1:
-            problems.append("completion_tokens_estimate must be >= 1")
+        problems += request_problems(self.attributes, self.completion_tokens_estimate)
         check(problems)
-
-    @property
-    def mode(self) -> str:
-        """Requests go live (the Batch API is synth's only)."""
-        return "live"
 
     @property
     def space(self) -> dict[str, list[str]]:
