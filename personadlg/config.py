@@ -593,6 +593,24 @@ class ModelConfig:
             "help": "with init_from: missing or unexpected parameter names are an error (false: listed and skipped)"
         },
     )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto",
+        metadata={
+            "help": "weights dtype of the Hugging Face models (auto: as stored; from-scratch models float32); mixed precision is train.mixed_precision"
+        },
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = field(
+        default="auto",
+        metadata={
+            "help": "attention kernel of the Hugging Face models (auto: transformers' choice, sdpa where supported)"
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "recompute activations in the backward pass (less memory, ~30% more compute); key/value prefixes (cvae, codebook) are kept"
+        },
+    )
 
 
 @dataclass

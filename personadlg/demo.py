@@ -27,26 +27,32 @@ def run_demo(
     codebook_overrides: tuple[str, ...] = (),
     lora_overrides: tuple[str, ...] = (),
     lora_users: int = 4,
+    backbone: str = "auto",
 ) -> dict[str, Any]:
-    """stats → clean → split → train the tiny baseline → generate for the test split → train tiny
+    """stats → clean → split → train the baseline → generate for the test split → train
     attribute classifiers on the train split (fine-tuned all-MiniLM-L6-v2 when installed, else tiny
-    ones; CLASSIFIER_RECIPE chooses) → evaluate the generations → train the tiny MIRACLE
+    ones; CLASSIFIER_RECIPE chooses) → evaluate the generations → train the MIRACLE
     cvae → generate every aspect combination for the test split, ODE-guided and unguided →
-    evaluate both (the controllability matrix) → train the tiny MORPHEUS codebook (three stages)
+    evaluate both (the controllability matrix) → train the MORPHEUS codebook (three stages)
     → generate for the test split without persona text → P-Co and P-Co lift against the baseline,
-    and what two codes stand for → train the tiny lora method (profile-aware base, then adapters
+    and what two codes stand for → train the lora method (profile-aware base, then adapters
     for LORA_USERS users) → generate for those users' held-out test dialogues with and without
     their adapters → per-user metrics (emb-sim with all-MiniLM-L6-v2 when installed); return what
     each step reported.
+
+    BACKBONE: `minilm` (the `*/minilm` recipes: all-MiniLM-L6-v2 warm-started as every decoder and
+    encoder), `tiny` (the `*/tiny` recipes: small GPT-2 / BERT models from scratch), or `auto`:
+    minilm when all-MiniLM-L6-v2 is installed (`personadlg[minilm]`, as `make demo` does).
 
     TRAIN_OVERRIDES go to the baseline's recipe, and their `train.*` keys to every stage that
     trains (so `train.max_steps=20` makes the whole demo a smoke run); CLASSIFIER_OVERRIDES and
     CVAE_OVERRIDES, CODEBOOK_OVERRIDES and LORA_OVERRIDES to those stages. Every recipe and override is checked before the first stage.
 
     Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json), OUT_DIR/data/{train,valid,test}.jsonl,
-    OUT_DIR/finetune-tiny/, OUT_DIR/cvae-tiny/, OUT_DIR/codebook-tiny/ and OUT_DIR/lora-tiny/ (+ adapters/) (checkpoints, metrics.jsonl, loss.png; cvae also
-    latent_space.png; codebook also stages/), OUT_DIR/generations/{finetune-tiny,cvae-tiny,
-    cvae-tiny-unguided,codebook-tiny,lora-tiny,lora-tiny-base}.jsonl,
+    OUT_DIR/finetune-SIZE/, OUT_DIR/cvae-SIZE/, OUT_DIR/codebook-SIZE/ and OUT_DIR/lora-SIZE/
+    (+ adapters/) (SIZE: minilm or tiny; checkpoints, metrics.jsonl, loss.png; cvae also
+    latent_space.png; codebook also stages/), OUT_DIR/generations/{finetune-SIZE,cvae-SIZE,
+    cvae-SIZE-unguided,codebook-SIZE,lora-SIZE,lora-SIZE-base}.jsonl,
     OUT_DIR/classifiers/<attribute>/ and OUT_DIR/eval/*.json. Reruns resume every step.
     """
     from personadlg.config import load_recipe
@@ -58,11 +64,13 @@ def run_demo(
 
     out = Path(out_dir)
     data = out / "data"
-    run_dir, cvae_dir = out / "finetune-tiny", out / "cvae-tiny"
+    size = demo_backbone(backbone)
+    names = {m: f"{m}-{size}" for m in ("finetune", "cvae", "codebook", "lora")}
+    run_dir, cvae_dir = out / names["finetune"], out / names["cvae"]
     shared = [o for o in train_overrides if o.startswith("train.")]  # every stage that trains
     # every recipe and override is checked before the first stage runs
     cfg = load_recipe(
-        "finetune/tiny",
+        f"finetune/{size}",
         [
             f"data.train={data / 'train.jsonl'}",
             f"data.valid={data / 'valid.jsonl'}",
@@ -87,7 +95,7 @@ def run_demo(
         for attr in DEMO_ATTRIBUTES
     }
     vcfg = load_recipe(
-        "cvae/tiny",
+        f"cvae/{size}",
         [
             f"data.train={data / 'train.jsonl'}",
             f"data.valid={data / 'valid.jsonl'}",
@@ -98,21 +106,21 @@ def run_demo(
     )
 
     bcfg = load_recipe(
-        "codebook/tiny",
+        f"codebook/{size}",
         [
             f"data.train={data / 'train.jsonl'}",
             f"data.valid={data / 'valid.jsonl'}",
-            f"train.output_dir={out / 'codebook-tiny'}",
+            f"train.output_dir={out / names['codebook']}",
             *shared,
             *codebook_overrides,
         ],
     )
     lcfg = load_recipe(
-        "lora/tiny",
+        f"lora/{size}",
         [
             f"data.train={data / 'train.jsonl'}",
             f"data.valid={data / 'valid.jsonl'}",
-            f"train.output_dir={out / 'lora-tiny'}",
+            f"train.output_dir={out / names['lora']}",
             *shared,
             *lora_overrides,
         ],
@@ -132,7 +140,7 @@ def run_demo(
         out / "clean.jsonl", out_dir=out / "data", valid=0.1, test=0.1, by="dialogue", seed=0
     )
     result = train(cfg, resume="auto", on_event=on_event)
-    gen_path = out / "generations" / "finetune-tiny.jsonl"
+    gen_path = out / "generations" / f"{names['finetune']}.jsonl"
     gen = generate_file(result.final_dir, data / "test.jsonl", gen_path, on_progress=on_generate)
 
     classifiers: dict[str, str] = {}
@@ -148,13 +156,14 @@ def run_demo(
         gen_path,
         opts=EvalOptions(classifiers=classifiers),
         by_target=True,
-        out=out / "eval" / "finetune-tiny.json",
+        out=out / "eval" / f"{names['finetune']}.json",
     )
 
     vres = train(vcfg, resume="auto", on_event=on_event)
     cvae: dict[str, Any] = {"train": _train_summary(vres)}
     loaded = load_checkpoint(vres.final_dir)  # once for both runs
-    for name, extra in (("cvae-tiny", []), ("cvae-tiny-unguided", ["model.ode.guidance_scale=0"])):
+    guided_name, unguided_name = names["cvae"], f"{names['cvae']}-unguided"
+    for name, extra in ((guided_name, []), (unguided_name, ["model.ode.guidance_scale=0"])):
         path = out / "generations" / f"{name}.jsonl"
         summary = generate_file(
             vres.final_dir,
@@ -165,7 +174,7 @@ def run_demo(
             on_progress=on_generate,
             loaded=loaded,
         )
-        key = "guided" if name == "cvae-tiny" else "unguided"
+        key = "guided" if name == guided_name else "unguided"
         cvae[key] = {
             "generate": summary,
             "eval": evaluate_file(
@@ -175,13 +184,13 @@ def run_demo(
                 out=out / "eval" / f"{name}.json",
             ),
         }
-    guided = list(iter_records(out / "generations" / "cvae-tiny.jsonl"))
+    guided = list(iter_records(out / "generations" / f"{guided_name}.jsonl"))
     cvae["samples"] = [
         r for r in guided if r["id"] == guided[0]["id"]
     ]  # one example, every combination
     persona_metrics = ["p-co", "p-co-lift", "dist-2", "bleu-1"]
     bres = train(bcfg, resume="auto", on_event=on_event)
-    bpath = out / "generations" / "codebook-tiny.jsonl"
+    bpath = out / "generations" / f"{names['codebook']}.jsonl"
     bloaded = load_checkpoint(bres.final_dir)
     bgen = generate_file(
         bres.final_dir, data / "test.jsonl", bpath, on_progress=on_generate, loaded=bloaded
@@ -190,15 +199,19 @@ def run_demo(
         "train": _train_summary(bres),
         "generate": bgen,
         "eval": evaluate_file(
-            bpath, metrics=persona_metrics, out=out / "eval" / "codebook-tiny.json"
+            bpath, metrics=persona_metrics, out=out / "eval" / f"{names['codebook']}.json"
         ),
         "baseline_eval": evaluate_file(gen_path, metrics=persona_metrics),
         "codes": _two_codes(bloaded[1], data / "train.jsonl"),
         "samples": list(iter_records(bpath))[:3],
     }
-    lora = _lora_stage(lcfg, data, out, lora_users, on_event=on_event, on_generate=on_generate)
+    lora = _lora_stage(
+        lcfg, data, out, lora_users, name=names["lora"], on_event=on_event, on_generate=on_generate
+    )
     return {
         "out_dir": str(out),
+        "backbone": size,
+        "names": names,
         "stats": st,
         "clean": rep.to_dict(),
         "split": sp.to_dict(),
@@ -215,10 +228,11 @@ def run_demo(
 
 
 def _lora_stage(
-    cfg: Any, data: Path, out: Path, n_users: int, *, on_event: Any, on_generate: Any
+    cfg: Any, data: Path, out: Path, n_users: int, *, name: str, on_event: Any, on_generate: Any
 ) -> dict[str, Any]:
-    """Train lora/tiny with adapters for the N_USERS users with the most held-out test turns;
-    generate for their test dialogues with the base and with their adapters; per-user metrics."""
+    """Train the lora recipe CFG (run NAME) with adapters for the N_USERS users with the most
+    held-out test turns; generate for their test dialogues with the base and with their adapters;
+    per-user metrics. Generations `NAME-base` and `NAME`."""
     from collections import Counter
 
     from personadlg.data.jsonl import dumps
@@ -245,23 +259,22 @@ def _lora_stage(
         if ln.strip() and json.loads(ln).get("user_id") in set(users)
     ]
     held.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
-    base_ckpt = out / "lora-tiny" / "stages" / "1-base" / "final"
+    base_ckpt = out / name / "stages" / "1-base" / "final"
+    base_name = f"{name}-base"
     gens = {}
-    for name, ckpt in (("lora-tiny-base", base_ckpt), ("lora-tiny", lres.final_dir)):
-        path = out / "generations" / f"{name}.jsonl"
+    for gname, ckpt in ((base_name, base_ckpt), (name, lres.final_dir)):
+        path = out / "generations" / f"{gname}.jsonl"
         generate_file(ckpt, held, path, on_progress=on_generate)
-        gens[name] = path
+        gens[gname] = path
     embedder = "sentence-transformers/all-MiniLM-L6-v2"
     metrics = ["bleu-1", "rouge-l", "dist-1"]
     if bundled_dir(embedder) is not None:
         metrics.append("emb-sim")
     opts = EvalOptions(embedder=embedder if "emb-sim" in metrics else None)
-    comp = compare_files(
-        [gens["lora-tiny-base"], gens["lora-tiny"]], metrics=metrics, opts=opts, by="user"
-    )
+    comp = compare_files([gens[base_name], gens[name]], metrics=metrics, opts=opts, by="user")
     (out / "eval").mkdir(parents=True, exist_ok=True)
-    (out / "eval" / "lora-tiny-by-user.json").write_text(dumps(comp), encoding="utf-8")
-    index = read_index(out / "lora-tiny" / "adapters")
+    (out / "eval" / f"{name}-by-user.json").write_text(dumps(comp), encoding="utf-8")
+    index = read_index(out / name / "adapters")
     systems = {Path(k).stem: v for k, v in comp["systems"].items()}
     return {
         "train": {
@@ -273,11 +286,12 @@ def _lora_stage(
         "users": users,
         "adapters": index["users"],
         "metrics": metrics,
-        "by_user": {name: systems[name].get("by_user", {}) for name in gens},
-        "macro": {name: systems[name].get("macro", {}) for name in gens},
-        "macro_diff": (comp["comparisons"].get("macro_vs_base") or {}).get(str(gens["lora-tiny"])),
-        "samples": list(iter_records(gens["lora-tiny"]))[:2],
-        "samples_base": list(iter_records(gens["lora-tiny-base"]))[:2],
+        "names": {"base": base_name, "adapters": name},
+        "by_user": {g: systems[g].get("by_user", {}) for g in gens},
+        "macro": {g: systems[g].get("macro", {}) for g in gens},
+        "macro_diff": (comp["comparisons"].get("macro_vs_base") or {}).get(str(gens[name])),
+        "samples": list(iter_records(gens[name]))[:2],
+        "samples_base": list(iter_records(gens[base_name]))[:2],
     }
 
 
@@ -288,6 +302,22 @@ def _two_codes(model: Any, train_path: Path) -> list[dict[str, Any]]:
 
     report = inspect_codebook(model, load_examples(train_path, "all"), top=3, predict_limit=200)
     return report["codes"][:2]
+
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def demo_backbone(choice: str = "auto") -> str:
+    """The demo's recipe size: `minilm` (all-MiniLM-L6-v2 warm-started) or `tiny` (from scratch);
+    `auto` is minilm when that model is installed."""
+    from personadlg.errors import UsageError
+    from personadlg.models.loading import bundled_dir
+
+    if choice not in ("auto", "minilm", "tiny"):
+        raise UsageError(f"--backbone: expected auto, minilm or tiny, got {choice!r}")
+    if choice == "auto":
+        return "minilm" if bundled_dir(MINILM) is not None else "tiny"
+    return choice
 
 
 def default_classifier_recipe() -> str:

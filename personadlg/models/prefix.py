@@ -7,7 +7,7 @@ training and in generation: a token's position id is the number of attended posi
 prefix included (`cumsum(attention_mask) - 1`), which is also what `generate` computes.
 
     keys = values = proj(z).view(B, layers, kv_heads, P, head_dim)
-    cache = prefix_cache(keys, values, lm.config)
+    cache = prefix_cache(keys, values, lm.config, read_only=True)
     out = lm(**teacher_forced_inputs(ids, mask, P), **cache_kwargs(lm, cache))         # training
     lm.generate(**generation_inputs(ids, mask, P, pad), **cache_kwargs(lm, cache), ...)  # decoding
 """
@@ -15,6 +15,7 @@ prefix included (`cumsum(attention_mask) - 1`), which is also what `generate` co
 from __future__ import annotations
 
 import inspect
+from collections.abc import Hashable
 from functools import lru_cache
 from typing import Any
 
@@ -41,10 +42,40 @@ def new_cache(config: Any) -> Any:
         return DynamicCache()
 
 
-def prefix_cache(keys: torch.Tensor, values: torch.Tensor, config: Any) -> Any:
+@lru_cache(maxsize=8)
+def _prefix_only(base: Hashable) -> type:
+    """BASE (a DynamicCache class) whose `update` returns the stored prefix followed by the new
+    states without storing them."""
+
+    class PrefixOnlyCache(base):  # type: ignore[valid-type,misc]
+        read_only = True  # a layer's replay under gradient checkpointing changes nothing
+
+        def update(
+            self,
+            key_states: torch.Tensor,
+            value_states: torch.Tensor,
+            layer_idx: int,
+            *args: Any,
+            **kwargs: Any,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            layer = self.layers[layer_idx]
+            return (
+                torch.cat([layer.keys, key_states], dim=-2),
+                torch.cat([layer.values, value_states], dim=-2),
+            )
+
+    return PrefixOnlyCache
+
+
+def prefix_cache(
+    keys: torch.Tensor, values: torch.Tensor, config: Any, *, read_only: bool = False
+) -> Any:
     """A cache holding a prefix of P positions in every layer.
 
-    KEYS, VALUES: (B, layers, kv_heads, P, head_dim), as `cache_geometry(config)` says."""
+    KEYS, VALUES: (B, layers, kv_heads, P, head_dim), as `cache_geometry(config)` says.
+    READ_ONLY: for one teacher-forced forward (training): the tokens' own keys and values are not
+    stored (required with gradient checkpointing, which replays each layer); generation needs the
+    default, a cache that grows."""
     layers, kv, head_dim = cache_geometry(config)
     if (
         keys.shape != values.shape
@@ -58,6 +89,8 @@ def prefix_cache(keys: torch.Tensor, values: torch.Tensor, config: Any) -> Any:
     cache = new_cache(config)
     for layer in range(layers):
         cache.update(keys[:, layer], values[:, layer], layer)
+    if read_only:
+        cache.__class__ = _prefix_only(type(cache))  # type: ignore[arg-type]
     return cache
 
 

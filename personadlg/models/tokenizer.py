@@ -67,3 +67,43 @@ def train_tokenizer(
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS
     )
+
+
+def causal_tokenizer(tokenizer: Any) -> Any:
+    """TOKENIZER ready to be a decoder's: an encoder's tokenizer (BERT / MiniLM: [CLS] A [SEP], no
+    BOS / EOS) becomes a fast tokenizer with BOS = [CLS] prepended and EOS = [SEP], which training
+    appends to every reply and generation stops at. Others are returned as they are.
+
+    The result is a plain `PreTrainedTokenizerFast` over the same vocabulary and normaliser (an
+    uncased one still lowercases), saved and reloaded with its own post-processor."""
+    if tokenizer.eos_token is not None or tokenizer.sep_token is None:
+        return tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(
+            f"{type(tokenizer).__name__}: a decoder needs a fast tokenizer with an end token"
+        )
+    import copy
+
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    backend = copy.deepcopy(backend)
+    bos = tokenizer.cls_token or tokenizer.sep_token
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A",
+        pair=f"{bos} $A $B",
+        special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos))],
+    )
+    specials = {
+        key: getattr(tokenizer, key)
+        for key in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+        if getattr(tokenizer, key, None) is not None
+    }
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token=tokenizer.sep_token,
+        model_max_length=tokenizer.model_max_length,
+        **specials,
+    )

@@ -30,6 +30,7 @@ import yaml
 from personadlg import __version__
 from personadlg.config import RunConfig
 from personadlg.errors import UsageError
+from personadlg.models.backbone import enable_gradient_checkpointing
 from personadlg.models.base import GROUP, hook
 from personadlg.training import checkpoint as ckpt
 from personadlg.training.data import epoch_batches, eval_batches
@@ -171,6 +172,9 @@ def fit(
     warmup = tc.warmup_steps or int(tc.warmup_ratio * total)
 
     module = model.module
+    if getattr(cfg.model, "gradient_checkpointing", False):
+        enabled = enable_gradient_checkpointing(module)
+        logger.info("gradient checkpointing on in %d model(s)", enabled)
     optimizer = torch.optim.AdamW(_param_groups(module, tc.weight_decay), lr=tc.lr)
     scheduler = _scheduler(tc.scheduler, optimizer, warmup, total)
     module, optimizer = acc.prepare(module, optimizer)

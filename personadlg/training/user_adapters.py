@@ -79,7 +79,7 @@ class UserJob:
     def __init__(self, model: LoraModel, peft: Any, name: str) -> None:
         self.name = name
         self.tokenizer = model.tokenizer
-        self.module = LMLoss(peft)
+        self.module = LMLoss(peft, causal=not model.seq2seq)
         self.peft = peft
         self._model = model
 

@@ -1,5 +1,6 @@
 """The key/value prefix helper: teacher-forced logits with a P-position prefix equal step-by-step
-decoding with the same prefix, for GPT-2 and a Llama-style model (grouped key/value heads)."""
+decoding with the same prefix, for GPT-2, a Llama-style model (grouped key/value heads) and a BERT
+run as a decoder (all-MiniLM-L6-v2's architecture, `is_decoder=True`)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,21 @@ from personadlg.models.prefix import (
 
 
 def _tiny(arch: str):
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    from transformers import AutoModelForCausalLM, BertConfig, GPT2Config, LlamaConfig
 
     torch.manual_seed(0)
     if arch == "gpt2":
         cfg = GPT2Config(vocab_size=97, n_layer=2, n_head=2, n_embd=32, n_positions=64)
+    elif arch == "bert":
+        cfg = BertConfig(
+            vocab_size=97,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            is_decoder=True,
+        )
     else:
         cfg = LlamaConfig(
             vocab_size=97,
@@ -35,7 +46,7 @@ def _tiny(arch: str):
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bert"])
 @pytest.mark.parametrize("prefix_len", [1, 3])
 def test_teacher_forcing_with_a_prefix_equals_step_by_step_decoding(arch, prefix_len):
     model = _tiny(arch)
@@ -52,6 +63,13 @@ def test_teacher_forcing_with_a_prefix_equals_step_by_step_decoding(arch, prefix
             **teacher_forced_inputs(ids, mask, prefix_len),
             **cache_kwargs(model, prefix_cache(keys, values, model.config)),
         ).logits
+        # the read-only prefix of training gives the same logits and stays P positions long
+        frozen = prefix_cache(keys, values, model.config, read_only=True)
+        again = model(
+            **teacher_forced_inputs(ids, mask, prefix_len), **cache_kwargs(model, frozen)
+        ).logits
+        torch.testing.assert_close(again, forced)
+        assert frozen.get_seq_length() == prefix_len
         cache = prefix_cache(keys, values, model.config)
         steps = []
         for i in range(t):
@@ -73,7 +91,7 @@ def test_teacher_forcing_with_a_prefix_equals_step_by_step_decoding(arch, prefix
     assert not torch.allclose(forced, other)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bert"])
 def test_generate_with_a_prefix_follows_the_teacher_forced_argmax(arch):
     model = _tiny(arch)
     layers, kv, hd = cache_geometry(model.config)

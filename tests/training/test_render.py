@@ -119,9 +119,14 @@ def test_loss_only_on_assistant_tokens(tiny_gpt2_dir, small_data):
         batch["input_ids"].shape == batch["labels"].shape
         and int(batch["attention_mask"][1].sum()) < batch["input_ids"].shape[1]
     )
-    assert (
-        batch["labels"][1][int(batch["attention_mask"][1].sum()) :] == -100
-    ).all()  # padding is never a target
+    pads = batch["attention_mask"] == 0
+    assert pads.any() and (batch["labels"][pads] == -100).all()  # padding is never a target
+    # every reply starts in the same column, and positions count each row's real tokens
+    firsts = {int((row != -100).nonzero()[0]) for row in batch["labels"]}
+    assert len(firsts) == 1
+    assert batch["position_ids"][1][batch["attention_mask"][1].bool()].tolist() == list(
+        range(int(batch["attention_mask"][1].sum()))
+    )
 
 
 def test_tensorboard_needs_its_package(tmp_path, small_data):

@@ -129,6 +129,18 @@ class CodebookConfig(ModelConfig):
             "help": "the history state code prediction reads: the last prompt token's, or the mean over the prompt (both without any prefix, in training and at inference)"
         },
     )
+    history_encoder: str = field(
+        default="decoder",
+        metadata={
+            "help": "what code prediction reads the history with: 'decoder' (its own final states, pooled by history_pool) or an HF encoder by hub id or dir (its mean-pooled sentence embedding of the history, e.g. sentence-transformers/all-MiniLM-L6-v2)"
+        },
+    )
+    tune_history_encoder: bool = field(
+        default=False,
+        metadata={
+            "help": "with an HF history_encoder: L_D also trains it in stage joint (default: frozen, its sentence embeddings as they are)"
+        },
+    )
     predictor_grad: bool = field(
         default=False,
         metadata={
@@ -176,9 +188,6 @@ class CodebookConfig(ModelConfig):
     trust_remote_code: bool = field(
         default=False,
         metadata={"help": "the decoder needs custom code; only with --trust-remote-code"},
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        default="auto", metadata={"help": "weights dtype when loading a pretrained decoder"}
     )
 
     def __post_init__(self) -> None:
@@ -246,6 +255,10 @@ class CodebookConfig(ModelConfig):
         ):
             problems.append(
                 "need model.max_length >= 8 and 1 <= model.max_response_tokens < model.max_length"
+            )
+        if self.tune_history_encoder and self.history_encoder == "decoder":
+            problems.append(
+                "model.tune_history_encoder needs an HF model.history_encoder (with the decoder's states: model.predictor_grad)"
             )
         if self.max_segment_tokens < 2:
             problems.append("model.max_segment_tokens must be >= 2")

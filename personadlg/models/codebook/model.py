@@ -37,6 +37,9 @@ from personadlg.errors import UsageError
 from personadlg.models.backbone import (
     build_from_config,
     dialogue_tokenizer,
+    is_encoder_only,
+    knobs,
+    load_encoder,
     load_pretrained,
     load_tokenizer,
     position_limit,
@@ -46,6 +49,7 @@ from personadlg.models.codebook.config import GENERATION_FIELDS, CodebookConfig
 from personadlg.models.codebook.network import CodebookNetwork
 from personadlg.models.collate import pad_nested, pad_sequences
 from personadlg.models.decoding import generate_ids
+from personadlg.models.detokenize import decode
 from personadlg.models.loading import from_pretrained
 from personadlg.models.partial import BASE_FILE, base_identity
 from personadlg.models.prefix import cache_kwargs, generation_inputs
@@ -57,6 +61,9 @@ IGNORE = -100
 META_FILE = "codebook.json"
 STATE_FILE = "codebook.safetensors"
 INIT_REPORT = "init_report.json"
+HISTORY_TOKENS = 256
+"""Longest history a sentence-embedding history encoder reads (all-MiniLM-L6-v2 was trained on 128)."""
+_SUBMODELS = ("decoder", "encoder", "history_encoder")
 LOW_USAGE = 0.10
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -77,7 +84,12 @@ class CodebookModel:
     perplexity = False  # the loss sums several terms; validation reports ppl of L_G itself
 
     def __init__(
-        self, net: CodebookNetwork, tokenizer: Any, encoder_tokenizer: Any, cfg: CodebookConfig
+        self,
+        net: CodebookNetwork,
+        tokenizer: Any,
+        encoder_tokenizer: Any,
+        cfg: CodebookConfig,
+        history_tokenizer: Any = None,
     ) -> None:
         self.net, self.tokenizer, self.encoder_tokenizer, self.cfg = (
             net,
@@ -85,6 +97,7 @@ class CodebookModel:
             encoder_tokenizer,
             cfg,
         )
+        self.history_tokenizer = history_tokenizer  # with an HF history_encoder
         self.opts = RenderOptions(chat_template="auto")
         self.timings: dict[str, float] = {"codes": 0.0, "decode": 0.0}
         self._low_usage_warned = False
@@ -115,6 +128,10 @@ class CodebookModel:
         if c.stage == "role":
             for p in net.predictor.parameters():
                 p.requires_grad_(False)
+        if net.history_encoder is not None:
+            tuned = c.tune_history_encoder and c.stage == "joint" and c.quantize
+            for p in net.history_encoder.parameters():
+                p.requires_grad_(tuned)
 
     # -- features -----------------------------------------------------------------------------------
 
@@ -136,6 +153,20 @@ class CodebookModel:
             out.append(ids or [tok.eos_token_id or 0])
         return out
 
+    def history_ids(self, example: Example) -> list[int]:
+        """The history encoder's tokens of the example's context (plain template, no persona;
+        oldest turns dropped first)."""
+        assert self.net.history_encoder is not None
+        limit = position_limit(self.net.history_encoder.config) or 10**9
+        budget = min(self.cfg.max_length - self.cfg.max_response_tokens, limit, HISTORY_TOKENS)
+        return render(
+            example,
+            self.history_tokenizer,
+            RenderOptions(chat_template="plain"),
+            max_prompt_tokens=budget,
+            with_target=False,
+        ).prompt_ids
+
     def encode(self, example: Example) -> dict[str, Any] | None:
         if not example.reference:
             return None
@@ -151,12 +182,15 @@ class CodebookModel:
             max_target_tokens=c.max_response_tokens,
             with_target=True,
         )
-        return {
+        feats = {
             "input_ids": r.prompt_ids + r.target_ids,
             "labels": [IGNORE] * len(r.prompt_ids) + r.target_ids,
             "prompt_len": [len(r.prompt_ids)],
             "segments": segments,
         }
+        if self.net.history_encoder is not None:
+            feats["hist_ids"] = self.history_ids(example)
+        return feats
 
     def _budget(self) -> int:
         limit = position_limit(self.net.decoder.config) or 10**9
@@ -169,7 +203,7 @@ class CodebookModel:
         seg_ids, seg_len = pad_nested(
             [f["segments"] for f in features], self.encoder_tokenizer.pad_token_id or 0
         )
-        return {
+        batch = {
             "input_ids": ids,
             "attention_mask": mask,
             "labels": labels,
@@ -177,9 +211,17 @@ class CodebookModel:
             "seg_ids": seg_ids,
             "seg_len": seg_len,
         }
+        if self.history_tokenizer is not None:
+            hist, hist_mask = pad_sequences(
+                [f["hist_ids"] for f in features], self.history_tokenizer.pad_token_id or 0
+            )
+            batch.update(hist_ids=hist, hist_mask=hist_mask)
+        return batch
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[int, int]:
         seen = int(batch["attention_mask"].sum() + batch["seg_len"].sum())
+        if "hist_mask" in batch:
+            seen += int(batch["hist_mask"].sum())
         return seen, int((batch["labels"] != IGNORE).sum())
 
     def explain(self, example: Example) -> list[TokenView]:
@@ -196,6 +238,11 @@ class CodebookModel:
             TokenView(tok.convert_ids_to_tokens(t), t, lab != IGNORE, "decoder")
             for t, lab in zip(feats["input_ids"], feats["labels"])
         ]
+        if "hist_ids" in feats:
+            views += [
+                TokenView(self.history_tokenizer.convert_ids_to_tokens(t), t, False, "history")
+                for t in feats["hist_ids"]
+            ]
         return views
 
     # -- training hooks -----------------------------------------------------------------------------
@@ -396,13 +443,19 @@ class CodebookModel:
             codes = net.quantize(z)
             self.last_codes = codes
             return net.codebook[codes].float(), "oracle"
-        if ids is None or mask is None:
-            ids, mask = self._prompts(examples, 1)
-        state = net.history_state(
-            ids.to(self.device),
-            mask.to(self.device),
-            ids.new_full((b,), ids.shape[1] - 1).to(self.device),
-        )
+        if net.history_encoder is not None:
+            hist, hist_mask = pad_sequences(
+                [self.history_ids(ex) for ex in examples], self.history_tokenizer.pad_token_id or 0
+            )
+            state = net.history_embedding(hist.to(self.device), hist_mask.to(self.device))
+        else:
+            if ids is None or mask is None:
+                ids, mask = self._prompts(examples, 1)
+            state = net.history_state(
+                ids.to(self.device),
+                mask.to(self.device),
+                ids.new_full((b,), ids.shape[1] - 1).to(self.device),
+            )
         out = net.predict(state)  # (B, M, N) logits, or (B, M, D) vectors
         if not c.quantize:
             return out, "predicted"
@@ -452,7 +505,9 @@ class CodebookModel:
         )
         self.timings["codes"] += t1 - t0
         self.timings["decode"] += time.perf_counter() - t1
-        texts = [tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist()]
+        texts = [
+            decode(tok, row, truecase_text=self.cfg.tokenizer.truecase) for row in new.tolist()
+        ]
         shared: dict[str, Any] = {"persona_mode": mode}
         if mode == "predicted" and self.cfg.quantize:
             shared["code_sampling"] = self.cfg.code_sampling
@@ -484,6 +539,8 @@ class CodebookModel:
         base = {"decoder": base_identity(self.cfg.decoder)}
         if self.net.encoder is not None:
             base["encoder"] = base_identity(self.cfg.encoder)
+        if self.net.history_encoder is not None and not self.cfg.tune_history_encoder:
+            base["history_encoder"] = base_identity(self.cfg.history_encoder)
         return {"ref": self.cfg.decoder, "sha256": base["decoder"]["sha256"], "parts": base}
 
     def save(self, directory: Path) -> None:
@@ -497,10 +554,14 @@ class CodebookModel:
             net.decoder.save_pretrained(directory / "decoder")
             if net.encoder is not None:
                 net.encoder.save_pretrained(directory / "encoder")
+        if net.history_encoder is not None and (not frozen or c.tune_history_encoder):
+            net.history_encoder.save_pretrained(directory / "history_encoder")
+        if self.history_tokenizer is not None:
+            self.history_tokenizer.save_pretrained(directory / "history_tokenizer")
         rest = {
             k: v.detach().contiguous().cpu()
             for k, v in net.state_dict().items()
-            if k.split(".", 1)[0] not in ("decoder", "encoder")
+            if k.split(".", 1)[0] not in _SUBMODELS
         }
         save_file(rest, str(directory / STATE_FILE))
         meta = {
@@ -509,6 +570,7 @@ class CodebookModel:
             "code_dim": net.code_dim,
             "stage": c.stage,
             "encoder": c.encoder,
+            "history_encoder": c.history_encoder,
             "frozen_base": frozen,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -520,22 +582,38 @@ class CodebookModel:
 # -- building and loading ---------------------------------------------------------------------------
 
 
-def _load_encoder(ref: str | Path, *, decoder_like: bool = False) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
+def _load_encoder(ref: str | Path, *, decoder_like: bool = False, **knob: Any) -> nn.Module:
+    from transformers import AutoConfig
 
     config = from_pretrained(AutoConfig, ref, what="persona encoder", weights=False)
     if decoder_like:  # a frozen copy of the decoder's body
-        body = from_pretrained(AutoModel, ref, what="persona encoder")
+        body = load_encoder(ref, what="persona encoder", **knob)
         for p in body.parameters():
             p.requires_grad_(False)
         return body
     if getattr(config, "is_encoder_decoder", False):
         raise UsageError(f"{ref}: model.encoder must be an encoder-only model (BERT, MiniLM, ...)")
-    return from_pretrained(AutoModel, ref, what="persona encoder")
+    return load_encoder(ref, what="persona encoder", **knob)
+
+
+def _load_history_encoder(ref: str | Path, **knob: Any) -> nn.Module:
+    from transformers import AutoConfig
+
+    config = from_pretrained(AutoConfig, ref, what="history encoder", weights=False)
+    if getattr(config, "is_encoder_decoder", False) or getattr(config, "is_decoder", False):
+        raise UsageError(
+            f"{ref}: model.history_encoder must be an encoder-only model (BERT, MiniLM, ...) or 'decoder'"
+        )
+    try:
+        return load_encoder(ref, what="history encoder", add_pooling_layer=False, **knob)
+    except TypeError:  # the architecture has no such option
+        return load_encoder(ref, what="history encoder", **knob)
 
 
 def build(cfg: RunConfig, ctx: BuildContext) -> CodebookModel:
     """A fresh model: a pretrained or from-scratch decoder, new codebook, prefix MLP and predictor."""
+    from transformers import AutoConfig
+
     mcfg: CodebookConfig = cfg.model
     tok = dialogue_tokenizer(
         mcfg.tokenizer,
@@ -544,11 +622,19 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CodebookModel:
         pretrained=mcfg.decoder,
     )
     torch.manual_seed(cfg.train.seed)
+    knob = knobs(mcfg)
     if mcfg.decoder_from_config:
-        decoder = build_from_config(mcfg.decoder_from_config, tok, arch="causal")
+        decoder = build_from_config(mcfg.decoder_from_config, tok, arch="causal", **knob)
     else:
         assert mcfg.decoder is not None
-        decoder = load_pretrained(mcfg.decoder, arch="causal", dtype=mcfg.dtype)
+        if mcfg.freeze_decoder and is_encoder_only(
+            from_pretrained(AutoConfig, mcfg.decoder, what="decoder", weights=False)
+        ):
+            raise UsageError(
+                f"model.freeze_decoder: {mcfg.decoder} is an encoder warm-started as a decoder, "
+                "whose LM head is new and must train; freeze a pretrained causal LM (gpt2, ...)"
+            )
+        decoder = load_pretrained(mcfg.decoder, arch="causal", **knob)
         if len(tok) > decoder.get_input_embeddings().weight.shape[0]:
             if mcfg.freeze_decoder:
                 raise UsageError(
@@ -559,12 +645,16 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CodebookModel:
         decoder.config.pad_token_id = tok.pad_token_id
     encoder, enc_tok = None, tok
     if mcfg.encoder != "decoder":
-        encoder = _load_encoder(mcfg.encoder)
+        encoder = _load_encoder(mcfg.encoder, **knob)
         enc_tok = load_tokenizer(mcfg.encoder)
-    net = CodebookNetwork(decoder=decoder, encoder=encoder, cfg=mcfg)
+    history, hist_tok = None, None
+    if mcfg.history_encoder != "decoder":
+        history = _load_history_encoder(mcfg.history_encoder, **knob)
+        hist_tok = load_tokenizer(mcfg.history_encoder)
+    net = CodebookNetwork(decoder=decoder, encoder=encoder, history_encoder=history, cfg=mcfg)
     if net.needs_encoder_copy() and ctx.init_from and (ctx.init_from / "encoder").is_dir():
         net.copy_encoder()  # its weights come with model.init_from (e.g. the init stage's)
-    model = CodebookModel(net, tok, enc_tok, mcfg)
+    model = CodebookModel(net, tok, enc_tok, mcfg, history_tokenizer=hist_tok)
     trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info(
         "codebook: %d codes × %d dims, %d slots; %.2fM parameters (%.2fM trained in stage %s)",
@@ -581,43 +671,55 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CodebookModel:
 def load(directory: Path, cfg: RunConfig) -> CodebookModel:
     """The model saved in a checkpoint directory."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
 
     mcfg: CodebookConfig = cfg.model
     directory = Path(directory)
     if not (directory / META_FILE).is_file():
         raise UsageError(f"{directory}: not a codebook checkpoint (no {META_FILE})")
     meta = json.loads((directory / META_FILE).read_text())
+    knob = knobs(mcfg)
     tok = load_tokenizer(directory)
     enc_dir = directory / "encoder_tokenizer"
     enc_tok = load_tokenizer(enc_dir) if enc_dir.is_dir() else tok
-    encoder = None
+    hist_dir = directory / "history_tokenizer"
+    hist_tok = load_tokenizer(hist_dir) if hist_dir.is_dir() else None
+    encoder, history = None, None
     if meta.get("frozen_base"):
         recorded = json.loads((directory / BASE_FILE).read_text())
         parts = recorded.get("parts", {})
-        for part, ref in (("decoder", mcfg.decoder), ("encoder", mcfg.encoder)):
+        for part, ref in (
+            ("decoder", mcfg.decoder),
+            ("encoder", mcfg.encoder),
+            ("history_encoder", mcfg.history_encoder),
+        ):
             if part in parts:
                 check_base_part(directory, parts[part], str(ref))
         assert mcfg.decoder is not None
-        decoder = load_pretrained(mcfg.decoder, arch="causal", dtype="auto")
+        decoder = load_pretrained(mcfg.decoder, arch="causal", **knob)
         if mcfg.encoder != "decoder":
-            encoder = _load_encoder(mcfg.encoder)
+            encoder = _load_encoder(mcfg.encoder, **knob)
+        if "history_encoder" in parts:
+            history = _load_history_encoder(mcfg.history_encoder, **knob)
     else:
-        decoder = from_pretrained(AutoModelForCausalLM, directory / "decoder", what="decoder")
+        decoder = load_pretrained(directory / "decoder", arch="causal", **knob)
         if (directory / "encoder").is_dir():
-            encoder = _load_encoder(directory / "encoder", decoder_like=mcfg.encoder == "decoder")
+            encoder = _load_encoder(
+                directory / "encoder", decoder_like=mcfg.encoder == "decoder", **knob
+            )
+    if (directory / "history_encoder").is_dir():
+        history = _load_history_encoder(directory / "history_encoder", **knob)
     if decoder.config.pad_token_id is None:
         decoder.config.pad_token_id = tok.pad_token_id
-    net = CodebookNetwork(decoder=decoder, encoder=encoder, cfg=mcfg)
+    net = CodebookNetwork(decoder=decoder, encoder=encoder, history_encoder=history, cfg=mcfg)
     state = load_file(str(directory / STATE_FILE))
     missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k.split(".", 1)[0] not in ("decoder", "encoder")]
+    missing = [k for k in missing if k.split(".", 1)[0] not in _SUBMODELS]
     if missing or unexpected:
         raise UsageError(
             f"{directory / STATE_FILE}: does not match the recipe's model "
             f"(missing: {', '.join(missing) or '-'}; unexpected: {', '.join(unexpected) or '-'})"
         )
-    return CodebookModel(net, tok, enc_tok, mcfg)
+    return CodebookModel(net, tok, enc_tok, mcfg, history_tokenizer=hist_tok)
 
 
 def check_base_part(directory: Path, recorded: dict[str, Any], ref: str) -> None:

@@ -7,6 +7,7 @@ H the decoder's hidden size, T tokens.
     k   = argmin_k ||z_e - e_k||                  (B, M)      their nearest codes
     prefix = mlp(z_q) → keys, values              (B, layers, kv_heads, M, head_dim)
     s   = pool(decoder(history))                  (B, H)      mean (or last token), no prefix: as at inference
+          or mean(history_encoder(history text))  (B, E)      a sentence embedding (`history_encoder`)
     logits = head_j(s) for each slot j            (B, M, N)   which code fills each slot
 
 Stage `role` conditions the decoder on the continuous encodings z_e (no codebook yet); stages
@@ -73,7 +74,7 @@ def hidden_states(body: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tor
     """Final-layer states (B, T, H) of IDS / MASK (B, T), positions counted over real tokens (any
     padding side)."""
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = body(input_ids=ids, attention_mask=mask, position_ids=positions)
+    out = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
@@ -85,16 +86,25 @@ class CodebookNetwork(nn.Module):
     recent_count: torch.Tensor  # () encodings pushed so far
     encoder: Any
     decoder: Any
+    history_encoder: Any
 
     def __init__(
-        self, *, decoder: nn.Module, encoder: nn.Module | None, cfg: CodebookConfig
+        self,
+        *,
+        decoder: nn.Module,
+        encoder: nn.Module | None,
+        cfg: CodebookConfig,
+        history_encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.decoder = decoder
         self.encoder = encoder  # None: the decoder's own body encodes persona segments
+        self.history_encoder = history_encoder  # None: code prediction reads the decoder's states
         self.cfg = cfg
         dcfg: Any = decoder.config
         self.hidden = int(dcfg.hidden_size)
+        hcfg: Any = history_encoder.config if history_encoder is not None else dcfg
+        state_dim = int(hcfg.hidden_size)
         ecfg: Any = encoder.config if encoder is not None else dcfg
         self.code_dim = int(ecfg.hidden_size)
         self.layers, self.kv_heads, self.head_dim = cache_geometry(dcfg)
@@ -110,7 +120,7 @@ class CodebookNetwork(nn.Module):
         nn.init.normal_(last.weight, std=std)
         nn.init.zeros_(last.bias)
         out = n if cfg.quantize else d
-        self.predictor = SlotHeads(m, self.hidden, cfg.predictor_hidden or self.hidden, out)
+        self.predictor = SlotHeads(m, state_dim, cfg.predictor_hidden or state_dim, out)
         self.step = 0
         self.register_buffer("last_used", torch.zeros(n, dtype=torch.long), persistent=True)
         self.register_buffer("recent", torch.zeros(RECENT, d), persistent=True)
@@ -175,14 +185,23 @@ class CodebookNetwork(nn.Module):
             return (states * w).sum(1) / w.sum(1).clamp(min=1)
         return states[torch.arange(ids.shape[0], device=ids.device), last]
 
+    def history_embedding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The history encoder's sentence embedding (B, E) of the history text IDS / MASK (B, T):
+        its final states mean-pooled over the real tokens (sentence-transformers' pooling)."""
+        assert self.history_encoder is not None
+        out = self.history_encoder(input_ids=ids, attention_mask=mask)
+        states = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]).float()
+        w = mask.unsqueeze(-1).to(states.dtype)
+        return (states * w).sum(1) / w.sum(1).clamp(min=1)
+
     def predict(self, state: torch.Tensor) -> torch.Tensor:
         """Per-slot outputs (B, M, N) (code logits; (B, M, D) vectors without a codebook)."""
         dtype = next(self.predictor.parameters()).dtype
         return self.predictor(state.to(dtype)).float()
 
-    def prefix(self, vectors: torch.Tensor, *, repeat: int = 1) -> Any:
+    def prefix(self, vectors: torch.Tensor, *, repeat: int = 1, read_only: bool = False) -> Any:
         """A cache holding M prefix positions in every decoder layer from VECTORS (B, M, D)
-        (each example's rows repeated REPEAT times, for beams)."""
+        (each example's rows repeated REPEAT times, for beams; READ_ONLY for training)."""
         b, m, _ = vectors.shape
         dtype = next(self.prefix_mlp.parameters()).dtype
         out = self.prefix_mlp(vectors.to(dtype))  # (B, M, [2] × layers × kv × head_dim)
@@ -195,7 +214,7 @@ class CodebookNetwork(nn.Module):
         if repeat > 1:
             keys = keys.repeat_interleave(repeat, 0)
             values = values.repeat_interleave(repeat, 0)
-        return prefix_cache(keys, values, self.decoder.config)
+        return prefix_cache(keys, values, self.decoder.config, read_only=read_only)
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
         """Nearest codes (B, M) of encodings Z (B, M, D) (sorted per example if configured)."""
@@ -254,6 +273,11 @@ class CodebookNetwork(nn.Module):
         return terms
 
     def _state(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.history_encoder is not None:
+            if self.cfg.tune_history_encoder:
+                return self.history_embedding(batch["hist_ids"], batch["hist_mask"])
+            with torch.no_grad():
+                return self.history_embedding(batch["hist_ids"], batch["hist_mask"])
         ids, plen = batch["input_ids"], batch["prompt_len"]
         width = int(plen.max())
         mask = (torch.arange(width, device=ids.device)[None, :] < plen[:, None]).long()
@@ -264,7 +288,7 @@ class CodebookNetwork(nn.Module):
 
     def lm_loss(self, batch: dict[str, torch.Tensor], cond: torch.Tensor) -> torch.Tensor:
         """L_G: the response NLL (mean over target tokens) with COND (B, M, D) as the prefix."""
-        cache = self.prefix(cond)
+        cache = self.prefix(cond, read_only=True)
         inputs = teacher_forced_inputs(batch["input_ids"], batch["attention_mask"], cond.shape[1])
         out = self.decoder(**inputs, **cache_kwargs(self.decoder, cache), use_cache=True)
         return token_nll(out.logits, batch["labels"])

@@ -57,13 +57,20 @@ class LatentInjection(nn.Module):
         finally:
             self._offset = None
 
-    def prefix(self, z: torch.Tensor, *, dtype: torch.dtype | None = None, repeat: int = 1) -> Any:
+    def prefix(
+        self,
+        z: torch.Tensor,
+        *,
+        dtype: torch.dtype | None = None,
+        repeat: int = 1,
+        read_only: bool = False,
+    ) -> Any:
         """A cache holding one key = value position per layer: z (B, d_z) → a Cache of
-        (B·repeat, kv, 1, hd) per layer (`models/prefix.py`, P = 1)."""
+        (B·repeat, kv, 1, hd) per layer (`models/prefix.py`, P = 1; READ_ONLY for training)."""
         p = self.latent_proj(z)
         if dtype is not None:
             p = p.to(dtype)
         if repeat > 1:
             p = p.repeat_interleave(repeat, dim=0)
         p = p.view(p.shape[0], self.layers, self.kv_heads, 1, self.head_dim)
-        return prefix_cache(p, p, self._lm_config)
+        return prefix_cache(p, p, self._lm_config, read_only=read_only)

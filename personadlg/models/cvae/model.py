@@ -35,6 +35,9 @@ from personadlg.errors import DataError, UsageError
 from personadlg.models.backbone import (
     build_from_config,
     dialogue_tokenizer,
+    encoder_from_config,
+    knobs,
+    load_encoder,
     load_pretrained,
     load_tokenizer,
     position_limit,
@@ -46,6 +49,7 @@ from personadlg.models.cvae.losses import beta_at, mutual_information
 from personadlg.models.cvae.network import IGNORE, CVAENetwork
 from personadlg.models.cvae.ode import ODEResult, guide
 from personadlg.models.decoding import generate_ids
+from personadlg.models.detokenize import decode
 from personadlg.models.loading import from_pretrained
 from personadlg.models.prefix import cache_kwargs, generation_inputs
 from personadlg.models.render import RenderOptions, render
@@ -485,7 +489,7 @@ class CVAEModel:
                 eos_token_id=tok.eos_token_id,
                 **cache_kwargs(net.decoder, cache),
             )
-        return [tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist()]
+        return [decode(tok, row, truecase_text=self.cfg.tokenizer.truecase) for row in new.tolist()]
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -612,13 +616,15 @@ def check_ode_weights(ode: ODEConfig, attributes: dict[str, list[str]]) -> None:
             )
 
 
-def _load_encoder(path: str | Path, *, pooler: bool = True) -> tuple[nn.Module, nn.Module | None]:
+def _load_encoder(
+    path: str | Path, *, pooler: bool = True, **knob: Any
+) -> tuple[nn.Module, nn.Module | None]:
     """(encoder without pooler, its pretrained pooler if it had one and POOLER is set).
 
     Checkpoints of this method store encoders without their pooler, so they load with
-    `add_pooling_layer=False` where the architecture takes it.
+    `add_pooling_layer=False` where the architecture takes it. KNOB: `backbone.knobs(cfg)`.
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
     config = from_pretrained(AutoConfig, path, what="encoder", weights=False)
     if getattr(config, "is_encoder_decoder", False):
@@ -628,22 +634,16 @@ def _load_encoder(path: str | Path, *, pooler: bool = True) -> tuple[nn.Module, 
     enc = None
     if not pooler:
         try:
-            enc = from_pretrained(AutoModel, path, what="encoder", add_pooling_layer=False)
+            enc = load_encoder(path, add_pooling_layer=False, **knob)
         except TypeError:  # the architecture has no such option
             enc = None
     if enc is None:
-        enc = from_pretrained(AutoModel, path, what="encoder")
+        enc = load_encoder(path, **knob)
     return enc, _drop_pooler(enc)
 
 
-def _encoder_from_config(conf: dict[str, Any], tok: Any) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
-
-    kwargs = {k: v for k, v in conf.items() if k != "model_type"}
-    config = AutoConfig.for_model(
-        conf["model_type"], vocab_size=len(tok), pad_token_id=tok.pad_token_id, **kwargs
-    )
-    enc = AutoModel.from_config(config)
+def _encoder_from_config(conf: dict[str, Any], tok: Any, **knob: Any) -> nn.Module:
+    enc = encoder_from_config(conf, tok, **knob)
     _drop_pooler(enc)
     return enc
 
@@ -688,11 +688,12 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CVAEModel:
         enc_tok = tok
 
     torch.manual_seed(cfg.train.seed)
+    knob = knobs(mcfg)
     if mcfg.decoder_from_config:
-        decoder = build_from_config(mcfg.decoder_from_config, tok, arch="causal")
+        decoder = build_from_config(mcfg.decoder_from_config, tok, arch="causal", **knob)
     else:
         assert mcfg.decoder is not None
-        decoder = load_pretrained(mcfg.decoder, arch="causal")
+        decoder = load_pretrained(mcfg.decoder, arch="causal", **knob)
         if len(tok) > decoder.get_input_embeddings().weight.shape[0]:
             decoder.resize_token_embeddings(len(tok))
     if decoder.config.pad_token_id is None:
@@ -701,11 +702,11 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CVAEModel:
     encoders: list[nn.Module] = []
     for _ in range(1 if mcfg.share_encoder else 2):
         if mcfg.encoder_from_config:
-            encoders.append(_encoder_from_config(mcfg.encoder_from_config, enc_tok))
+            encoders.append(_encoder_from_config(mcfg.encoder_from_config, enc_tok, **knob))
             poolers.append(None)
         else:
             assert mcfg.encoder is not None
-            enc, pooler = _load_encoder(mcfg.encoder)
+            enc, pooler = _load_encoder(mcfg.encoder, **knob)
             encoders.append(enc)
             poolers.append(pooler)
     net = CVAENetwork(
@@ -732,7 +733,6 @@ def build(cfg: RunConfig, ctx: BuildContext) -> CVAEModel:
 def load(directory: Path, cfg: RunConfig) -> CVAEModel:
     """The model saved in a checkpoint directory."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
 
     mcfg: CVAEConfig = cfg.model
     directory = Path(directory)
@@ -746,11 +746,12 @@ def load(directory: Path, cfg: RunConfig) -> CVAEModel:
     tok = load_tokenizer(directory)
     enc_dir = directory / "encoder_tokenizer"
     enc_tok = load_tokenizer(enc_dir) if enc_dir.is_dir() else tok
-    decoder = from_pretrained(AutoModelForCausalLM, directory / "decoder", what="decoder")
-    prior, _ = _load_encoder(directory / "prior_encoder", pooler=False)
+    knob = knobs(mcfg)
+    decoder = load_pretrained(directory / "decoder", arch="causal", **knob)
+    prior, _ = _load_encoder(directory / "prior_encoder", pooler=False, **knob)
     posterior = None
     if (directory / "posterior_encoder").is_dir():
-        posterior, _ = _load_encoder(directory / "posterior_encoder", pooler=False)
+        posterior, _ = _load_encoder(directory / "posterior_encoder", pooler=False, **knob)
     net = CVAENetwork(
         prior_encoder=prior,
         posterior_encoder=posterior,

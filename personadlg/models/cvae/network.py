@@ -85,7 +85,7 @@ class CVAENetwork(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced decoder logits given z: z (B, d_z), ids / mask (B, T) → (B, T, V)."""
         dtype = next(self.decoder.parameters()).dtype
-        cache = self.inject.prefix(z, dtype=dtype)
+        cache = self.inject.prefix(z, dtype=dtype, read_only=True)
         with self.inject.offset(z):
             out = self.decoder(
                 **teacher_forced_inputs(ids, mask, 1), **cache_kwargs(self.decoder, cache)

@@ -26,6 +26,12 @@ class TokenizerConfig:
     min_frequency: int = field(
         default=2, metadata={"help": "minimum pair frequency of a trained BPE tokenizer"}
     )
+    truecase: bool = field(
+        default=False,
+        metadata={
+            "help": "capitalise sentence starts and 'I' in generated text (for an uncased tokenizer, e.g. all-MiniLM-L6-v2, trained on cased data)"
+        },
+    )
 
     def __post_init__(self) -> None:
         check(
@@ -125,9 +131,6 @@ class FinetuneConfig(ModelConfig):
         metadata={
             "help": "the backbone needs custom model code; enabled only with --trust-remote-code on the command line"
         },
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        default="auto", metadata={"help": "weights dtype when loading a pretrained backbone"}
     )
 
     def __post_init__(self) -> None:

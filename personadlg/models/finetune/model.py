@@ -27,24 +27,29 @@ from personadlg.models.backbone import (
 from personadlg.models.base import BuildContext, TokenView
 from personadlg.models.collate import pad_sequences
 from personadlg.models.decoding import generate_ids
+from personadlg.models.detokenize import decode
 from personadlg.models.finetune.config import FinetuneConfig
+from personadlg.models.lm_loss import reply_aligned, reply_loss
 from personadlg.models.render import RenderOptions, render
 
 logger = logging.getLogger(__name__)
 
-IGNORE = -100
+IGNORE = -100  # the same as lm_loss.IGNORE
 
 
 class LMLoss(nn.Module):
-    """Wraps a HF LM so `forward(**batch)` returns the trainer's loss terms: {"loss": mean target-token NLL}."""
+    """Wraps a HF LM so `forward(**batch)` returns the trainer's loss terms: {"loss": mean target-token NLL}
+    (causal LMs: `lm_loss.reply_loss`, the LM head only where a reply token is predicted)."""
 
-    def __init__(self, lm: nn.Module) -> None:
+    def __init__(self, lm: nn.Module, *, causal: bool = True) -> None:
         super().__init__()
         self.lm = lm
+        self.causal = causal
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.lm(**batch)
-        return {"loss": out.loss}
+        if self.causal:
+            return {"loss": reply_loss(self.lm, **batch)}
+        return {"loss": self.lm(**batch, use_cache=False).loss}
 
 
 class FinetuneModel:
@@ -56,8 +61,8 @@ class FinetuneModel:
 
     def __init__(self, lm: Any, tokenizer: Any, cfg: FinetuneConfig) -> None:
         self.lm, self.tokenizer, self.cfg = lm, tokenizer, cfg
-        self.module = LMLoss(lm)
         self.seq2seq = is_seq2seq(lm.config)
+        self.module = LMLoss(lm, causal=not self.seq2seq)
         if not self.seq2seq and getattr(lm, "loss_type", "") is None:
             lm.loss_type = (
                 "ForCausalLM"  # GPT-2's class name does not tell transformers which loss it uses
@@ -109,6 +114,8 @@ class FinetuneModel:
         }
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not self.seq2seq:  # every reply starts in the same column (`lm_loss.reply_aligned`)
+            return reply_aligned(features, self.tokenizer.pad_token_id)
         ids, mask = pad_sequences([f["input_ids"] for f in features], self.tokenizer.pad_token_id)
         labels, _ = pad_sequences([f["labels"] for f in features], IGNORE)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
@@ -199,7 +206,7 @@ class FinetuneModel:
             eos_token_id=tok.eos_token_id,
             **model_kwargs,
         )
-        return [tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist()]
+        return [decode(tok, row, truecase_text=self.cfg.tokenizer.truecase) for row in new.tolist()]
 
     # -- persistence ------------------------------------------------------------------------------
 
@@ -228,10 +235,21 @@ def build(cfg: RunConfig, ctx: BuildContext) -> FinetuneModel:
     )
     if mcfg.from_config:
         torch.manual_seed(cfg.train.seed)
-        lm = build_from_config(mcfg.from_config, tok, arch=mcfg.arch)
+        lm = build_from_config(
+            mcfg.from_config,
+            tok,
+            arch=mcfg.arch,
+            dtype=mcfg.dtype,
+            attn_implementation=mcfg.attn_implementation,
+        )
     else:
         assert mcfg.backbone is not None
-        lm = load_pretrained(mcfg.backbone, arch=mcfg.arch, dtype=mcfg.dtype)
+        lm = load_pretrained(
+            mcfg.backbone,
+            arch=mcfg.arch,
+            dtype=mcfg.dtype,
+            attn_implementation=mcfg.attn_implementation,
+        )
         if len(tok) > lm.get_input_embeddings().weight.shape[0]:
             lm.resize_token_embeddings(len(tok))
     if lm.config.pad_token_id is None:
@@ -243,5 +261,7 @@ def load(directory: Path, cfg: RunConfig) -> FinetuneModel:
     """The model saved in a checkpoint directory."""
     mcfg: FinetuneConfig = cfg.model
     tok = load_tokenizer(directory)
-    lm = load_pretrained(directory, arch=mcfg.arch, dtype="auto")
+    lm = load_pretrained(
+        directory, arch=mcfg.arch, dtype=mcfg.dtype, attn_implementation=mcfg.attn_implementation
+    )
     return FinetuneModel(lm, tok, mcfg)
