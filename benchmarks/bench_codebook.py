@@ -89,8 +89,56 @@ def _init_times(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _probe_demo(quick: bool) -> dict[str, Any] | None:
+    """The code-prediction probe (`_code_probe.py`) on the demo corpus: the demo's split (seed 0),
+    its MiniLM chain (finetune/minilm, then codebook/minilm starting from that decoder), probed on
+    the train split's examples and scored on the test split's."""
+    from benchmarks._code_probe import probe
+    from personadlg.assets import demo_corpus
+    from personadlg.config import load_recipe
+    from personadlg.data.split import split
+    from personadlg.demo import DEMO_STEPS, MINILM, minilm_chain
+    from personadlg.models.loading import bundled_dir
+    from personadlg.training.trainer import train
+
+    if bundled_dir(MINILM) is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="pdlg-bench-codebook-probe-") as tmp:
+        d = Path(tmp)
+        split(demo_corpus(), out_dir=d / "data", valid=0.1, test=0.1, by="dialogue", seed=0)
+        tr, va, te = (d / "data" / f"{s}.jsonl" for s in ("train", "valid", "test"))
+        data = [f"data.train={tr}", f"data.valid={va}"]
+        chain = minilm_chain(d / "finetune")
+        if quick:
+            chain = {k: [*v, "train.max_steps=4"] for k, v in chain.items()}
+        train(
+            load_recipe(
+                "finetune/minilm", [*data, f"train.output_dir={d / 'finetune'}", *chain["finetune"]]
+            )
+        )
+        res = train(
+            load_recipe(
+                "codebook/minilm", [*data, f"train.output_dir={d / 'codebook'}", *chain["codebook"]]
+            )
+        )
+        out = probe(res.final_dir, tr, te)
+        out["steps"] = {
+            "finetune": DEMO_STEPS["finetune"],
+            "codebook per stage": DEMO_STEPS["codebook"],
+        }
+        out["own_predictor_valid"] = {
+            k: res.last_valid.get(k) for k in ("code_acc", "code_acc_majority", "codes_used")
+        }
+        return out
+
+
 def run(quick: bool = False) -> dict[str, Any]:
-    return {"steps": _steps(quick), "init": _init_times(quick), "threads": _threads()}
+    return {
+        "steps": _steps(quick),
+        "init": _init_times(quick),
+        "threads": _threads(),
+        "probe_demo": _probe_demo(quick),
+    }
 
 
 def _threads() -> int:
@@ -106,6 +154,35 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
             f"training step time, tiny decoder (2 layers, 128 dims), batch 8, demo corpus ({results['threads']} threads)",
             ["system", "s / step", "× finetune (no persona)"],
             [[k, f"{v['s_per_step']:.3f}", f"{v['ratio']:.2f}"] for k, v in s.items()],
+        ),
+        *(
+            [
+                (
+                    "code prediction probe on the demo corpus (codebook-minilm of the demo's chain): the "
+                    "same per-slot predictor on the decoder's history states or on all-MiniLM-L6-v2's "
+                    "sentence embedding, accuracy % on the test split",
+                    [
+                        "decoder states",
+                        "MiniLM embedding",
+                        "best constant",
+                        "train majority",
+                        "train / test",
+                        "the model's own predictor on valid (majority)",
+                    ],
+                    [
+                        [
+                            f"{p['acc_decoder_states']:.2f}",
+                            f"{p['acc_minilm']:.2f}",
+                            f"{p['best_constant']:.2f}",
+                            f"{p['train_majority']:.2f}",
+                            f"{p['train_examples']} / {p['test_examples']}",
+                            f"{p['own_predictor_valid']['code_acc']:.1f} ({p['own_predictor_valid']['code_acc_majority']:.1f})",
+                        ]
+                    ],
+                )
+            ]
+            if (p := results.get("probe_demo"))
+            else []
         ),
         (
             "codebook initialisation: 10,000 segments (50 clusters) → 100 codes",

@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("PDLG_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -30,14 +30,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks._profile import PROFILES, Profile, current
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("PDLG_SHARED_DATA") or ROOT.parent / "shared" / "data")
 METRICS = ["bleu-1", "rouge-l", "dist-1", "dist-2", "emb-sim"]
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 DEC = ["max_new_tokens=32", "batch_size=64", "no_repeat_ngram_size=3"]  # greedy
 
 
-def _users_split(valid_jsonl: Path, d: Path) -> dict[str, Any]:
+def _users_split(valid_jsonl: Path, d: Path, max_users: int | None = None) -> dict[str, Any]:
     """users-train.jsonl / users-test.jsonl: recurring personas as users, last dialogue = test."""
     from personadlg.data.formats import FormatOptions, read_dialogues
     from personadlg.data.jsonl import dumps
@@ -47,6 +49,8 @@ def _users_split(valid_jsonl: Path, d: Path) -> dict[str, Any]:
     for dlg in read_dialogues(valid_jsonl, "jsonl", FormatOptions()):
         by_persona[persona_identity(dlg.persona)].append(dlg)
     users = {k: v for k, v in by_persona.items() if len(v) >= 3}
+    if max_users:
+        users = dict(list(users.items())[:max_users])
     tr, te = [], []
     for key, dialogues in users.items():
         text = "\n".join(sorted(key))
@@ -153,15 +157,227 @@ def _throughput(checkpoint: Path, inputs: Path, levels: tuple[int, ...]) -> dict
     return out
 
 
-def run(quick: bool = False, steps: int = 1200) -> dict[str, Any]:
+def _arm_overrides(arm: str, tr: Path, prof: Profile) -> dict[str, Any]:
+    """The lora and finetune recipes of ARM with their shared shape overrides."""
     from personadlg.config import load_recipe
-    from personadlg.data.convert import convert
-    from personadlg.data.formats import FormatOptions
+
+    if arm == "scratch":
+        small = load_recipe("codebook/small", [f"data.train={tr}"])
+        conf = small.model.decoder_from_config
+        decoder = "{" + ", ".join(f"{k}: {v}" for k, v in conf.items()) + "}"
+        return {
+            "lora": "lora/tiny",
+            "finetune": "finetune/tiny",
+            "steps": prof.scratch_steps,
+            "shape": [
+                f"model.from_config={decoder}",
+                f"model.tokenizer.vocab_size={small.model.tokenizer.vocab_size}",
+                f"model.max_length={small.model.max_length}",
+                f"model.max_response_tokens={small.model.max_response_tokens}",
+            ],
+            "train": [
+                f"train.batch_size={small.train.batch_size}",
+                f"train.lr={small.train.lr}",
+                f"train.warmup_ratio={small.train.warmup_ratio}",
+            ],
+            "finetune_lr": "5.0e-4",
+        }
+    # minilm: all-MiniLM-L6-v2 warm-started (cpu: half the steps at twice the batch, the same examples)
+    return {
+        "lora": "lora/minilm",
+        "finetune": "finetune/minilm",
+        "steps": prof.minilm_steps,
+        "shape": [
+            "model.tokenizer.truecase=false",  # ConvAI2 is lowercase
+            "model.max_length=128",
+            "model.max_response_tokens=48",
+        ],
+        "train": [
+            f"train.batch_size={prof.minilm_batch}",
+            "train.lr=3.0e-4",
+            "train.warmup_ratio=0.05",
+            *prof.train,
+        ],
+        "finetune_lr": "1.0e-4",
+    }
+
+
+def _run_arm(
+    arm: str,
+    d: Path,
+    tr: Path,
+    *,
+    prof: Profile,
+    embedder: str | None,
+    metrics: list[str],
+) -> dict[str, Any]:
+    from personadlg.config import load_recipe
     from personadlg.generation.generate import generate_file
     from personadlg.metrics.catalog import EvalOptions
     from personadlg.metrics.evaluate import compare_files, evaluate_file
-    from personadlg.models.loading import bundled_dir
     from personadlg.training.trainer import train
+
+    spec = _arm_overrides(arm, tr, prof)
+    d.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"steps": spec["steps"]}
+    shape = [
+        *spec["shape"],
+        "model.profile_template={persona: true}",
+        *spec["train"],
+        "train.eval_every=0",
+    ]
+    users_train = d.parent / "users-train.jsonl"
+    run_dir = d / "lora"
+    t0 = time.perf_counter()
+    res = train(
+        load_recipe(
+            spec["lora"],
+            [
+                *shape,
+                f"data.train={tr}",
+                "data.valid=null",
+                "data.valid_fraction=0.02",
+                f"model.users_data={users_train}",
+                "model.min_examples=8",
+                f"model.stage_train={{base: {{max_steps: {spec['steps']}}}, users: {{epochs: {prof.adapter_epochs}, lr: 2.0e-3, warmup_ratio: 0.0, early_stopping_patience: 2, log_every: 5}}}}",
+                f"train.output_dir={run_dir}",
+            ],
+        )
+    )
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base_res, users_res = res.stages
+    index = json.loads((run_dir / "adapters" / "index.json").read_text())["users"]
+    results["train"] = {
+        "base_seconds": base_res.seconds,
+        "base_valid": base_res.last_valid,
+        "users_seconds": users_res.seconds,
+        "users_summary": users_res.last_valid,
+        "total_seconds": time.perf_counter() - t0,
+    }
+    secs = [e["seconds"] for e in index.values()]
+    sizes = [e["size_bytes"] for e in index.values()]
+    results["cost"] = {
+        "adapters": len(index),
+        "seconds_per_adapter_mean": sum(secs) / len(secs),
+        "seconds_per_adapter_max": max(secs),
+        "adapter_kib": sizes[0] / 1024,
+        "steps_per_adapter_mean": sum(e["steps"] for e in index.values()) / len(index),
+        "peak_rss_mb_whole_run": rss_mb,
+    }
+    base_ckpt = run_dir / "stages" / "1-base" / "final"
+    # finetune: the base trained further on all users' training turns together
+    start = (
+        [
+            f"model.init_from={run_dir / 'stages' / '1-base'}",
+            "model.tokenizer.train=false",
+            f"model.tokenizer.path={base_ckpt}",
+        ]
+        if arm == "scratch"
+        else [f"model.backbone={base_ckpt}"]
+    )
+    ft = train(
+        load_recipe(
+            spec["finetune"],
+            [
+                *spec["shape"],
+                "model.persona_in_prompt=false",
+                "model.profile_in_prompt=true",
+                "model.profile_template={persona: true}",
+                *start,
+                f"data.train={users_train}",
+                "data.valid=null",
+                "data.valid_fraction=0",
+                "train.epochs=3",
+                *spec["train"],
+                f"train.lr={spec['finetune_lr']}",
+                "train.max_steps=0",
+                "train.eval_every=0",
+                f"train.output_dir={d / 'finetune-users'}",
+            ],
+        )
+    )
+    results["train"]["finetune_users_seconds"] = ft.seconds
+    test, test_np = d.parent / "users-test.jsonl", d.parent / "users-test-noprofile.jsonl"
+    systems = {
+        "base (no profile)": (base_ckpt, test_np, False),
+        "base + profile": (base_ckpt, test, False),
+        "base + profile + adapter": (run_dir / "final", test, True),
+        "finetune on all users": (ft.final_dir, test, False),
+    }
+    files: dict[str, Path] = {}
+    ppl: dict[str, dict[str, float]] = {}
+    for i, (name, (ckpt, inputs, adapters)) in enumerate(systems.items()):
+        out = d / f"gen-{i}.jsonl"
+        generate_file(ckpt, inputs, out, overrides=[*DEC, f"batch_size={prof.gen_batch}"])
+        files[name] = out
+        ppl[name] = _per_user_ppl(ckpt, inputs, adapters=adapters)
+    opts = EvalOptions(bootstrap=1000, embedder=embedder)
+    rows: dict[str, Any] = {}
+    per_user: dict[str, dict[str, dict[str, float]]] = {}
+    for name, path in files.items():
+        rep = evaluate_file(path, metrics=metrics, opts=opts, by="user")
+        per_user[name] = rep["by_user"]
+        gens = [json.loads(x)["generation"] for x in path.read_text().splitlines() if x]
+        rows[name] = {
+            "overall": {m: v["value"] for m, v in rep["metrics"].items()},
+            "macro": rep["macro"],
+            "ppl_macro": sum(ppl[name].values()) / len(ppl[name]),
+            "distinct": len(set(gens)) / max(1, len(gens)),
+        }
+    results["rows"] = rows
+    ref = "base + profile"
+    comp = compare_files(
+        [files[ref], *[p for n, p in files.items() if n != ref]],
+        metrics=metrics,
+        opts=opts,
+        by="user",
+    )
+    macro_vs = comp["comparisons"].get("macro_vs_base", {})
+    results["macro_vs_base_profile"] = {
+        name: macro_vs.get(str(p)) for name, p in files.items() if name != ref
+    }
+    # per-user ppl: paired bootstrap of the macro difference, share of users helped
+    import random
+
+    users = sorted(ppl[ref])
+    helped: dict[str, Any] = {}
+    for name in files:
+        if name == ref:
+            continue
+        diffs = [ppl[name][u] - ppl[ref][u] for u in users]
+        rng = random.Random(0)
+        boots = sorted(
+            sum(diffs[rng.randrange(len(diffs))] for _ in diffs) / len(diffs) for _ in range(1000)
+        )
+        emb = [
+            per_user[name][u].get("emb-sim", math.nan) - per_user[ref][u].get("emb-sim", math.nan)
+            for u in users
+            if u in per_user[name] and u in per_user[ref]
+        ]
+        helped[name] = {
+            "ppl_diff": sum(diffs) / len(diffs),
+            "ppl_diff_ci95": [boots[24], boots[974]],
+            "share_lower_ppl": sum(x < 0 for x in diffs) / len(diffs),
+            "share_higher_emb_sim": (sum(x > 0 for x in emb) / len(emb)) if embedder else None,
+        }
+    results["per_user_vs_base_profile"] = helped
+    results["users"] = len(users)
+    results["test_turns"] = sum(1 for x in files[ref].read_text().splitlines() if x)
+    results["throughput"] = _throughput(
+        run_dir / "final", test, (1, 4) if prof.name == "tiny" else (1, 4, 16, 64)
+    )
+    return results
+
+
+ARMS = ("scratch", "minilm")
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Both arms (`PDLG_BENCH_ARMS=scratch|minilm` picks one): a base from scratch (`codebook/small`'s
+    GPT-2, 1,200 steps of batch 8) and all-MiniLM-L6-v2 warm-started (600 steps of batch 16)."""
+    from personadlg.data.convert import convert
+    from personadlg.data.formats import FormatOptions
+    from personadlg.models.loading import bundled_dir
 
     valid_txt = SHARED / "convai2" / "valid_self_original_no_cands.txt"
     train_txt = SHARED / "rcdg" / "per-train.txt"
@@ -169,8 +385,15 @@ def run(quick: bool = False, steps: int = 1200) -> dict[str, Any]:
         return {"skipped": f"{valid_txt} or {train_txt} is not present"}
     embedder = EMBEDDER if bundled_dir(EMBEDDER) else None
     metrics = [m for m in METRICS if m != "emb-sim" or embedder]
-    steps = 60 if quick else steps
-    results: dict[str, Any] = {"steps": steps, "embedder": embedder or "not installed"}
+    arms = [a for a in os.environ.get("PDLG_BENCH_ARMS", ",".join(ARMS)).split(",") if a]
+    if not embedder and "minilm" in arms:
+        arms.remove("minilm")
+    prof = PROFILES["tiny"] if quick else current()
+    results: dict[str, Any] = {
+        "profile": prof.name,
+        "embedder": embedder or "not installed",
+        "arms": {},
+    }
     keep = os.environ.get("PDLG_BENCH_KEEP_DIR")  # keep the runs there (else a temporary dir)
     with tempfile.TemporaryDirectory(prefix="pdlg-bench-users-") as tmp:
         d = Path(keep or tmp)
@@ -178,153 +401,14 @@ def run(quick: bool = False, steps: int = 1200) -> dict[str, Any]:
         tr, va = d / "train.jsonl", d / "valid.jsonl"
         convert(train_txt, tr, fmt="rcdg", options=FormatOptions())
         convert(valid_txt, va, fmt="parlai")
-        results["data"] = _users_split(va, d)
-        small = load_recipe("codebook/small", [f"data.train={tr}"])
-        conf = small.model.decoder_from_config
-        decoder = "{" + ", ".join(f"{k}: {v}" for k, v in conf.items()) + "}"
-        shape = [
-            f"model.from_config={decoder}",
-            f"model.tokenizer.vocab_size={small.model.tokenizer.vocab_size}",
-            f"model.max_length={small.model.max_length}",
-            f"model.max_response_tokens={small.model.max_response_tokens}",
-            "model.profile_template={persona: true}",
-            f"train.batch_size={small.train.batch_size}",
-            f"train.lr={small.train.lr}",
-            f"train.warmup_ratio={small.train.warmup_ratio}",
-            "train.eval_every=0",
-        ]
-        users_train = d / "users-train.jsonl"
-        run_dir = d / "lora"
-        t0 = time.perf_counter()
-        res = train(
-            load_recipe(
-                "lora/tiny",
-                [
-                    *shape,
-                    f"data.train={tr}",
-                    "data.valid=null",
-                    "data.valid_fraction=0.02",
-                    f"model.users_data={users_train}",
-                    "model.min_examples=8",
-                    f"model.stage_train={{base: {{max_steps: {steps}}}, users: {{epochs: {3 if quick else 10}, lr: 2.0e-3, warmup_ratio: 0.0, early_stopping_patience: 2, log_every: 5}}}}",
-                    f"train.output_dir={run_dir}",
-                ],
+        if prof.max_train_examples:
+            kept = tr.read_text(encoding="utf-8").splitlines()[: prof.max_train_examples]
+            tr.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        results["data"] = _users_split(va, d, max_users=8 if prof.name == "tiny" else None)
+        for arm in arms:
+            results["arms"][arm] = _run_arm(
+                arm, d / arm, tr, prof=prof, embedder=embedder, metrics=metrics
             )
-        )
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        base_res, users_res = res.stages
-        index = json.loads((run_dir / "adapters" / "index.json").read_text())["users"]
-        results["train"] = {
-            "base_seconds": base_res.seconds,
-            "base_valid": base_res.last_valid,
-            "users_seconds": users_res.seconds,
-            "users_summary": users_res.last_valid,
-            "total_seconds": time.perf_counter() - t0,
-        }
-        secs = [e["seconds"] for e in index.values()]
-        sizes = [e["size_bytes"] for e in index.values()]
-        results["cost"] = {
-            "adapters": len(index),
-            "seconds_per_adapter_mean": sum(secs) / len(secs),
-            "seconds_per_adapter_max": max(secs),
-            "adapter_kib": sizes[0] / 1024,
-            "steps_per_adapter_mean": sum(e["steps"] for e in index.values()) / len(index),
-            "peak_rss_mb_whole_run": rss_mb,
-        }
-        # finetune: the base trained further on all users' training turns together
-        ft = train(
-            load_recipe(
-                "finetune/tiny",
-                [
-                    *shape[:4],
-                    "model.persona_in_prompt=false",
-                    "model.profile_in_prompt=true",
-                    "model.profile_template={persona: true}",
-                    f"model.init_from={run_dir / 'stages' / '1-base'}",
-                    "model.tokenizer.train=false",
-                    f"model.tokenizer.path={run_dir / 'stages' / '1-base' / 'final'}",
-                    f"data.train={users_train}",
-                    "data.valid=null",
-                    "data.valid_fraction=0",
-                    "train.epochs=3",
-                    "train.lr=5.0e-4",
-                    f"train.batch_size={small.train.batch_size}",
-                    "train.eval_every=0",
-                    f"train.output_dir={d / 'finetune-users'}",
-                ],
-            )
-        )
-        results["train"]["finetune_users_seconds"] = ft.seconds
-        base_ckpt = run_dir / "stages" / "1-base" / "final"
-        test, test_np = d / "users-test.jsonl", d / "users-test-noprofile.jsonl"
-        systems = {
-            "base (no profile)": (base_ckpt, test_np, False),
-            "base + profile": (base_ckpt, test, False),
-            "base + profile + adapter": (run_dir / "final", test, True),
-            "finetune on all users": (ft.final_dir, test, False),
-        }
-        files: dict[str, Path] = {}
-        ppl: dict[str, dict[str, float]] = {}
-        for i, (name, (ckpt, inputs, adapters)) in enumerate(systems.items()):
-            out = d / f"gen-{i}.jsonl"
-            generate_file(ckpt, inputs, out, overrides=DEC)
-            files[name] = out
-            ppl[name] = _per_user_ppl(ckpt, inputs, adapters=adapters)
-        opts = EvalOptions(bootstrap=1000, embedder=embedder)
-        rows: dict[str, Any] = {}
-        per_user: dict[str, dict[str, dict[str, float]]] = {}
-        for name, path in files.items():
-            rep = evaluate_file(path, metrics=metrics, opts=opts, by="user")
-            per_user[name] = rep["by_user"]
-            rows[name] = {
-                "overall": {m: v["value"] for m, v in rep["metrics"].items()},
-                "macro": rep["macro"],
-                "ppl_macro": sum(ppl[name].values()) / len(ppl[name]),
-            }
-        results["rows"] = rows
-        ref = "base + profile"
-        comp = compare_files(
-            [files[ref], *[p for n, p in files.items() if n != ref]],
-            metrics=metrics,
-            opts=opts,
-            by="user",
-        )
-        macro_vs = comp["comparisons"].get("macro_vs_base", {})
-        results["macro_vs_base_profile"] = {
-            name: macro_vs.get(str(p)) for name, p in files.items() if name != ref
-        }
-        # per-user ppl: paired bootstrap of the macro difference, share of users helped
-        import random
-
-        users = sorted(ppl[ref])
-        helped: dict[str, Any] = {}
-        for name in files:
-            if name == ref:
-                continue
-            diffs = [ppl[name][u] - ppl[ref][u] for u in users]
-            rng = random.Random(0)
-            boots = sorted(
-                sum(diffs[rng.randrange(len(diffs))] for _ in diffs) / len(diffs)
-                for _ in range(1000)
-            )
-            emb = [
-                per_user[name][u].get("emb-sim", math.nan)
-                - per_user[ref][u].get("emb-sim", math.nan)
-                for u in users
-                if u in per_user[name] and u in per_user[ref]
-            ]
-            helped[name] = {
-                "ppl_diff": sum(diffs) / len(diffs),
-                "ppl_diff_ci95": [boots[24], boots[974]],
-                "share_lower_ppl": sum(x < 0 for x in diffs) / len(diffs),
-                "share_higher_emb_sim": (sum(x > 0 for x in emb) / len(emb)) if embedder else None,
-            }
-        results["per_user_vs_base_profile"] = helped
-        results["users"] = len(users)
-        results["test_turns"] = sum(1 for x in files[ref].read_text().splitlines() if x)
-        results["throughput"] = _throughput(
-            run_dir / "final", test, (1, 4) if quick else (1, 4, 16, 64)
-        )
     return results
 
 
@@ -335,47 +419,58 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
     if "skipped" in results:
         return [("users (skipped)", ["reason"], [[results["skipped"]]])]
-    metrics = [m for m in METRICS if any(m in r["macro"] for r in results["rows"].values())]
+    arms = results["arms"]
+    metrics = [
+        m
+        for m in METRICS
+        if any(m in r["macro"] for a in arms.values() for r in a["rows"].values())
+    ]
     rows = []
-    for name, r in results["rows"].items():
-        cells = [name, _fmt(r["ppl_macro"])]
-        for m in metrics:
-            mac = r["macro"].get(m) or {}
-            cells.append(
-                f"{_fmt(mac.get('value'))} [{_fmt(mac.get('low'))}, {_fmt(mac.get('high'))}]"
-            )
-        rows.append(cells)
+    some: dict[str, Any] = {}
+    for arm, a in arms.items():
+        some = a
+        for name, r in a["rows"].items():
+            cells = [f"{arm}: {name}", _fmt(r["ppl_macro"])]
+            for m in metrics:
+                mac = r["macro"].get(m) or {}
+                cells.append(
+                    f"{_fmt(mac.get('value'))} [{_fmt(mac.get('low'))}, {_fmt(mac.get('high'))}]"
+                )
+            cells.append(f"{100 * r.get('distinct', float('nan')):.0f}%")
+            rows.append(cells)
     out = [
         (
-            f"ConvAI2 recurring personas: {results['users']} users, {results['test_turns']} test turns "
-            f"(macro over users, 95% user-bootstrap); base {results['steps']} steps",
-            ["system", "ppl (macro)", *metrics],
+            f"ConvAI2 recurring personas: {some.get('users')} users, {some.get('test_turns')} test "
+            "turns (macro over users, 95% user-bootstrap); base steps: "
+            + ", ".join(f"{arm} {a['steps']}" for arm, a in arms.items()),
+            ["system", "ppl (macro)", *metrics, "distinct gens"],
             rows,
         )
     ]
     diff_rows = []
-    for name, h in results["per_user_vs_base_profile"].items():
-        mv = (results["macro_vs_base_profile"] or {}).get(name) or {}
-        cells = [
-            name,
-            f"{_fmt(h['ppl_diff'])} [{_fmt(h['ppl_diff_ci95'][0])}, {_fmt(h['ppl_diff_ci95'][1])}]",
-            f"{100 * h['share_lower_ppl']:.0f}%",
-            f"{100 * h['share_higher_emb_sim']:.0f}%"
-            if h["share_higher_emb_sim"] is not None
-            else "-",
-        ]
-        for m in metrics:
-            x = mv.get(m) or {}
-            ci = x.get("ci95") or [None, None]
-            cells.append(
-                f"{_fmt(x.get('diff'), '+.2f')} [{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"
-                if x
-                else "-"
-            )
-        diff_rows.append(cells)
+    for arm, a in arms.items():
+        for name, h in a["per_user_vs_base_profile"].items():
+            mv = (a["macro_vs_base_profile"] or {}).get(name) or {}
+            cells = [
+                f"{arm}: {name}",
+                f"{_fmt(h['ppl_diff'])} [{_fmt(h['ppl_diff_ci95'][0])}, {_fmt(h['ppl_diff_ci95'][1])}]",
+                f"{100 * h['share_lower_ppl']:.0f}%",
+                f"{100 * h['share_higher_emb_sim']:.0f}%"
+                if h["share_higher_emb_sim"] is not None
+                else "-",
+            ]
+            for m in metrics:
+                x = mv.get(m) or {}
+                ci = x.get("ci95") or [None, None]
+                cells.append(
+                    f"{_fmt(x.get('diff'), '+.2f')} [{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"
+                    if x
+                    else "-"
+                )
+            diff_rows.append(cells)
     out.append(
         (
-            "paired differences against base + profile (macro over users, 95% paired user-bootstrap)",
+            "paired differences against base + profile of the same arm (macro over users, 95% paired user-bootstrap)",
             [
                 "system",
                 "Δ ppl",
@@ -386,11 +481,12 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
             diff_rows,
         )
     )
-    c = results["cost"]
     out.append(
         (
-            "adapter cost (CPU)",
+            "training and adapter cost (CPU)",
             [
+                "arm",
+                "base s",
                 "adapters",
                 "s / adapter (mean, max)",
                 "steps / adapter",
@@ -399,27 +495,32 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
             ],
             [
                 [
-                    c["adapters"],
+                    arm,
+                    f"{a['train']['base_seconds']:.0f}",
+                    (c := a["cost"])["adapters"],
                     f"{c['seconds_per_adapter_mean']:.2f}, {c['seconds_per_adapter_max']:.2f}",
                     f"{c['steps_per_adapter_mean']:.1f}",
                     f"{c['adapter_kib']:.0f} KiB",
                     f"{c['peak_rss_mb_whole_run']:.0f} MB",
                 ]
+                for arm, a in arms.items()
             ],
         )
     )
     out.append(
         (
             "generation tokens/s, 64 rows × 32 tokens: one mixed batch vs one batch per user",
-            ["distinct users", "mixed batch", "per-user batches", "ratio"],
+            ["arm", "distinct users", "mixed batch", "per-user batches", "ratio"],
             [
                 [
+                    arm,
                     k,
                     f"{v['mixed_tokens_per_s']:.0f}",
                     f"{v['per_user_batches_tokens_per_s']:.0f}",
                     f"{v['mixed_tokens_per_s'] / v['per_user_batches_tokens_per_s']:.2f}",
                 ]
-                for k, v in results["throughput"].items()
+                for arm, a in arms.items()
+                for k, v in a["throughput"].items()
             ],
         )
     )

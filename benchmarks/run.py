@@ -27,6 +27,12 @@ def main() -> None:
         help="run only these benchmarks (data, train, eval, synth, api, serve, cvae, persona, cvae_seeds, codebook, convai2, users)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "runs" / "bench" / "results.json",
+        help="where the figures are saved as JSON",
+    )
     args = parser.parse_args()
     console = Console() if sys.stdout.isatty() else Console(width=240)
     console.print(
@@ -65,7 +71,7 @@ def main() -> None:
             for r in rows:
                 t.add_row(*map(str, r))
             console.print(t)
-    out = ROOT / "runs" / "bench" / "results.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(all_results, indent=2, default=str))
     console.print(f"results → {out}")

@@ -432,6 +432,12 @@ class TrainConfig:
     batch_size: int = field(default=8, metadata={"help": "examples per device per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=5e-5, metadata={"help": "peak learning rate (AdamW)"})
+    param_lr: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "help": "peak learning rates of the parameters whose names match a glob, e.g. {'heads.*': 2e-3} for a method's new parts on a pretrained model; the first matching pattern wins, the rest use train.lr; a pattern that matches no parameter is an error"
+        },
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     scheduler: Literal["linear", "cosine", "constant"] = field(
         default="linear", metadata={"help": "learning-rate schedule after warm-up"}

@@ -68,6 +68,7 @@ def run_demo(
     names = {m: f"{m}-{size}" for m in ("finetune", "cvae", "codebook", "lora")}
     run_dir, cvae_dir = out / names["finetune"], out / names["cvae"]
     shared = [o for o in train_overrides if o.startswith("train.")]  # every stage that trains
+    chain = minilm_chain(run_dir) if size == "minilm" else {}
     # every recipe and override is checked before the first stage runs
     cfg = load_recipe(
         f"finetune/{size}",
@@ -75,6 +76,7 @@ def run_demo(
             f"data.train={data / 'train.jsonl'}",
             f"data.valid={data / 'valid.jsonl'}",
             f"train.output_dir={run_dir}",
+            *chain.get("finetune", ()),
             *train_overrides,
         ],
     )
@@ -88,6 +90,7 @@ def run_demo(
                 "data.valid_fraction=0",
                 f"data.attribute={attr}",
                 f"train.output_dir={out / 'classifiers' / attr}",
+                *(chain.get("classifier", ()) if judge.endswith("-minilm") else ()),
                 *shared,
                 *classifier_overrides,
             ],
@@ -100,6 +103,7 @@ def run_demo(
             f"data.train={data / 'train.jsonl'}",
             f"data.valid={data / 'valid.jsonl'}",
             f"train.output_dir={cvae_dir}",
+            *chain.get("cvae", ()),
             *shared,
             *cvae_overrides,
         ],
@@ -111,6 +115,7 @@ def run_demo(
             f"data.train={data / 'train.jsonl'}",
             f"data.valid={data / 'valid.jsonl'}",
             f"train.output_dir={out / names['codebook']}",
+            *chain.get("codebook", ()),
             *shared,
             *codebook_overrides,
         ],
@@ -121,6 +126,7 @@ def run_demo(
             f"data.train={data / 'train.jsonl'}",
             f"data.valid={data / 'valid.jsonl'}",
             f"train.output_dir={out / names['lora']}",
+            *chain.get("lora", ()),
             *shared,
             *lora_overrides,
         ],
@@ -305,6 +311,26 @@ def _two_codes(model: Any, train_path: Path) -> list[dict[str, Any]]:
 
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+DEMO_STEPS = {"finetune": 100, "cvae": 40, "codebook": 20, "lora": 25}
+"""Optimizer steps (batch 16) of each `*/minilm` recipe in the demo, for 15 minutes on 2 cores;
+codebook's count is per stage (role, joint), lora's the base stage's (and at most each adapter's).
+The MiniLM judges train 3 epochs instead of their recipe's 5."""
+
+
+def minilm_chain(baseline: Path) -> dict[str, list[str]]:
+    """The demo's overrides of the `*/minilm` recipes: the baseline (finetune/minilm: MiniLM
+    warm-started, then fine-tuned on the demo's dialogues) becomes the decoder that cvae, codebook
+    and lora start from — as the papers start from a dialogue LM (DialoGPT, GPT-2) — so each needs
+    only a few steps on 2 cores. Their encoders stay the pretrained all-MiniLM-L6-v2."""
+    decoder = baseline / "final"
+    return {
+        "finetune": [f"train.max_steps={DEMO_STEPS['finetune']}"],
+        "cvae": [f"model.decoder={decoder}", f"train.max_steps={DEMO_STEPS['cvae']}"],
+        "codebook": [f"model.decoder={decoder}", f"train.max_steps={DEMO_STEPS['codebook']}"],
+        "lora": [f"model.backbone={decoder}", f"train.max_steps={DEMO_STEPS['lora']}"],
+        "classifier": ["train.epochs=3"],
+    }
 
 
 def demo_backbone(choice: str = "auto") -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +63,10 @@ def load_sequence_classifier(path: str) -> tuple[Any, Any, dict[int, str]]:
     return model, tok, id2label
 
 
+_CLASSIFIED: OrderedDict[str, np.ndarray] = OrderedDict()
+"""The last few `classify` results (personalization-acc and -prob read the same probabilities)."""
+
+
 def classify(
     path: str,
     texts: list[str],
@@ -70,7 +75,27 @@ def classify(
     batch_size: int = 64,
     max_length: int = 256,
 ) -> np.ndarray:
-    """Class probabilities (N, C) for TEXTS (or text pairs TEXTS, PAIRS), batched; pairs truncate the first text from the left."""
+    """Class probabilities (N, C) for TEXTS (or text pairs TEXTS, PAIRS), batched; pairs truncate the
+    first text from the left. The last 8 results are kept: asking again costs nothing."""
+    import hashlib
+
+    h = hashlib.sha256(f"{path}\x00{max_length}\x00{pairs is not None}".encode())
+    for t in [*texts, *(pairs or [])]:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+    key = h.hexdigest()
+    if key in _CLASSIFIED:
+        _CLASSIFIED.move_to_end(key)
+        return _CLASSIFIED[key].copy()
+    probs = _classify(path, texts, pairs, batch_size=batch_size, max_length=max_length)
+    _CLASSIFIED[key] = probs
+    while len(_CLASSIFIED) > 8:
+        _CLASSIFIED.popitem(last=False)
+    return probs.copy()
+
+
+def _classify(
+    path: str, texts: list[str], pairs: list[str] | None, *, batch_size: int, max_length: int
+) -> np.ndarray:
     import torch
 
     model, tok, _ = load_sequence_classifier(path)

@@ -2,8 +2,10 @@
 
 Sampling normally draws from one global random stream, so an example's response depends on the
 batch it happens to be in. Here each row has its own `torch.Generator` seeded from the example:
-temperature / top-k / top-p warp the scores, then `PerRowSampler` draws the next token for each
-row from its own generator and hands greedy decoding a one-hot choice. Reruns, resumed runs and
+temperature warps the scores, `PerRowSampler` keeps the top-k / top-p tokens (`nucleus`: the same
+sets as transformers' warpers, found among the most probable candidates instead of sorting a
+30k-token vocabulary at every step), draws the next token for each row from its own generator and
+hands greedy decoding a one-hot choice. Reruns, resumed runs and
 different batch sizes therefore give the same response for the same example and seed.
 """
 
@@ -20,18 +22,56 @@ from transformers import (
     LogitsProcessor,
     LogitsProcessorList,
     TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
 )
 
 from personadlg.config import GenerateConfig
 
+CANDIDATES = 1024
+"""Tokens a top-k / top-p step considers before sorting the whole vocabulary (a row whose nucleus
+is wider is sorted in full, so the result is exact)."""
+
+
+def nucleus(
+    probs: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens top-k then top-p keep, as `transformers`' TopKLogitsWarper and TopPLogitsWarper
+    do: probs (B, V) → (weights (B, C), token ids (B, C)), the weights zero outside the kept set.
+
+    Only the C most probable tokens are sorted (C = top_k, or CANDIDATES when top-k is off); a row
+    whose nucleus does not fit in them is redone over the whole vocabulary."""
+    b, v = probs.shape
+    cap = min(v, top_k if top_k > 0 else CANDIDATES)
+    vals, idx = probs.topk(cap, dim=-1)  # descending
+    if top_k > 0:
+        vals = vals / vals.sum(-1, keepdim=True)  # top-p reads the distribution top-k left
+    if top_p < 1.0:
+        keep = (vals.cumsum(-1) - vals) < top_p  # the mass above a token is below top_p
+        keep[:, 0] = True
+        wide = torch.zeros(b, dtype=torch.bool, device=probs.device)
+        if top_k <= 0 and cap < v:
+            wide = vals.sum(-1) < top_p  # the nucleus reaches past the candidates
+        vals = vals * keep
+        if bool(wide.any()):
+            rows = wide.nonzero().flatten()
+            full_vals, full_idx = probs[rows].sort(dim=-1, descending=True)
+            full_keep = (full_vals.cumsum(-1) - full_vals) < top_p
+            full_keep[:, 0] = True
+            width = int(full_keep.sum(-1).max())
+            vals = torch.nn.functional.pad(vals, (0, max(0, width - cap)))
+            idx = torch.nn.functional.pad(idx, (0, max(0, width - cap)))
+            vals[rows] = 0.0
+            vals[rows, :width] = (full_vals * full_keep)[:, :width]
+            idx[rows, :width] = full_idx[:, :width]
+    return vals, idx
+
 
 class PerRowSampler(LogitsProcessor):
-    """Sample each row's next token with that row's own generator; return scores that make it the argmax."""
+    """Sample each row's next token with that row's own generator, after top-k / top-p (`nucleus`);
+    return scores that make it the argmax."""
 
-    def __init__(self, seeds: Sequence[int]) -> None:
+    def __init__(self, seeds: Sequence[int], *, top_k: int = 0, top_p: float = 1.0) -> None:
         self.seeds = list(seeds)
+        self.top_k, self.top_p = top_k, top_p
         self.generators: list[torch.Generator] | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
@@ -40,9 +80,14 @@ class PerRowSampler(LogitsProcessor):
                 torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds
             ]
         probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
-        choice = torch.stack(
-            [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)]
+        if self.top_k > 0 or self.top_p < 1.0:
+            weights, ids = nucleus(probs, top_k=self.top_k, top_p=self.top_p)
+        else:
+            weights, ids = probs, None
+        picks = torch.stack(
+            [torch.multinomial(weights[i], 1, generator=g) for i, g in enumerate(self.generators)]
         )  # (B, 1)
+        choice = picks if ids is None else ids.gather(1, picks)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, choice, 0.0)
         return out
@@ -122,11 +167,7 @@ def generate_ids(
     if cfg.do_sample:
         if cfg.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(cfg.temperature))
-        if cfg.top_k > 0:
-            processors.append(TopKLogitsWarper(cfg.top_k))
-        if cfg.top_p < 1.0:
-            processors.append(TopPLogitsWarper(cfg.top_p))
-        processors.append(PerRowSampler(seeds))
+        processors.append(PerRowSampler(seeds, top_k=cfg.top_k, top_p=cfg.top_p))
     # peft's mixed-adapter batches (`adapter_names`) read the beam count from generate's keyword
     # arguments, not from the generation config
     beams_for_adapters = {"num_beams": gen.num_beams} if "adapter_names" in model_kwargs else {}

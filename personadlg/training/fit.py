@@ -63,18 +63,43 @@ class TrainResult:
     """A staged run's per-stage results, in order (the last one is this result itself)."""
 
 
-def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
+def _param_groups(
+    module: torch.nn.Module,
+    weight_decay: float,
+    lr: float,
+    param_lr: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only (not biases, norms, 1-d); each parameter's peak
+    learning rate is that of the first `train.param_lr` glob its name matches, else LR."""
+    from fnmatch import fnmatchcase
+
+    patterns = dict(param_lr or {})
+    used: set[str] = set()
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (
-            no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay
-        ).append(p)
+        rate = lr
+        for pattern, value in patterns.items():
+            if fnmatchcase(name, pattern):
+                rate = float(value)
+                used.add(pattern)
+                break
+        decays = not (p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias"))
+        groups.setdefault((rate, decays), []).append(p)
+    names = [n for n, _ in module.named_parameters()]
+    unknown = [k for k in patterns if k not in used and not any(fnmatchcase(n, k) for n in names)]
+    if unknown:  # a typo; a pattern of parameters this stage freezes is fine
+        prefixes = sorted({n.split(".", 1)[0] for n in names})
+        raise UsageError(
+            f"train.param_lr: {', '.join(repr(k) for k in unknown)} matches no parameter "
+            f"(names start with: {', '.join(prefixes)}; a glob such as 'heads.*')"
+        )
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr": rate}
+        for (rate, decays), params in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])
+        )
     ]
 
 
@@ -175,7 +200,9 @@ def fit(
     if getattr(cfg.model, "gradient_checkpointing", False):
         enabled = enable_gradient_checkpointing(module)
         logger.info("gradient checkpointing on in %d model(s)", enabled)
-    optimizer = torch.optim.AdamW(_param_groups(module, tc.weight_decay), lr=tc.lr)
+    optimizer = torch.optim.AdamW(
+        _param_groups(module, tc.weight_decay, tc.lr, tc.param_lr), lr=tc.lr
+    )
     scheduler = _scheduler(tc.scheduler, optimizer, warmup, total)
     module, optimizer = acc.prepare(module, optimizer)
     state: dict[str, Any] = {"step": 0, "epoch": 0, "micro": 0, "best_valid": None, "bad_evals": 0}

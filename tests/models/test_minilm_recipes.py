@@ -148,10 +148,12 @@ def test_codebook_predicts_codes_from_the_history_encoders_sentence_embedding(
     net = model.net
     assert net.history_encoder is not None and net.predictor.w1.shape[1] == 32
     assert (result.final_dir / "history_encoder").is_dir()
-    # frozen by default: the history encoder is the pretrained one, byte for byte
+    # frozen: the history encoder and the persona encoder (`role_trains_encoder: false`, frozen
+    # in every stage) are the pretrained one, byte for byte
     saved = load_file(str(tiny_minilm_dir / "model.safetensors"))
-    ours = net.history_encoder.state_dict()
-    assert all(torch.equal(ours[k], saved[k]) for k in ours if k in saved)
+    for part in (net.history_encoder, net.encoder):
+        ours = part.state_dict()
+        assert all(torch.equal(ours[k], saved[k]) for k in ours if k in saved)
     ex = next(iter_examples(small_data["test"], cfg.data))
     ids = model.history_ids(ex)
     tok = AutoTokenizer.from_pretrained(tiny_minilm_dir)

@@ -135,3 +135,39 @@ def test_a_partial_checkpoint_holds_only_what_trained_and_checks_its_base(tiny_g
     save_file(w, str(base_dir / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(Exception, match="has other weights"):
         load_trainable(_Head(nn.Linear(4, 4)), tmp_path / "ck", base=base_identity(base_dir))
+
+
+def test_param_lr_gives_matching_parameters_their_own_learning_rate(small_data, tmp_path, cli):
+    """`train.param_lr`: the first matching glob sets a parameter's peak learning rate (a method's
+    new parts can learn faster than its pretrained body); decay stays off biases and norms; a glob
+    that matches nothing is a usage error naming the parameter prefixes."""
+    from personadlg.training.fit import _param_groups
+
+    module = nn.ModuleDict({"body": nn.Linear(4, 4), "heads": nn.Sequential(nn.Linear(4, 2))})
+    groups = _param_groups(module, 0.1, 1e-4, {"heads.*": 1e-2})
+    by_lr = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in groups}
+    assert by_lr == {(1e-4, 0.1): 1, (1e-4, 0.0): 1, (1e-2, 0.1): 1, (1e-2, 0.0): 1}
+    with pytest.raises(Exception, match="matches no parameter.*body, heads"):
+        _param_groups(module, 0.0, 1e-4, {"head.*": 1e-2})
+    # a frozen part may be named (a stage that freezes it): no error, no group
+    module["heads"].requires_grad_(False)
+    assert {g["lr"] for g in _param_groups(module, 0.0, 1e-4, {"heads.*": 1e-2})} == {1e-4}
+    # end to end: a recipe's globs reach the optimizer; a typo exits 2 before training
+    result = train(
+        tiny_recipe(
+            small_data,
+            tmp_path / "run",
+            "train.max_steps=2",
+            "train.param_lr={'lm.transformer.h.*': 0.01}",
+        )
+    )
+    assert result.steps == 2
+    r = cli(
+        "train",
+        "finetune/tiny",
+        f"data.train={small_data['train']}",
+        f"train.output_dir={tmp_path / 'typo'}",
+        "train.param_lr={'lm.head.*': 0.5}",
+        "train.max_steps=1",
+    )
+    assert r.code == 2 and "train.param_lr" in r.stderr and "Traceback" not in r.stderr

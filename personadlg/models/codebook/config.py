@@ -43,6 +43,12 @@ class CodebookConfig(ModelConfig):
             "help": "stages init and joint encode persona segments with a frozen copy of the role-aware decoder (or the frozen encoder), so the codes' space does not drift while the decoder trains; false: the reference's shared, training encoder"
         },
     )
+    role_trains_encoder: bool = field(
+        default=True,
+        metadata={
+            "help": "stage role also trains a separate persona encoder (false: a pretrained sentence encoder such as all-MiniLM-L6-v2 stays as it is in every stage)"
+        },
+    )
     encoder_pool: Literal["auto", "last", "mean", "cls"] = field(
         default="auto",
         metadata={

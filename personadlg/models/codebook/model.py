@@ -119,7 +119,11 @@ class CodebookModel:
         if c.freeze_decoder:
             for p in net.decoder.parameters():
                 p.requires_grad_(False)
-        frozen_encoder = c.freeze_decoder or (c.freeze_encoder and c.stage in ("init", "joint"))
+        frozen_encoder = (
+            c.freeze_decoder
+            or (c.freeze_encoder and c.stage in ("init", "joint"))
+            or (c.stage == "role" and not c.role_trains_encoder)
+        )
         if net.encoder is not None and frozen_encoder:
             for p in net.encoder.parameters():
                 p.requires_grad_(False)

@@ -1,0 +1,66 @@
+"""How big the real-data benchmarks run: `PDLG_BENCH_PROFILE=cpu|gpu|tiny` (default cpu).
+
+- `cpu`: what the README reports, on a 2-core CPU (each benchmark's minilm arm in about 45 minutes):
+  the first 250 ConvAI2 validation dialogues, MiniLM 600 steps of batch 16 (one pass over RCDG's
+  10,000 training pairs), three split seeds for the cvae.
+- `gpu`: `benchmarks/gpu.sh` on one GPU (about 10 minutes for everything): all 1,000 ConvAI2
+  validation dialogues, MiniLM three passes over RCDG at batch 64, bf16 mixed precision.
+- `tiny`: the same code paths in a couple of minutes on a CPU (a smoke run of gpu.sh).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    dialogues: int
+    """ConvAI2 validation dialogues generated for (from the first)."""
+    scratch_steps: int
+    """Optimizer steps of the from-scratch arm (batch 8)."""
+    minilm_steps: int
+    minilm_batch: int
+    gen_batch: int
+    train: tuple[str, ...] = ()
+    """Extra train.* overrides of every MiniLM run (e.g. mixed precision)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    max_train_examples: int | None = None
+    """Cap on the training pairs (tiny: a few hundred)."""
+    adapter_epochs: int = 10
+
+
+PROFILES = {
+    "cpu": Profile(
+        "cpu", dialogues=250, scratch_steps=1200, minilm_steps=600, minilm_batch=16, gen_batch=64
+    ),
+    "gpu": Profile(
+        "gpu",
+        dialogues=1000,
+        scratch_steps=1200,
+        minilm_steps=470,
+        minilm_batch=64,
+        gen_batch=256,
+        train=("train.mixed_precision=bf16",),
+    ),
+    "tiny": Profile(
+        "tiny",
+        dialogues=6,
+        scratch_steps=8,
+        minilm_steps=6,
+        minilm_batch=4,
+        gen_batch=16,
+        seeds=(0,),
+        max_train_examples=300,
+        adapter_epochs=1,
+    ),
+}
+
+
+def current() -> Profile:
+    name = os.environ.get("PDLG_BENCH_PROFILE", "cpu")
+    if name not in PROFILES:
+        raise SystemExit(f"PDLG_BENCH_PROFILE: expected one of {', '.join(PROFILES)}, got {name!r}")
+    return PROFILES[name]
