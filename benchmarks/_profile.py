@@ -30,6 +30,8 @@ class Profile:
     max_train_examples: int | None = None
     """Cap on the training pairs (tiny: a few hundred)."""
     adapter_epochs: int = 10
+    finetune_users_steps: int = 0
+    """Steps of the users benchmark's "finetune on all users" (0: its three epochs)."""
 
 
 PROFILES = {
@@ -55,6 +57,7 @@ PROFILES = {
         seeds=(0,),
         max_train_examples=300,
         adapter_epochs=1,
+        finetune_users_steps=6,
     ),
 }
 

@@ -290,7 +290,7 @@ def _run_arm(
                 "train.epochs=3",
                 *spec["train"],
                 f"train.lr={spec['finetune_lr']}",
-                "train.max_steps=0",
+                f"train.max_steps={prof.finetune_users_steps}",
                 "train.eval_every=0",
                 f"train.output_dir={d / 'finetune-users'}",
             ],

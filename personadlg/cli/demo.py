@@ -164,7 +164,9 @@ def demo(
                 ],
                 ["training time (s)", round(summary["train"]["seconds"], 1)],
                 [
-                    "generation (responses/s, greedy)",
+                    "generation (responses/s, "
+                    + ("sampling" if summary["generate"]["decoding"].get("do_sample") else "greedy")
+                    + ")",
                     round(summary["generate"]["responses_per_s"], 1),
                 ],
             ],

@@ -149,17 +149,20 @@ def load_encoder(
     attn_implementation: str = "auto",
     **kwargs: Any,
 ) -> Any:
-    """`AutoModel.from_pretrained` an encoder (hub id, dir, or bundled copy) under the load policy."""
+    """`AutoModel.from_pretrained` an encoder (hub id, dir, or bundled copy) under the load policy
+    (a pooler left out with `add_pooling_layer=False` is expected to be unused)."""
     from transformers import AutoModel
 
-    return from_pretrained(
+    model, _ = load_reporting(
         AutoModel,
         name,
         what=what,
+        unused=("pooler.",) if kwargs.get("add_pooling_layer") is False else (),
         dtype=_torch_dtype(dtype),
         **_attn_kwargs(attn_implementation),
         **kwargs,
     )
+    return model
 
 
 def encoder_from_config(
@@ -247,42 +250,76 @@ WARM_START_NEW = ("cls.predictions.", "lm_head.", "generator_lm_head", "generato
 encoder checkpoint by design, so not worth a warning."""
 
 
+def load_reporting(
+    cls: Any,
+    name: str | Path,
+    *,
+    what: str,
+    new: tuple[str, ...] = (),
+    unused: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> tuple[Any, list[str]]:
+    """`from_pretrained(CLS, NAME)` with transformers' load report replaced by one warning that
+    lists only surprises: weights missing from the checkpoint other than those starting with NEW
+    (a head this model adds), and checkpoint weights left unused other than those starting with
+    UNUSED. Returns (model, the missing weights that were expected to be new)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = from_pretrained(cls, name, what=what, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+    missing = sorted(info.get("missing_keys") or [])
+    odd = [f"missing {k}" for k in missing if not (new and k.startswith(new))]
+    odd += [
+        f"unused {k}"
+        for k in info.get("unexpected_keys") or []
+        if not (unused and k.startswith(unused))
+    ]
+    odd += [
+        f"other shape {k[0] if isinstance(k, tuple) else k}"
+        for k in info.get("mismatched_keys") or []
+    ]
+    if odd:
+        logger.warning(
+            "%s (%s): %d weights not as in the checkpoint: %s",
+            name,
+            what,
+            len(odd),
+            ", ".join(odd[:8]) + (" ..." if len(odd) > 8 else ""),
+        )
+    return model, [k for k in missing if new and k.startswith(new)]
+
+
 def _warm_start_decoder(name: str | Path, config: Any, **kwargs: Any) -> Any:
     """A pretrained encoder as a causal decoder (the BERT2BERT warm start, Rothe et al. 2020):
     `is_decoder=True` (causal self-attention, no cross-attention), the LM head's output tied to
     the word embeddings, its transform layer and bias new."""
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
     config.is_decoder = True
     config.add_cross_attention = False
     config.tie_word_embeddings = True
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its load report lists the new head as "missing", by design
-    try:
-        model, info = from_pretrained(
-            AutoModelForCausalLM, name, config=config, output_loading_info=True, **kwargs
-        )
-    finally:
-        hf_logging.set_verbosity(level)
-    missing = sorted(info.get("missing_keys") or [])
-    unexpected = [k for k in missing if not k.startswith(WARM_START_NEW)]
-    if unexpected:
-        logger.warning(
-            "%s: %d decoder parameters are not in the checkpoint and start random: %s",
-            name,
-            len(unexpected),
-            ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""),
-        )
+    model, fresh = load_reporting(
+        AutoModelForCausalLM,
+        name,
+        what="decoder",
+        new=WARM_START_NEW,
+        unused=("pooler.",),
+        config=config,
+        **kwargs,
+    )
     tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
     logger.info(
         "warm-started a causal decoder from the encoder %s (%s, %.1fM parameters): causal "
-        "self-attention, LM head %s the word embeddings, %d new head parameters",
+        "self-attention, LM head %s the word embeddings, %d new head tensors",
         name,
         type(model).__name__,
         sum(p.numel() for p in model.parameters()) / 1e6,
         "tied to" if tied else "NOT tied to",
-        len(missing) - len(unexpected),
+        len(fresh),
     )
     return model
 

@@ -33,36 +33,46 @@ is wider is sorted in full, so the result is exact)."""
 
 def nucleus(
     probs: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The tokens top-k then top-p keep, as `transformers`' TopKLogitsWarper and TopPLogitsWarper
-    do: probs (B, V) → (weights (B, C), token ids (B, C)), the weights zero outside the kept set.
+    do: probs (B, V) → per row (weights (C_i,), token ids (C_i,)) of the kept tokens, in
+    vocabulary order (so that a row's draw does not move when near-equal probabilities swap ranks
+    between a batch and the row alone).
 
     Only the C most probable tokens are sorted (C = top_k, or CANDIDATES when top-k is off); a row
-    whose nucleus does not fit in them is redone over the whole vocabulary."""
-    b, v = probs.shape
+    whose nucleus does not fit in them is redone over the whole vocabulary. A row's result never
+    depends on the other rows of the batch (its sampling must not either)."""
+    v = probs.shape[1]
     cap = min(v, top_k if top_k > 0 else CANDIDATES)
     vals, idx = probs.topk(cap, dim=-1)  # descending
     if top_k > 0:
         vals = vals / vals.sum(-1, keepdim=True)  # top-p reads the distribution top-k left
-    if top_p < 1.0:
-        keep = (vals.cumsum(-1) - vals) < top_p  # the mass above a token is below top_p
-        keep[:, 0] = True
-        wide = torch.zeros(b, dtype=torch.bool, device=probs.device)
-        if top_k <= 0 and cap < v:
-            wide = vals.sum(-1) < top_p  # the nucleus reaches past the candidates
-        vals = vals * keep
-        if bool(wide.any()):
-            rows = wide.nonzero().flatten()
-            full_vals, full_idx = probs[rows].sort(dim=-1, descending=True)
-            full_keep = (full_vals.cumsum(-1) - full_vals) < top_p
-            full_keep[:, 0] = True
-            width = int(full_keep.sum(-1).max())
-            vals = torch.nn.functional.pad(vals, (0, max(0, width - cap)))
-            idx = torch.nn.functional.pad(idx, (0, max(0, width - cap)))
-            vals[rows] = 0.0
-            vals[rows, :width] = (full_vals * full_keep)[:, :width]
-            idx[rows, :width] = full_idx[:, :width]
-    return vals, idx
+    if top_p >= 1.0:
+        out_k = []
+        for v_row, i_row in zip(vals, idx):
+            ids, order = i_row.sort()
+            out_k.append((v_row[order], ids))
+        return out_k
+    out = []
+    for p_row, v_row, i_row in zip(probs, vals, idx):
+        if top_k <= 0 and cap < v and float(v_row.sum()) < top_p:  # the nucleus is wider
+            v_row, i_row = p_row.sort(descending=True)
+        keep = (v_row.cumsum(-1) - v_row) < top_p  # the mass above a token is below top_p
+        keep[0] = True
+        ids, order = i_row[keep].sort()  # vocabulary order: near-ties may swap, ids do not move
+        out.append((v_row[keep][order], ids))
+    return out
+
+
+def draw(
+    weights: torch.Tensor, ids: torch.Tensor, vocab: int, generator: torch.Generator
+) -> torch.Tensor:
+    """One of the token IDS (C,) sampled in proportion to WEIGHTS (C,): an exponential race with one
+    random number per vocabulary entry (VOCAB of them from GENERATOR, whichever tokens compete),
+    so the draw does not move when a weightless token joins or leaves the candidates or rounding
+    shifts the weights a little — a row's reply stays independent of the batch it is in."""
+    race = torch.empty(vocab, device=weights.device).exponential_(generator=generator)
+    return ids[torch.argmax(weights / race[ids])]
 
 
 class PerRowSampler(LogitsProcessor):
@@ -80,14 +90,14 @@ class PerRowSampler(LogitsProcessor):
                 torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds
             ]
         probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
+        v = probs.shape[1]
         if self.top_k > 0 or self.top_p < 1.0:
-            weights, ids = nucleus(probs, top_k=self.top_k, top_p=self.top_p)
+            rows = nucleus(probs, top_k=self.top_k, top_p=self.top_p)
         else:
-            weights, ids = probs, None
-        picks = torch.stack(
-            [torch.multinomial(weights[i], 1, generator=g) for i, g in enumerate(self.generators)]
-        )  # (B, 1)
-        choice = picks if ids is None else ids.gather(1, picks)
+            vocab = torch.arange(v, device=probs.device)
+            rows = [(p, vocab) for p in probs]
+        choice = torch.stack([draw(w, ids, v, g) for (w, ids), g in zip(rows, self.generators)])
+        choice = choice[:, None]  # (B, 1)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, choice, 0.0)
         return out

@@ -21,8 +21,10 @@ def _hf(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
 
 
 def _ours(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    weights, ids = nucleus(torch.softmax(scores, -1), top_k=top_k, top_p=top_p)
-    dense = torch.zeros_like(scores).scatter_add_(1, ids, weights)
+    rows = nucleus(torch.softmax(scores, -1), top_k=top_k, top_p=top_p)
+    dense = torch.zeros_like(scores)
+    for i, (weights, ids) in enumerate(rows):
+        dense[i].scatter_add_(0, ids, weights)
     return dense / dense.sum(-1, keepdim=True)
 
 
@@ -47,3 +49,18 @@ def test_the_sampler_draws_only_kept_tokens_per_row_and_reproducibly():
         assert all(kept[i, c] for i, c in enumerate(choice.tolist()))
         again = PerRowSampler([seed, seed + 1, seed + 2], top_p=0.8)(None, scores).argmax(-1)
         assert torch.equal(choice, again)
+
+
+def test_a_rows_draw_does_not_depend_on_the_rest_of_the_batch(monkeypatch):
+    """The same row and seed give the same token whether its batch-mates have narrow or wide nuclei
+    (per-example seeds must make a reply independent of the batch it is generated in)."""
+    monkeypatch.setattr(decoding, "CANDIDATES", 64)
+    g = torch.Generator().manual_seed(2)
+    peaked = torch.randn(1, 3000, generator=g) * 8  # its nucleus fits in the candidates
+    flat = torch.randn(3, 3000, generator=g) * 0.1  # theirs do not
+    for seed in range(10):
+        alone = PerRowSampler([seed], top_p=0.9)(None, peaked).argmax(-1)
+        mixed = PerRowSampler([seed, 1, 2, 3], top_p=0.9)(None, torch.cat([peaked, flat])).argmax(
+            -1
+        )
+        assert mixed[0] == alone[0]

@@ -524,3 +524,35 @@ def test_worked_example_cvae_against_an_api_model_with_eval_compare(
     for d in diff.values():
         assert d["ci95"][0] <= d["diff"] <= d["ci95"][1]
     assert len(report["systems"][str(tmp_path / "gpt.jsonl")]["by_target"]) == 8
+
+
+def test_word_dropout_replaces_decoder_inputs_in_training_only(cvae_run, small_data):
+    """`model.word_dropout`: in training, that share of the decoder's input tokens (never BOS, never
+    padding) becomes the unknown token; validation and generation see the real tokens."""
+    from personadlg.training.data import iter_examples
+
+    cfg, model = load_checkpoint(cvae_run.final_dir)
+    examples = [ex for _, ex in zip(range(8), iter_examples(small_data["train"], cfg.data))]
+    batch = model.collate([f for f in map(model.encode, examples) if f is not None])
+    seen: list[torch.Tensor] = []
+    hook = model.net.decoder.get_input_embeddings().register_forward_hook(
+        lambda m, i, o: seen.append(i[0].clone())
+    )
+    model.net.cfg.word_dropout = 0.5
+    try:
+        model.net.train()
+        torch.manual_seed(0)
+        model.net(**batch)
+        model.net.eval()
+        with torch.no_grad():
+            model.net(**batch)
+    finally:
+        hook.remove()
+        model.net.cfg.word_dropout = 0.0
+    trained, validated = seen[0], seen[1]
+    unk, ids, mask = model.net.word_dropout_id, batch["dec_ids"], batch["dec_mask"]
+    dropped = (trained != ids) & (mask > 0)
+    assert 0.3 < dropped.sum() / (mask[:, 1:] > 0).sum() < 0.7
+    assert (trained[dropped] == unk).all() and torch.equal(trained[:, 0], ids[:, 0])
+    assert torch.equal(trained[mask == 0], ids[mask == 0])
+    assert torch.equal(validated, ids)

@@ -165,6 +165,19 @@ def test_codebook_predicts_codes_from_the_history_encoders_sentence_embedding(
     torch.testing.assert_close(mine, states.mean(1))  # sentence-transformers' mean pooling
 
 
+def test_cvae_keeps_its_pretrained_encoders_and_trains_the_latent(minilm_runs, tiny_minilm_dir):
+    """`freeze_encoders: true`: the prior and posterior encoders stay the pretrained one (their
+    sentence embeddings feed the Gaussian heads, which train)."""
+    result = minilm_runs("cvae")
+    saved = load_file(str(tiny_minilm_dir / "model.safetensors"))
+    for part in ("prior_encoder", "posterior_encoder"):
+        ours = load_file(str(result.final_dir / part / "model.safetensors"))
+        assert ours and all(torch.equal(v, saved[k]) for k, v in ours.items() if k in saved)
+    _, model = load_checkpoint(result.final_dir)
+    assert not any(p.requires_grad for p in model.net.prior_encoder.parameters())
+    assert all(p.requires_grad for p in model.net.posterior_head.parameters())
+
+
 def test_lora_adapts_query_and_value(minilm_runs):
     result = minilm_runs("lora")
     adapters = list((result.output_dir / "adapters").rglob("adapter_model.safetensors"))

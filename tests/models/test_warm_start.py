@@ -55,6 +55,32 @@ def test_an_encoder_checkpoint_loads_as_a_causal_decoder_with_its_weights(tiny_m
         torch.testing.assert_close(again(input_ids=ids).logits, before)
 
 
+def test_loading_reports_only_surprises(tiny_minilm_dir, tmp_path, caplog):
+    """The new LM head and an unused pooler are expected (one info line, no transformers report);
+    a checkpoint that lacks body weights is a warning naming them."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    with caplog.at_level(logging.INFO):
+        load_pretrained(tiny_minilm_dir, arch="causal")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not warnings, [r.getMessage() for r in warnings]
+    assert any("new head tensors" in r.getMessage() for r in caplog.records)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_minilm_dir.iterdir():
+        if f.name != "model.safetensors":
+            (broken / f.name).write_bytes(f.read_bytes())
+    state = load_file(str(tiny_minilm_dir / "model.safetensors"))
+    state.pop("encoder.layer.1.output.dense.weight")
+    save_file(state, str(broken / "model.safetensors"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_pretrained(broken, arch="causal")
+    assert any("bert.encoder.layer.1.output.dense.weight" in r.getMessage() for r in caplog.records)
+
+
 def test_the_warm_started_decoder_is_causal(tiny_minilm_dir):
     lm = _decoder(tiny_minilm_dir)
     a = torch.tensor([[2, 50, 51, 52, 53, 54]])

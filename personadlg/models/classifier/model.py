@@ -17,7 +17,12 @@ from torch import nn
 
 from personadlg.config import GenerateConfig, RunConfig
 from personadlg.errors import NotAvailableError, UsageError
-from personadlg.models.backbone import has_tokenizer, load_tokenizer, train_or_load_tokenizer
+from personadlg.models.backbone import (
+    has_tokenizer,
+    load_reporting,
+    load_tokenizer,
+    train_or_load_tokenizer,
+)
 from personadlg.models.base import BuildContext, TokenView
 from personadlg.models.classifier.config import ClassifierConfig
 from personadlg.models.classifier.data import Item, label_names
@@ -170,14 +175,20 @@ def _classifier_from(cfg: ClassifierConfig, tok: Any, names: list[str], seed: in
         torch.manual_seed(seed)
         return AutoModelForSequenceClassification.from_config(config)
     assert cfg.backbone is not None
-    return from_pretrained(
+    model, fresh = load_reporting(
         AutoModelForSequenceClassification,
         cfg.backbone,
+        what="classifier",
+        new=("classifier", "score", "pre_classifier", "logits_proj"),
+        unused=("cls.", "lm_head."),  # an MLM head in the checkpoint
         num_labels=len(names),
         id2label=id2label,
         label2id=label2id,
         ignore_mismatched_sizes=True,
     )
+    if fresh:
+        logger.info("%s: a new classification head (%s)", cfg.backbone, ", ".join(fresh))
+    return model
 
 
 def build(cfg: RunConfig, ctx: BuildContext) -> ClassifierModel:

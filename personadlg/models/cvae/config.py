@@ -106,6 +106,12 @@ class CVAEConfig(ModelConfig):
         default=False,
         metadata={"help": "one encoder network for prior and posterior (separate output heads)"},
     )
+    freeze_encoders: bool = field(
+        default=False,
+        metadata={
+            "help": "keep the pretrained prior / posterior encoders as they are: their sentence embeddings, standardised, feed the Gaussian heads, which train (fine-tuning a small sentence encoder on the CVAE objective can collapse its embeddings)"
+        },
+    )
     encoder_tokenizer: str | None = field(
         default=None,
         metadata={
@@ -131,6 +137,12 @@ class CVAEConfig(ModelConfig):
         default=False,
         metadata={
             "help": "give the decoder the context as a prompt (MIRACLE: no, context reaches it only through z)"
+        },
+    )
+    word_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the decoder's input tokens replaced by the unknown token in training (Bowman et al. 2016), so a pretrained decoder cannot model the reply without z"
         },
     )
     persona_in_prompt: bool = field(
@@ -216,6 +228,10 @@ class CVAEConfig(ModelConfig):
             problems.append("need model.beta_period >= 1 and 0 <= beta_zero_steps <= beta_period")
         if self.beta_ramp_steps < 1:
             problems.append(f"model.beta_ramp_steps must be >= 1, got {self.beta_ramp_steps}")
+        if self.freeze_encoders and not self.encoder:
+            problems.append("model.freeze_encoders needs pretrained encoders (model.encoder)")
+        if not 0.0 <= self.word_dropout < 1.0:
+            problems.append(f"model.word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.head_hidden < 1:
             problems.append(f"model.head_hidden must be >= 1, got {self.head_hidden}")
         check(problems)

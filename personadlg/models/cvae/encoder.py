@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -16,15 +17,22 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class GaussianHead(nn.Module):
-    """Pooled encoder state → (mu, logvar): tanh(W_pool h + b) then Linear(H → 2 d_z, no bias)."""
+    """Pooled encoder state → (mu, logvar): tanh(W_pool h + b) then Linear(H → 2 d_z, no bias).
 
-    def __init__(self, hidden: int, latent_dim: int) -> None:
+    NORMALIZE: standardise h first (layer norm without parameters), for a frozen sentence encoder
+    whose mean-pooled states are small (all-MiniLM-L6-v2: about 0.1 per dimension), which would
+    otherwise give posterior means far below the sampling noise."""
+
+    def __init__(self, hidden: int, latent_dim: int, *, normalize: bool = False) -> None:
         super().__init__()
         self.pool = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, 2 * latent_dim, bias=False)
+        self.normalize = normalize
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pooled (B, H) → mu (B, d_z), logvar (B, d_z)."""
+        if self.normalize:
+            pooled = F.layer_norm(pooled, (pooled.shape[-1],))
         mu, logvar = self.out(torch.tanh(self.pool(pooled))).chunk(2, dim=-1)
         return mu, logvar
 

@@ -101,6 +101,12 @@ class CVAEModel:
             raise UsageError("the decoder tokenizer has neither a BOS nor an EOS token")
         self.bos_id: int = int(bos)
         self._collapse_warned = False
+        unk = tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id
+        net.word_dropout_id = int(unk if unk is not None else self.bos_id)
+        if cfg.freeze_encoders:
+            for enc in (net.prior_encoder, net.posterior_encoder):
+                if enc is not None:
+                    enc.requires_grad_(False)
 
     @property
     def module(self) -> nn.Module:

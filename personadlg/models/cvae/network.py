@@ -54,8 +54,9 @@ class CVAENetwork(nn.Module):
         self.prior_encoder: Any = prior_encoder
         self.posterior_encoder: Any = posterior_encoder  # None: share the prior's network
         hidden = encoder_hidden_size(prior_encoder)
-        self.prior_head = GaussianHead(hidden, d)
-        self.posterior_head = GaussianHead(hidden, d)
+        norm = cfg.freeze_encoders  # frozen sentence embeddings are standardised first
+        self.prior_head = GaussianHead(hidden, d, normalize=norm)
+        self.posterior_head = GaussianHead(hidden, d, normalize=norm)
         self.decoder: Any = decoder
         self.inject = LatentInjection(decoder, d)
         self.heads = nn.ModuleList(
@@ -68,6 +69,8 @@ class CVAENetwork(nn.Module):
         self.register_buffer("gap_seen", torch.zeros(n, dtype=torch.bool))
         self.beta = 1.0
         """KL multiplier of the current step (the model sets it from the schedule)."""
+        self.word_dropout_id = 0
+        """The token that replaces dropped decoder inputs (the model sets the tokenizer's unknown token)."""
 
     # -- the parts ----------------------------------------------------------------------------------
 
@@ -120,7 +123,14 @@ class CVAENetwork(nn.Module):
         else:
             z = mu_q  # autoencoder phase of the cyclic schedule, and validation
 
-        rec = lm_loss(self.decoder_logits(z, dec_ids, dec_mask), labels)
+        dec_in = dec_ids
+        if self.training and c.word_dropout > 0:  # the decoder must lean on z (Bowman et al. 2016)
+            drop = (torch.rand(dec_ids.shape, device=dec_ids.device) < c.word_dropout) & (
+                dec_mask > 0
+            )
+            drop[:, 0] = False  # BOS
+            dec_in = dec_ids.masked_fill(drop, self.word_dropout_id)
+        rec = lm_loss(self.decoder_logits(z, dec_in, dec_mask), labels)
         kl_dims = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float())
         kl = free_bits_kl(kl_dims, c.free_bits)
         kl_raw = kl_dims.sum(-1).mean()
