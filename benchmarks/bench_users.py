@@ -36,7 +36,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PDLG_SHARED_DATA") or ROOT.parent / "shared" / "data")
 METRICS = ["bleu-1", "rouge-l", "dist-1", "dist-2", "emb-sim"]
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
-DEC = ["max_new_tokens=32", "batch_size=64", "no_repeat_ngram_size=3"]  # greedy
+DECODINGS = {
+    "greedy": ["max_new_tokens=32", "do_sample=false", "no_repeat_ngram_size=3"],
+    "top-p": [
+        "max_new_tokens=32",
+        "do_sample=true",
+        "top_p=0.9",
+        "temperature=0.8",
+        "no_repeat_ngram_size=3",
+    ],
+}
 
 
 def _users_split(valid_jsonl: Path, d: Path, max_users: int | None = None) -> dict[str, Any]:
@@ -202,6 +211,70 @@ def _arm_overrides(arm: str, tr: Path, prof: Profile) -> dict[str, Any]:
     }
 
 
+def _score(
+    files: dict[str, Path],
+    ppl: dict[str, dict[str, float]],
+    ref: str,
+    metrics: list[str],
+    embedder: str | None,
+) -> dict[str, Any]:
+    """Macro metrics per system, paired differences against REF (user-bootstrap), per-user ppl
+    differences and the share of users each system helps."""
+    import random
+
+    from personadlg.metrics.catalog import EvalOptions
+    from personadlg.metrics.evaluate import compare_files, evaluate_file
+
+    opts = EvalOptions(bootstrap=1000, embedder=embedder)
+    rows: dict[str, Any] = {}
+    per_user: dict[str, dict[str, dict[str, float]]] = {}
+    for name, path in files.items():
+        rep = evaluate_file(path, metrics=metrics, opts=opts, by="user")
+        per_user[name] = rep["by_user"]
+        gens = [json.loads(x)["generation"] for x in path.read_text().splitlines() if x]
+        rows[name] = {
+            "overall": {m: v["value"] for m, v in rep["metrics"].items()},
+            "macro": rep["macro"],
+            "ppl_macro": sum(ppl[name].values()) / len(ppl[name]),
+            "distinct": len(set(gens)) / max(1, len(gens)),
+        }
+    comp = compare_files(
+        [files[ref], *[p for n, p in files.items() if n != ref]],
+        metrics=metrics,
+        opts=opts,
+        by="user",
+    )
+    macro_vs = comp["comparisons"].get("macro_vs_base", {})
+    users = sorted(ppl[ref])
+    helped: dict[str, Any] = {}
+    for name in files:
+        if name == ref:
+            continue
+        diffs = [ppl[name][u] - ppl[ref][u] for u in users]
+        rng = random.Random(0)
+        boots = sorted(
+            sum(diffs[rng.randrange(len(diffs))] for _ in diffs) / len(diffs) for _ in range(1000)
+        )
+        emb = [
+            per_user[name][u].get("emb-sim", math.nan) - per_user[ref][u].get("emb-sim", math.nan)
+            for u in users
+            if u in per_user[name] and u in per_user[ref]
+        ]
+        helped[name] = {
+            "ppl_diff": sum(diffs) / len(diffs),
+            "ppl_diff_ci95": [boots[24], boots[974]],
+            "share_lower_ppl": sum(x < 0 for x in diffs) / len(diffs),
+            "share_higher_emb_sim": (sum(x > 0 for x in emb) / len(emb)) if embedder else None,
+        }
+    return {
+        "rows": rows,
+        "macro_vs_base_profile": {
+            name: macro_vs.get(str(p)) for name, p in files.items() if name != ref
+        },
+        "per_user_vs_base_profile": helped,
+    }
+
+
 def _run_arm(
     arm: str,
     d: Path,
@@ -213,8 +286,6 @@ def _run_arm(
 ) -> dict[str, Any]:
     from personadlg.config import load_recipe
     from personadlg.generation.generate import generate_file
-    from personadlg.metrics.catalog import EvalOptions
-    from personadlg.metrics.evaluate import compare_files, evaluate_file
     from personadlg.training.trainer import train
 
     spec = _arm_overrides(arm, tr, prof)
@@ -304,65 +375,21 @@ def _run_arm(
         "base + profile + adapter": (run_dir / "final", test, True),
         "finetune on all users": (ft.final_dir, test, False),
     }
-    files: dict[str, Path] = {}
-    ppl: dict[str, dict[str, float]] = {}
-    for i, (name, (ckpt, inputs, adapters)) in enumerate(systems.items()):
-        out = d / f"gen-{i}.jsonl"
-        generate_file(ckpt, inputs, out, overrides=[*DEC, f"batch_size={prof.gen_batch}"])
-        files[name] = out
-        ppl[name] = _per_user_ppl(ckpt, inputs, adapters=adapters)
-    opts = EvalOptions(bootstrap=1000, embedder=embedder)
-    rows: dict[str, Any] = {}
-    per_user: dict[str, dict[str, dict[str, float]]] = {}
-    for name, path in files.items():
-        rep = evaluate_file(path, metrics=metrics, opts=opts, by="user")
-        per_user[name] = rep["by_user"]
-        gens = [json.loads(x)["generation"] for x in path.read_text().splitlines() if x]
-        rows[name] = {
-            "overall": {m: v["value"] for m, v in rep["metrics"].items()},
-            "macro": rep["macro"],
-            "ppl_macro": sum(ppl[name].values()) / len(ppl[name]),
-            "distinct": len(set(gens)) / max(1, len(gens)),
-        }
-    results["rows"] = rows
-    ref = "base + profile"
-    comp = compare_files(
-        [files[ref], *[p for n, p in files.items() if n != ref]],
-        metrics=metrics,
-        opts=opts,
-        by="user",
-    )
-    macro_vs = comp["comparisons"].get("macro_vs_base", {})
-    results["macro_vs_base_profile"] = {
-        name: macro_vs.get(str(p)) for name, p in files.items() if name != ref
+    ppl = {
+        name: _per_user_ppl(ckpt, inputs, adapters=adapters)
+        for name, (ckpt, inputs, adapters) in systems.items()
     }
-    # per-user ppl: paired bootstrap of the macro difference, share of users helped
-    import random
-
-    users = sorted(ppl[ref])
-    helped: dict[str, Any] = {}
-    for name in files:
-        if name == ref:
-            continue
-        diffs = [ppl[name][u] - ppl[ref][u] for u in users]
-        rng = random.Random(0)
-        boots = sorted(
-            sum(diffs[rng.randrange(len(diffs))] for _ in diffs) / len(diffs) for _ in range(1000)
-        )
-        emb = [
-            per_user[name][u].get("emb-sim", math.nan) - per_user[ref][u].get("emb-sim", math.nan)
-            for u in users
-            if u in per_user[name] and u in per_user[ref]
-        ]
-        helped[name] = {
-            "ppl_diff": sum(diffs) / len(diffs),
-            "ppl_diff_ci95": [boots[24], boots[974]],
-            "share_lower_ppl": sum(x < 0 for x in diffs) / len(diffs),
-            "share_higher_emb_sim": (sum(x > 0 for x in emb) / len(emb)) if embedder else None,
-        }
-    results["per_user_vs_base_profile"] = helped
-    results["users"] = len(users)
-    results["test_turns"] = sum(1 for x in files[ref].read_text().splitlines() if x)
+    results["decodings"] = {}
+    ref = "base + profile"
+    for dec_name, decoding in DECODINGS.items():
+        files: dict[str, Path] = {}
+        for i, (name, (ckpt, inputs, _)) in enumerate(systems.items()):
+            out = d / f"gen-{dec_name}-{i}.jsonl"
+            generate_file(ckpt, inputs, out, overrides=[*decoding, f"batch_size={prof.gen_batch}"])
+            files[name] = out
+        results["decodings"][dec_name] = _score(files, ppl, ref, metrics, embedder)
+        results["test_turns"] = sum(1 for x in files[ref].read_text().splitlines() if x)
+    results["users"] = len(ppl[ref])
     results["throughput"] = _throughput(
         run_dir / "final", test, (1, 4) if prof.name == "tiny" else (1, 4, 16, 64)
     )
@@ -423,64 +450,71 @@ def render(results: dict) -> list[tuple[str, list[str], list[list[object]]]]:
     metrics = [
         m
         for m in METRICS
-        if any(m in r["macro"] for a in arms.values() for r in a["rows"].values())
-    ]
-    rows = []
-    some: dict[str, Any] = {}
-    for arm, a in arms.items():
-        some = a
-        for name, r in a["rows"].items():
-            cells = [f"{arm}: {name}", _fmt(r["ppl_macro"])]
-            for m in metrics:
-                mac = r["macro"].get(m) or {}
-                cells.append(
-                    f"{_fmt(mac.get('value'))} [{_fmt(mac.get('low'))}, {_fmt(mac.get('high'))}]"
-                )
-            cells.append(f"{100 * r.get('distinct', float('nan')):.0f}%")
-            rows.append(cells)
-    out = [
-        (
-            f"ConvAI2 recurring personas: {some.get('users')} users, {some.get('test_turns')} test "
-            "turns (macro over users, 95% user-bootstrap); base steps: "
-            + ", ".join(f"{arm} {a['steps']}" for arm, a in arms.items()),
-            ["system", "ppl (macro)", *metrics, "distinct gens"],
-            rows,
+        if any(
+            m in r["macro"]
+            for a in arms.values()
+            for dd in a["decodings"].values()
+            for r in dd["rows"].values()
         )
     ]
-    diff_rows = []
-    for arm, a in arms.items():
-        for name, h in a["per_user_vs_base_profile"].items():
-            mv = (a["macro_vs_base_profile"] or {}).get(name) or {}
-            cells = [
-                f"{arm}: {name}",
-                f"{_fmt(h['ppl_diff'])} [{_fmt(h['ppl_diff_ci95'][0])}, {_fmt(h['ppl_diff_ci95'][1])}]",
-                f"{100 * h['share_lower_ppl']:.0f}%",
-                f"{100 * h['share_higher_emb_sim']:.0f}%"
-                if h["share_higher_emb_sim"] is not None
-                else "-",
-            ]
-            for m in metrics:
-                x = mv.get(m) or {}
-                ci = x.get("ci95") or [None, None]
-                cells.append(
-                    f"{_fmt(x.get('diff'), '+.2f')} [{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"
-                    if x
-                    else "-"
-                )
-            diff_rows.append(cells)
-    out.append(
-        (
-            "paired differences against base + profile of the same arm (macro over users, 95% paired user-bootstrap)",
-            [
-                "system",
-                "Δ ppl",
-                "users lower ppl",
-                "users higher emb-sim",
-                *[f"Δ {m}" for m in metrics],
-            ],
-            diff_rows,
+    out = []
+    some: dict[str, Any] = next(iter(arms.values()), {})
+    for dec in DECODINGS:
+        rows = []
+        diff_rows = []
+        for arm, a in arms.items():
+            dd = a["decodings"][dec]
+            for name, r in dd["rows"].items():
+                cells = [f"{arm}: {name}", _fmt(r["ppl_macro"])]
+                for m in metrics:
+                    mac = r["macro"].get(m) or {}
+                    cells.append(
+                        f"{_fmt(mac.get('value'))} [{_fmt(mac.get('low'))}, {_fmt(mac.get('high'))}]"
+                    )
+                cells.append(f"{100 * r.get('distinct', float('nan')):.0f}%")
+                rows.append(cells)
+            for name, h in dd["per_user_vs_base_profile"].items():
+                mv = (dd["macro_vs_base_profile"] or {}).get(name) or {}
+                cells = [
+                    f"{arm}: {name}",
+                    f"{_fmt(h['ppl_diff'])} [{_fmt(h['ppl_diff_ci95'][0])}, {_fmt(h['ppl_diff_ci95'][1])}]",
+                    f"{100 * h['share_lower_ppl']:.0f}%",
+                    f"{100 * h['share_higher_emb_sim']:.0f}%"
+                    if h["share_higher_emb_sim"] is not None
+                    else "-",
+                ]
+                for m in metrics:
+                    x = mv.get(m) or {}
+                    ci = x.get("ci95") or [None, None]
+                    cells.append(
+                        f"{_fmt(x.get('diff'), '+.2f')} [{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"
+                        if x
+                        else "-"
+                    )
+                diff_rows.append(cells)
+        out.append(
+            (
+                f"ConvAI2 recurring personas, {dec}: {some.get('users')} users, "
+                f"{some.get('test_turns')} test turns (macro over users, 95% user-bootstrap); base "
+                "steps: " + ", ".join(f"{arm} {a['steps']}" for arm, a in arms.items()),
+                ["system", "ppl (macro)", *metrics, "distinct gens"],
+                rows,
+            )
         )
-    )
+        out.append(
+            (
+                f"{dec}: paired differences against base + profile of the same arm (macro over "
+                "users, 95% paired user-bootstrap)",
+                [
+                    "system",
+                    "Δ ppl",
+                    "users lower ppl",
+                    "users higher emb-sim",
+                    *[f"Δ {m}" for m in metrics],
+                ],
+                diff_rows,
+            )
+        )
     out.append(
         (
             "training and adapter cost (CPU)",

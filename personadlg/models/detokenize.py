@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 _ORPHAN = re.compile(r"(?:^|(?<=\s))##(?=\S)")  # a word-continuation piece with nothing before it
-_CONTRACTION = re.compile(r"(\w) ' (s|m|d|t|ll|re|ve)\b", re.IGNORECASE)
+_CONTRACTION = re.compile(r"(?<=\w) ' (?=(?:s|m|d|t|ll|re|ve)\b)", re.IGNORECASE)
 _NT = re.compile(r"\b(\w+)n ' t\b", re.IGNORECASE)
 _ELISION = re.compile(r"\b([oy]) ' (\w)", re.IGNORECASE)  # o'clock, y'all
 _BEFORE = re.compile(r" ([.,!?;:%)\]}]|\.\.\.)")
@@ -65,7 +65,7 @@ def english_spacing(text: str) -> str:
     reply's first token) loses its marker."""
     text = _ORPHAN.sub("", text)
     text = _NT.sub(r"\1n't", text)
-    text = _CONTRACTION.sub(r"\1'\2", text)
+    text = _CONTRACTION.sub("'", text)
     text = _ELISION.sub(r"\1'\2", text)
     text = _BEFORE.sub(r"\1", text)
     text = _AFTER.sub(r"\1", text)

@@ -135,6 +135,7 @@ def test_an_encoder_tokenizer_becomes_a_decoders(tiny_minilm_dir, tmp_path):
         ("it costs $ 5 , 000 at 7 p. m.", "it costs $5,000 at 7 p.m."),
         ("well ... ok", "well... ok"),
         ("##ing along , ##ly", "ing along, ly"),
+        ("the kids ' s ' s toys", "the kids's's toys"),  # every apostrophe, overlapping ones too
     ],
 )
 def test_english_spacing_reattaches_what_wordpiece_spaces_out(spaced, text):
