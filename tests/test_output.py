@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -43,3 +44,38 @@ def test_table_cells_are_printed_as_written_not_as_markup():
     console.print(table("t", ["help"], [["render [age: 20s] [bold]pairs[/bold]"], [3]]))
     text = console.export_text()
     assert "render [age: 20s] [bold]pairs[/bold]" in text and "3" in text
+
+
+def test_tables_to_a_pipe_fit_a_readable_width():
+    """Piped, `ls recipes` once ran to hundreds of columns of box drawing: 120 columns (or $COLUMNS)."""
+    import os
+    import sys
+
+    for columns, limit in ((None, 120), ("80", 80)):
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+        if columns:
+            env["COLUMNS"] = columns
+        r = subprocess.run(
+            [sys.executable, "-m", "personadlg", "ls", "recipes"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert any("finetune/tiny" in ln for ln in lines)
+        assert max(map(len, lines)) <= limit, max(lines, key=len)
+        assert max(map(len, lines)) > limit - 10  # the table uses the width it has
+    r = subprocess.run(
+        [sys.executable, "-m", "personadlg", "ls", "recipes", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)  # --json stays exact: whole strings, however long
+    assert "finetune/tiny" in {row["name"] for row in rows}
+    assert max(len(row["summary"]) for row in rows) > 120

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,12 +14,22 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-# When a stream is not a terminal (a pipe, a log file, CI), nothing is wrapped at 80 columns:
-# lines stay whole and tables take the width they need.
-out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 240)
-err = Console(
-    stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 240
-)
+# When a stream is not a terminal (a pipe, a log file, CI), plain lines stay whole (soft wrap) and
+# tables are laid out for PIPE_WIDTH columns (or $COLUMNS), wrapping long cells rather than running
+# to hundreds of columns of box drawing.
+PIPE_WIDTH = 120
+
+
+def _width(stream: Any) -> int | None:
+    """None (the terminal's own width) on a terminal; else $COLUMNS or PIPE_WIDTH."""
+    if stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) >= 40 else PIPE_WIDTH
+
+
+out = Console(soft_wrap=True, highlight=False, width=_width(sys.stdout))
+err = Console(stderr=True, soft_wrap=True, highlight=False, width=_width(sys.stderr))
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -82,9 +82,27 @@ def convert(
     ] = True,
     column: ColumnOpt = None,
     assistant: AssistantOpt = None,
+    on_error: Annotated[
+        str,
+        typer.Option(
+            "--on-error",
+            help="stop: the first bad input record ends the run (exit 2, nothing written); "
+            "skip: bad records are rejected (counted, written to --rejects) and the rest converts.",
+        ),
+    ] = "stop",
+    rejects: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--rejects",
+            help="With --on-error skip: the rejected records as JSONL (source, line, reason, raw) "
+            "(default: OUT.rejects.jsonl).",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Convert a dialogue dataset between formats. Stops at the first bad record (exit 2).
+    """Convert a dialogue dataset between formats. Stops at the first bad record (exit 2) unless --on-error skip.
+
+    The summary accounts for every input record: converted (into N dialogues) or rejected.
 
     [bold]Examples[/]
 
@@ -95,6 +113,7 @@ def convert(
       personadlg convert dialogues.jsonl --to sharegpt --out sharegpt.json
       personadlg convert chats.csv --column "persona[User 1]=user 1 personas" --column "persona[User 2]=user 2 personas" --column "transcript=Best Generated Conversation" --assistant both --out chats.jsonl
       personadlg convert pairs.parquet --column context=prompt --column response=reply --column persona=persona --out pairs.jsonl
+      personadlg convert personachat.csv --column context=ctx --column response=reply --on-error skip --rejects bad-rows.jsonl --out pc.jsonl
     """
     from personadlg.data.convert import convert as run
     from personadlg.data.formats import FormatOptions
@@ -107,25 +126,49 @@ def convert(
         columns=parse_columns(column),
         assistant=assistant,
     )
+    if on_error == "skip" and rejects is None:
+        rejects = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".rejects.jsonl")
     with progress("converting", unit="dialogues") as update:
-        summary = run(input, out_path, fmt=from_, to=to, options=opts, on_progress=update)
+        summary = run(
+            input,
+            out_path,
+            fmt=from_,
+            to=to,
+            options=opts,
+            on_error=on_error,
+            rejects=rejects,
+            on_progress=update,
+        )
     if json_out:
         print_json(summary)
         return
+    unit = summary["unit"]
     out.print(
         table(
             f"convert {summary['format']} → {summary['to']}",
             ["", "count"],
             [
-                ["input records", summary["raw_records"]],
-                ["dialogues", summary["dialogues"]],
+                [f"{unit} read", summary["read"]],
+                [f"{unit} converted", summary["converted"]],
+                [f"{unit} rejected", summary["rejected"]],
+                [f"dialogues (from the converted {unit})", summary["dialogues"]],
                 ["assistant messages", summary["assistant_messages"]],
-                ["output records", summary["written"]],
+                ["output records written", summary["written"]],
                 *[[READER_COUNTS.get(k, k), v] for k, v in summary["reader"].items()],
             ],
         )
     )
+    shown = summary["first_rejected"]
+    if shown:
+        out.print(f"rejected {unit}:")
+        for r in shown:
+            row = f" (row {r['row']})" if "row" in r else ""
+            out.print(f"  {r['source']}{row}: {r['reason']}", markup=False, highlight=False)
+        if summary["rejected"] > len(shown):
+            out.print(f"  ... and {summary['rejected'] - len(shown)} more in {summary['rejects']}")
     out.print(f"wrote {summary['out']}")
+    if summary["rejects"]:
+        out.print(f"rejects → {summary['rejects']}")
 
 
 def clean(

@@ -361,6 +361,12 @@ def render_groups(result: dict[str, Any], *, by: str, per_group: bool = False) -
         f"by {by}: macro average over {info['in_macro']:,} of {info[plural]:,} {plural} (each "
         f"{by} weighs the same) next to the overall value over all {first['n']:,} records"
     )
+    if info.get("records_without_field"):
+        title += (
+            f"; {info['records_without_field']:,} of the {first['n']:,} records have no "
+            f"{info['field']} (the group {GROUPINGS[by].missing}: in the overall value, never in "
+            "the macro average)"
+        )
     if len(systems) == 1:
         rows: list[list[Any]] = []
         for name in names:

@@ -174,6 +174,33 @@ def ls(
             )
 
 
+_EXPECTED = "a lora run dir (or its final/) whose stage users has run: RUN/adapters/index.json"
+
+
+def _what_it_is(path: Path) -> str:
+    """What PATH is, in words, for an error about what was expected instead."""
+    import yaml
+
+    if not path.exists():
+        return "no such file or directory"
+    if not path.is_dir():
+        return "a file, not a directory"
+    for cfg in (path / "config.yaml", path / "final" / "config.yaml"):
+        if cfg.is_file():
+            try:
+                recipe = yaml.safe_load(cfg.read_text())
+                method = recipe["method"]
+            except (OSError, yaml.YAMLError, KeyError, TypeError):
+                return f"a directory with an unreadable {cfg.name}"
+            where = "a checkpoint" if cfg.parent == path else "a run"
+            if method == "lora":
+                return (
+                    f"{where} of a lora run whose stage users has not run (no adapters/index.json)"
+                )
+            return f"{where} of method {method!r}, not lora"
+    return "a directory that holds no personadlg run (no config.yaml, no final/)"
+
+
 def _ls_adapters(run: Path | None, json_out: bool) -> None:
     """The user adapters of a lora run: one row per user from adapters/index.json."""
     from personadlg.errors import UsageError
@@ -185,7 +212,7 @@ def _ls_adapters(run: Path | None, json_out: bool) -> None:
         )
     adapters = adapters_of(run)
     if not (adapters / INDEX_FILE).is_file():
-        raise UsageError(f"{run}: no {adapters / INDEX_FILE} (not a lora run with trained users)")
+        raise UsageError(f"{run}: {_what_it_is(run)}; `ls adapters` expects {_EXPECTED}")
     index = read_index(adapters)
     users = index["users"]
     if json_out:

@@ -33,6 +33,13 @@ def serve(
     max_batch: Annotated[
         int, typer.Option("--max-batch", help="Most examples per generate call (1: no batching).")
     ] = 32,
+    max_messages: Annotated[
+        int,
+        typer.Option(
+            "--max-messages",
+            help="Most messages one request may hold (more: a 400 error).",
+        ),
+    ] = 256,
     api_key_env: Annotated[
         Optional[str],
         typer.Option(
@@ -86,6 +93,7 @@ def serve(
         names=name,
         batch_window_ms=batch_window_ms,
         max_batch=max_batch,
+        max_messages=max_messages,
         api_key=api_key,
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,

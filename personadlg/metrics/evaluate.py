@@ -305,7 +305,9 @@ def evaluate_data(
     add_agreement(report, prepared)
     sbleu = scores.get("sbleu")
     report["collapse"] = collapse_report(
-        data.generations, sbleu=sbleu.value if sbleu is not None else None
+        data.generations,
+        sbleu=sbleu.value if sbleu is not None else None,
+        sbleu_signature=sbleu.signature if sbleu is not None else None,
     )
     if by_target:
         groups: dict[str, list[int]] = defaultdict(list)

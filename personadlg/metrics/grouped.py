@@ -261,6 +261,7 @@ def grouping_report(table: GroupTable) -> dict[str, Any]:
         "by": table.by,
         "field": grouping.record_field,
         grouping.plural: len(table.keys) - int(missing),
+        "records_without_field": int(table.sizes[-1]) if missing else 0,
         "in_macro": int(table.in_macro.sum()),
         "min_records": table.min_records,
         "macro": f"mean over {grouping.plural} (each {grouping.name} weighs the same)",

@@ -9,8 +9,16 @@
 The server listens at once and loads the checkpoints in the background (their configs are read
 first, so a bad path fails before listening); until every model is loaded `/health`, `/v1/models`
 and chat requests answer 503. Errors are OpenAI's error JSON with the right status (400 naming
-the field, 401, 404 with a did-you-mean, 413, 500, 503). With `api_key`, every `/v1` route wants
-`Authorization: Bearer <api_key>`; `/health` and the page stay open.
+the field, 401, 404 with a did-you-mean, 413, 415, 500, 503); an error nothing else answered is a
+500 of that shape too (`_LastResort`, which logs its traceback). With `api_key`, every `/v1`
+route wants `Authorization: Bearer <api_key>`, checked before the body is read; `/health` and
+the page stay open.
+
+A chat request's cost is bounded before it reaches the model: the body's size (MAX_BODY_BYTES),
+its number of messages (`max_messages`) and the history's characters (`prompt.cut_history`). The
+event loop only moves bytes: parsing, validation, tokenising and prompt rendering run in one
+worker thread (`ServerState.prep`, which also keeps the counting tokenizers single-threaded), so
+`/health` answers and SIGTERM is heard while a request is prepared.
 
 Streaming: the reply is generated whole (in a batch with its neighbours), then sent as chunks of
 about one word each in OpenAI's `chat.completion.chunk` format, ending with `data: [DONE]`.
@@ -21,14 +29,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hmac
 import logging
 import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +46,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from personadlg import __version__
 from personadlg.config import GenerateConfig
@@ -45,14 +56,24 @@ from personadlg.models.base import Generations, as_generations
 from personadlg.models.decoding import decoding_dict
 from personadlg.serving import conditioning
 from personadlg.serving.batcher import Batcher, JobResult
-from personadlg.serving.prompt import check_fits, count_completion, count_prompt
+from personadlg.serving.prompt import (
+    check_fits,
+    count_completion,
+    count_prompt,
+    cut_history,
+    history_chars,
+)
 from personadlg.serving.protocol import (
+    DEFAULT_MAX_MESSAGES,
+    MAX_BODY_BYTES,
     SSE_DONE,
     APIError,
     ChatCompletionRequest,
+    check_content_type,
     chunk_bodies,
     completion_body,
     error_body,
+    read_request,
     sse,
     validation_error,
 )
@@ -94,7 +115,10 @@ class ServerState:
     checkpoints: list[tuple[str, Path, Any]]
     batch_window_ms: float
     max_batch: int
+    max_messages: int = DEFAULT_MAX_MESSAGES
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    prep: ThreadPoolExecutor | None = None
+    """The worker thread that parses and prepares requests (started with the app)."""
     started: float = field(default_factory=time.time)
     in_flight: int = 0
     served_requests: int = 0
@@ -108,6 +132,7 @@ def create_app(
     names: Sequence[str] | None = None,
     batch_window_ms: float = 10.0,
     max_batch: int = 32,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
     api_key: str | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
@@ -116,7 +141,8 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving CHECKPOINTS (see the module docstring).
 
-    NAMES: one model name per checkpoint (default: the run names). API_KEY: the bearer token
+    NAMES: one model name per checkpoint (default: the run names). MAX_MESSAGES: the most
+    messages a request may hold (400 above it). API_KEY: the bearer token
     every `/v1` request must carry (None: no auth). LOADER: how a checkpoint's model is loaded
     (default `default_loader(...)` with the two opt-ins), called in a worker thread after the
     server starts listening. STATIC_DIR: a directory whose index.html and files are served at `/`
@@ -129,6 +155,8 @@ def create_app(
         raise UsageError(f"--max-batch: expected at least 1, got {max_batch}")
     if batch_window_ms < 0:
         raise UsageError(f"--batch-window-ms: expected >= 0, got {batch_window_ms}")
+    if max_messages < 1:
+        raise UsageError(f"--max-messages: expected at least 1, got {max_messages}")
     paths = [checkpoint_dir(c).resolve() for c in checkpoints]
     cfgs = [load_config(p) for p in paths]
     for p, cfg in zip(paths, cfgs):
@@ -140,11 +168,13 @@ def create_app(
         checkpoints=list(zip(served_names, paths, cfgs)),
         batch_window_ms=batch_window_ms,
         max_batch=max_batch,
+        max_messages=max_messages,
     )
     load = loader or default_loader(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="personadlg-prep")
         task = asyncio.create_task(_load_all(state, load), name="personadlg-load")
         try:
             yield
@@ -153,6 +183,7 @@ def create_app(
                 task.cancel()
             for b in list(state.batchers.values()):
                 await b.close()  # finish whatever is queued
+            state.prep.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="personadlg serve",
@@ -164,6 +195,7 @@ def create_app(
     )
     app.state.personadlg = state
     _install_error_handlers(app)
+    app.add_middleware(_LastResort)
     auth = _auth(api_key)
 
     @app.get("/health")
@@ -188,6 +220,7 @@ def create_app(
                 "settings": {
                     "batch_window_ms": state.batch_window_ms,
                     "max_batch": state.max_batch,
+                    "max_messages": state.max_messages,
                 },
                 "batching": {n: b.stats.as_dict() for n, b in state.batchers.items()},
             }
@@ -204,9 +237,13 @@ def create_app(
         return state.registry.get(name).metadata()
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
-    async def chat_completions(body: ChatCompletionRequest) -> Response:
+    async def chat_completions(request: Request) -> Response:
+        # the body is read here, after `auth`: a request without the key never gets it parsed
         state.in_flight += 1
         try:
+            check_content_type(request.headers.get("content-type"))
+            raw = await _read_body(request, limit=MAX_BODY_BYTES)
+            body = await _off_loop(state, read_request, raw, max_messages=state.max_messages)
             return await _complete(state, body)
         finally:
             state.in_flight -= 1
@@ -305,28 +342,90 @@ def _generate_fn(model: Any) -> Callable[..., Generations]:
     return generate
 
 
-async def _complete(state: ServerState, req: ChatCompletionRequest) -> Response:
-    """One chat completion: validate everything, wait for the batch, shape the reply."""
-    served = state.registry.get(req.model)
+async def _off_loop(
+    state: ServerState, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> Any:
+    """FN(*ARGS, **KWARGS) in the prep thread, so the event loop stays free for other requests."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(state.prep, functools.partial(fn, *args, **kwargs))
+
+
+async def _read_body(request: Request, *, limit: int) -> bytes:
+    """The request's body; 413 when it is larger than LIMIT bytes (read no further)."""
+    too_large = APIError(
+        413,
+        f"the request body is larger than the server accepts ({limit} bytes)",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass
+class _Prepared:
+    """A validated request, ready for its batch."""
+
+    cond: conditioning.Conditioning
+    stops: list[str]
+    base_seed: int
+    seed_source: str
+    seeds: list[int]
+    decoding: GenerateConfig
+    request_id: str
+    example: Example
+    target: dict[str, str] | None
+    prompt_tokens: int
+
+
+def _prepare(req: ChatCompletionRequest, served: ServedModel, *, max_batch: int) -> _Prepared:
+    """Everything about REQ that is checked or counted before it joins a batch (prep thread): the
+    conditioning and decoding (400s), the history cut by characters, then the 413 check and the
+    prompt's tokens."""
     req.unsupported()
     stops = req.stops()
     cond = conditioning.read_conditioning(req, served)
     base_seed, seed_source, seeds = conditioning.request_seeds(req.seed, req.n)
-    decoding = conditioning.decoding_for(
-        req, served, base_seed=base_seed, batch_size=state.max_batch
-    )
+    decoding = conditioning.decoding_for(req, served, base_seed=base_seed, batch_size=max_batch)
     request_id = f"chatcmpl-{secrets.token_hex(12)}"
     example = conditioning.make_example(cond, request_id)
+    budget = history_chars(served, decoding.max_new_tokens)
+    example = replace(example, context=cut_history(example.context, max_chars=budget))
     target = cond.attributes or None
     check_fits(served, example, target, decoding.max_new_tokens)
-    prompt_tokens = count_prompt(served, example, target, decoding.max_new_tokens)
+    return _Prepared(
+        cond=cond,
+        stops=stops,
+        base_seed=base_seed,
+        seed_source=seed_source,
+        seeds=seeds,
+        decoding=decoding,
+        request_id=request_id,
+        example=example,
+        target=target,
+        prompt_tokens=count_prompt(served, example, target, decoding.max_new_tokens),
+    )
+
+
+async def _complete(state: ServerState, req: ChatCompletionRequest) -> Response:
+    """One chat completion: validate everything, wait for the batch, shape the reply."""
+    served = state.registry.get(req.model)
+    p: _Prepared = await _off_loop(state, _prepare, req, served, max_batch=state.max_batch)
     try:
         result: JobResult = await state.batchers[served.name].submit(
-            [example] * req.n,
-            seeds=seeds,
-            targets=[target] * req.n,
-            decoding=decoding,
-            key=conditioning.decoding_key(decoding),
+            [p.example] * req.n,
+            seeds=p.seeds,
+            targets=[p.target] * req.n,
+            decoding=p.decoding,
+            key=conditioning.decoding_key(p.decoding),
         )
     except APIError:
         raise
@@ -344,47 +443,12 @@ async def _complete(state: ServerState, req: ChatCompletionRequest) -> Response:
             code="generation_failed",
         ) from None
     state.served_requests += 1
-    texts, reasons, completion = [], [], 0
-    for text in result.texts:
-        cut, stopped = conditioning.cut_at_stop(text, stops)
-        tokens = count_completion(served, cut)
-        completion += tokens
-        texts.append(cut)
-        full = (
-            decoding.min_new_tokens >= decoding.max_new_tokens or tokens >= decoding.max_new_tokens
-        )
-        reasons.append("length" if full and not stopped else "stop")
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": prompt_tokens + completion,
-    }
-    echo = conditioning.echo(
-        served,
-        cond,
-        base_seed=base_seed,
-        seed_source=seed_source,
-        seeds=seeds,
-        decoding={**decoding_dict(decoding), **result.shared},
-        records=result.records,
-        batch=result.batch,
-    )
-    common: dict[str, Any] = {
-        "id": request_id,
-        "created": int(time.time()),
-        "model": served.name,
-        "texts": texts,
-        "finish_reasons": reasons,
-        "echo": echo,
-        "fingerprint": FINGERPRINT,
-    }
+    bodies: list[dict[str, Any]] = await _off_loop(state, _reply_bodies, req, served, p, result)
     if not req.stream:
-        return JSONResponse(completion_body(usage=usage, **common))
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    chunks = list(chunk_bodies(usage=usage if include_usage else None, **common))
+        return JSONResponse(bodies[0])
 
     async def events() -> AsyncIterator[str]:
-        for chunk in chunks:
+        for chunk in bodies:
             yield sse(chunk)
         yield SSE_DONE
 
@@ -393,6 +457,86 @@ async def _complete(state: ServerState, req: ChatCompletionRequest) -> Response:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _reply_bodies(
+    req: ChatCompletionRequest, served: ServedModel, p: _Prepared, result: JobResult
+) -> list[dict[str, Any]]:
+    """The reply to REQ (prep thread: counting tokens): one `chat.completion` body, or the
+    stream's chunk bodies."""
+    texts, reasons, completion = [], [], 0
+    for text in result.texts:
+        cut, stopped = conditioning.cut_at_stop(text, p.stops)
+        tokens = count_completion(served, cut)
+        completion += tokens
+        texts.append(cut)
+        full = (
+            p.decoding.min_new_tokens >= p.decoding.max_new_tokens
+            or tokens >= p.decoding.max_new_tokens
+        )
+        reasons.append("length" if full and not stopped else "stop")
+    usage = {
+        "prompt_tokens": p.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": p.prompt_tokens + completion,
+    }
+    echo = conditioning.echo(
+        served,
+        p.cond,
+        base_seed=p.base_seed,
+        seed_source=p.seed_source,
+        seeds=p.seeds,
+        decoding={**decoding_dict(p.decoding), **result.shared},
+        records=result.records,
+        batch=result.batch,
+    )
+    common: dict[str, Any] = {
+        "id": p.request_id,
+        "created": int(time.time()),
+        "model": served.name,
+        "texts": texts,
+        "finish_reasons": reasons,
+        "echo": echo,
+        "fingerprint": FINGERPRINT,
+    }
+    if not req.stream:
+        return [completion_body(usage=usage, **common)]
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return list(chunk_bodies(usage=usage if include_usage else None, **common))
+
+
+class _LastResort:
+    """ASGI middleware: an exception no handler answered becomes OpenAI's error JSON (500,
+    `server_error`) instead of a plain-text page, and its traceback is logged once (here; it is
+    not re-raised to uvicorn). A response already under way can only be cut short."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as err:
+            logger.exception("%s %s failed", scope.get("method", ""), scope.get("path", ""))
+            if started:
+                return
+            body = error_body(
+                f"the server failed on this request ({type(err).__name__}); its log has the "
+                "details",
+                type="server_error",
+                code="internal_error",
+            )
+            await JSONResponse(body, status_code=500)(scope, receive, send)
 
 
 def _auth(api_key: str | None) -> Callable[[Request], Awaitable[None]]:

@@ -7,18 +7,29 @@ methods, whose encoders read the same text) and counted with the model's tokeniz
 longer than the model's prompt room loses its oldest turns first, as in training and
 `generate`; only when the user's newest message alone (with the conditioning lines) does not fit
 is the request refused with 413. Completion tokens are the reply's tokens after `stop` cuts it.
+
+Before anything is tokenised, the history is cut from the left by characters (`cut_history`):
+it keeps the newest messages within `CHARS_PER_TOKEN` characters per token the model can read
+(`history_chars`), so a long history costs one bounded rendering, never one per dropped turn.
+The cut is generous (English averages about 4 characters a token): a turn it drops would not
+have fitted the model's tokens anyway, unless its tokens average more than 16 characters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
-from personadlg.data.schema import Example
+from personadlg.data.schema import Example, Message
 from personadlg.models.render import render
 from personadlg.serving.protocol import APIError
 from personadlg.serving.registry import ServedModel, prompt_conditioned
 
 UNBOUNDED = 10**9
+CHARS_PER_TOKEN = 16
+"""Characters of history kept per token of the model's context (English averages about 4)."""
+FALLBACK_TOKENS = 4096
+"""The context assumed for a model that declares none."""
 
 
 def prompt_room(served: ServedModel, max_new_tokens: int) -> tuple[int, str]:
@@ -37,6 +48,42 @@ def prompt_room(served: ServedModel, max_new_tokens: int) -> tuple[int, str]:
         room = served.cfg.model.max_length
         why = f"model.max_length {room}"
     return max(room, 1), why
+
+
+def context_tokens(served: ServedModel, max_new_tokens: int) -> int:
+    """The most prompt tokens SERVED reads: its prompt room, else its method's own budget
+    (`model.max_length` / `model.max_context_tokens`), else its tokenizer's `model_max_length`,
+    else FALLBACK_TOKENS."""
+    room, _ = prompt_room(served, max_new_tokens)
+    if room < UNBOUNDED:
+        return room
+    m = served.cfg.model
+    for name in ("max_context_tokens", "max_length"):
+        value = getattr(m, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(served.tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < UNBOUNDED:
+        return value
+    return FALLBACK_TOKENS
+
+
+def history_chars(served: ServedModel, max_new_tokens: int) -> int:
+    """How many characters of history `cut_history` keeps for SERVED."""
+    return CHARS_PER_TOKEN * context_tokens(served, max_new_tokens)
+
+
+def cut_history(context: Sequence[Message], *, max_chars: int) -> list[Message]:
+    """The newest messages of CONTEXT whose text fits in MAX_CHARS characters (one more per
+    message); the newest one is always kept."""
+    kept = 0
+    used = 0
+    for m in reversed(context):
+        used += len(m.content) + 1
+        if kept and used > max_chars:
+            break
+        kept += 1
+    return list(context[len(context) - kept :])
 
 
 def prompt_ids(

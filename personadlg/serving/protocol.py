@@ -1,8 +1,10 @@
 """The OpenAI chat-completions wire format: request models, response and chunk bodies, errors.
 
-Requests are validated by pydantic; a validation error becomes a 400 in OpenAI's error shape
-(`{"error": {"message", "type", "param", "code"}}`) naming the field (`messages[1].role`), not
-FastAPI's default 422. Fields beyond OpenAI's are the conditioning the `openai` client sends as
+A request body is read as the CLI reads its JSON inputs (`read_request`): NaN / Infinity and
+lone surrogate escapes are refused (400, naming the field that holds the surrogate), as are more
+messages than the server allows; then pydantic validates it, and a validation error becomes a 400
+in OpenAI's error shape (`{"error": {"message", "type", "param", "code"}}`) naming the field
+(`messages[1].role`), not FastAPI's default 422. Fields beyond OpenAI's are the conditioning the `openai` client sends as
 `extra_body` (they arrive as top-level JSON fields): `persona`, `profile`, `attributes`, plus
 vLLM's sampling extras `top_k`, `min_tokens` and `repetition_penalty`, and `generate`'s
 `no_repeat_ngram_size`.
@@ -15,12 +17,18 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MAX_N = 16
 """The most choices one request may ask for (`n`)."""
 MAX_STOP = 8
 """The most stop strings one request may give."""
+MAX_SEED = 2**63 - 1
+"""The largest `seed` (OpenAI's seeds are signed 64-bit; negative ones are refused)."""
+DEFAULT_MAX_MESSAGES = 256
+"""The most messages one request may hold, by default (`personadlg serve --max-messages`)."""
+MAX_BODY_BYTES = 4 * 2**20
+"""The largest request body (413 above it)."""
 
 
 class APIError(Exception):
@@ -98,6 +106,94 @@ def validation_error(errors: Sequence[Any]) -> APIError:
     return bad_request(f"{param or 'body'}: {msg}{more}", param=param, code=kind or None)
 
 
+# -- reading a request body -------------------------------------------------------------------
+
+
+def check_content_type(value: str | None) -> None:
+    """415 unless the body is declared JSON (`application/json` or `application/*+json`); a body
+    with no Content-Type is read as JSON."""
+    if not value:
+        return
+    mime = value.split(";", 1)[0].strip().lower()
+    if mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json")):
+        return
+    raise APIError(
+        415,
+        f"the request body must be JSON: send `Content-Type: application/json` (got {mime!r})",
+        code="unsupported_media_type",
+    )
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(value: Any) -> tuple[str, str] | None:
+    """(the field, the character) of the first lone surrogate in any string of VALUE, a parsed
+    JSON value: `messages[0].content`; a surrogate in an object's key names the object."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            if m := _SURROGATE.search(v):
+                return path, m.group()
+        elif isinstance(v, dict):
+            for key, item in reversed(list(v.items())):
+                if m := _SURROGATE.search(key):
+                    return path, m.group()
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(v))))
+    return None
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """RAW as a JSON object: 400 for invalid JSON (NaN and Infinity included) or a non-object."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
+        reason = str(err) if isinstance(err, ValueError) else "nested too deeply"
+        raise bad_request(
+            f"the request body is not valid JSON: {reason}", code="invalid_json"
+        ) from None
+    if not isinstance(value, dict):
+        raise bad_request(
+            f"the request body must be a JSON object, got {type(value).__name__}",
+            code="invalid_json",
+        )
+    return value
+
+
+def read_request(raw: bytes, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> ChatCompletionRequest:
+    """A chat-completions request from its body, checked as the CLI checks its JSON inputs: 400
+    for invalid JSON, more than MAX_MESSAGES messages (before anything else reads them), a lone
+    surrogate in any text (naming the field), or a field pydantic refuses."""
+    data = parse_body(raw)
+    messages = data.get("messages")
+    if isinstance(messages, list) and len(messages) > max_messages:
+        raise bad_request(
+            f"messages: expected at most {max_messages} messages, got {len(messages)}; send the "
+            "recent history only (the server's --max-messages)",
+            param="messages",
+            code="too_many_messages",
+        )
+    if found := lone_surrogate(data):
+        path, char = found
+        raise bad_request(
+            f"{path or 'body'}: not valid Unicode: the escape \\u{ord(char):04x} is a lone "
+            "surrogate, which no UTF-8 text can hold",
+            param=path or None,
+            code="invalid_unicode",
+        )
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(list(err.errors())) from None
+
+
 # -- requests ---------------------------------------------------------------------------------
 
 
@@ -155,7 +251,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -120,8 +120,8 @@ class ServedModel:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     """lora: user id → {adapter, profile, examples} from the adapters' index."""
     tokenizer: Any = None
-    """A private copy of the model's tokenizer for counting tokens on the event loop, so the
-    worker thread's tokenizer is never used from two threads at once."""
+    """A private copy of the model's tokenizer for counting tokens in the app's prep thread, so
+    the batcher thread's tokenizer is never used from two threads at once."""
     limit: int | None = None
     """`max_new_tokens_limit` (None: unbounded)."""
     joint: bool = False

@@ -4,8 +4,9 @@
 SIGTERM and SIGINT start uvicorn's graceful shutdown: the listening socket closes, requests in
 flight — and whatever the batchers have queued for them — finish and are answered, then the
 lifespan's shutdown drains the batchers and `run_server` returns 0. A second SIGINT forces the
-exit. The socket is bound before the app starts, so the URL (port 0: a free port) is known at
-once and clients that connect while the models load are answered (503) rather than refused.
+exit. The socket is bound and listening before the app starts, so the URL (port 0: a free port)
+is known at once and clients that connect while the models load are answered (503) rather than
+refused.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from personadlg.errors import PersonadlgError
 
 logger = logging.getLogger(__name__)
 
+BACKLOG = 2048
+"""Connections the kernel queues before they are accepted (uvicorn's default)."""
+
 
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to HOST:PORT (port 0: a free port); a clear error when it is taken."""
@@ -33,6 +37,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # listening at once: a client that connects before uvicorn accepts waits in the backlog
+        # instead of being refused (the URL is printed before the server starts)
+        sock.listen(BACKLOG)
     except OSError as err:
         sock.close()
         raise PersonadlgError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None

@@ -76,6 +76,7 @@ def test_macro_is_the_mean_over_users_without_the_no_user_group():
     assert by["(no user)"]["in_macro"] is False and by["u1"]["in_macro"] is True
     assert "without user_id" in r["grouping"]["excluded"]["(no user)"]
     assert r["grouping"]["users"] == 2 and r["grouping"]["in_macro"] == 2
+    assert r["grouping"]["records_without_field"] == 1
     # signature: the metric's own, plus by:user
     sig = r["metrics"]["bleu-1"]["signature"]
     assert macro["bleu-1"]["signature"] == sig.replace("|v:", "|by:user|v:")
@@ -210,6 +211,8 @@ def test_cli_by_user(tmp_path, cli):
     assert r.code == 0, r.stderr
     assert "macro average over 2 of 2 users" in r.stdout
     assert "not in the macro average (but reported): (no user)" in r.stdout
+    flat = " ".join(r.stdout.split())  # the table's title may wrap
+    assert "1 of the 6 records have no user_id (the group (no user)" in flat
     assert "\nper user\n" not in r.stdout and "a row per user: --per-user" in r.stdout
     r = cli(*args, "--per-user")
     assert r.code == 0 and "\nper user\n" in r.stdout and "u2" in r.stdout

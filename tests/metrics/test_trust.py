@@ -210,6 +210,28 @@ def test_collapsed_generations_raise_the_alarm(tmp_path, cli):
     assert "warning: the generations look collapsed" in r.stderr
 
 
+@pytest.mark.parametrize("short", [True, False])
+def test_the_collapse_alarm_and_eval_report_one_self_bleu(tmp_path, cli, short):
+    """`generate`'s alarm (collapse_report without a score) and `eval`'s `sbleu` column: one
+    definition, one number, one signature (they once read 17.8 and 100.00 for the same file)."""
+    from personadlg.metrics.collapse import collapse_report
+
+    gens = ["Yes." if short else "I'm not sure, it's a long week!"] * 20 + [
+        f"I've {i} cats, don't I?" for i in range(10)
+    ]
+    rows = [
+        {"id": f"x{i}#1", "dialogue_id": f"x{i}", "context": [], "generation": g}
+        for i, g in enumerate(gens)
+    ]
+    gen = write_jsonl(tmp_path / "g.jsonl", rows)
+    alone = collapse_report(gens)
+    report = cli("eval", gen, "--metrics", "sbleu", "--json").json()
+    sbleu = report["metrics"]["sbleu"]
+    assert alone["sbleu"] == pytest.approx(sbleu["value"], abs=0.005)
+    assert alone["sbleu_signature"] == sbleu["signature"] == report["collapse"]["sbleu_signature"]
+    assert alone["alarm"] and f"sbleu {sbleu['value']:.2f}" in alone["message"]
+
+
 def test_signatures_name_models_by_run_and_weights_and_hub_ids_are_accepted(
     trained_tiny, tmp_path, cli
 ):

@@ -280,12 +280,26 @@ def test_adapter_names_are_safe_and_distinct():
     assert all(n and "." not in n and "/" not in n and n != "__base__" for n in names)
 
 
+def test_ls_adapters_says_what_a_directory_is_when_it_is_not_a_lora_run(cli, trained_tiny):
+    """Not `no runs/adapters/index.json` for `runs/finetune-tiny`: what DIR is, what was expected."""
+    for path in (trained_tiny.parent, trained_tiny):
+        r = cli("ls", "adapters", path)
+        flat = " ".join(r.stderr.split())
+        assert r.code == 2 and "of method 'finetune', not lora" in flat, r.stderr
+        assert "expects a lora run dir" in flat and "Traceback" not in r.stderr
+
+
 def test_ls_adapters_and_train_users_flags(cli, lora_run, small_data, tmp_path):
     r = cli("ls", "adapters", lora_run)
     assert r.code == 0 and "u-006" in r.stdout and "u-007" in r.stdout
     r = cli("ls", "adapters", lora_run, "--json")
     assert sorted(json.loads(r.stdout)["users"]) == USERS
-    assert cli("ls", "adapters", tmp_path).code == 2
+    r = cli("ls", "adapters", tmp_path)
+    assert (
+        r.code == 2 and "holds no personadlg run" in r.stderr and "adapters/index.json" in r.stderr
+    )
+    r = cli("ls", "adapters", tmp_path / "nowhere")
+    assert r.code == 2 and "no such file or directory" in r.stderr
     r = cli("train", "finetune/tiny", "--users", "u-1")
     assert r.code == 2 and "apply to lora recipes" in r.stderr
     ids = tmp_path / "ids.txt"

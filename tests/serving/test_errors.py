@@ -61,6 +61,12 @@ def error_of(r: httpx.Response) -> dict[str, Any]:
             "at most max_tokens",
         ),
         ({"model": "ft", "messages": HI, "stop": ["ok", ""]}, "stop", "non-empty"),
+        ({"model": "ft", "messages": HI, "seed": -1}, "seed", "greater than or equal to 0"),
+        (
+            {"model": "ft", "messages": HI, "seed": 2**63},
+            "seed",
+            "less than or equal to 9223372036854775807",
+        ),
         (
             {"model": "ft", "messages": HI, "profile": {"age": {"x": 1}}},
             "profile.age",

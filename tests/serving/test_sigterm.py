@@ -87,3 +87,59 @@ def test_bad_usage_exits_2_before_listening(cli, trained_tiny, tmp_path, monkeyp
     assert r.code == 2 and "no such checkpoint directory" in r.stderr
     r = cli("serve", trained_tiny, "--name", "a", "--name", "b")
     assert r.code == 2 and "one per checkpoint" in r.stderr
+    r = cli("serve", trained_tiny, "--port", "0", "--max-messages", "0")
+    assert r.code == 2 and "--max-messages: expected at least 1, got 0" in r.stderr
+
+
+def test_sigterm_ends_the_server_after_heavy_requests(trained_tiny):
+    """10,001 messages are refused at once, a 470 KB history is answered, and SIGTERM is heard
+    meanwhile: the event loop never does a request's CPU work."""
+    proc = serve_process(trained_tiny, "--port", "0", "--name", "ft")
+    try:
+        assert proc.stdout is not None
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", proc.stdout.readline())
+        assert m
+        url = m.group(1)
+        wait_ready(url)
+        many = [{"role": "user", "content": "tell me about your bees"}] * 10_001
+        r = httpx.post(
+            url + "/v1/chat/completions", json={"model": "ft", "messages": many}, timeout=30
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+        long = [{"role": "user", "content": "tell me about your bees " * 100}] * 199
+        body = {"model": "ft", "messages": [*long, {"role": "user", "content": "and you?"}]}
+        replies: list[httpx.Response] = []
+        thread = threading.Thread(
+            target=lambda: replies.append(
+                httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+            )
+        )
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not replies and httpx.get(url + "/health", timeout=5).json()["in_flight"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+        thread.join(60)
+        (reply,) = replies
+        assert reply.status_code == 200, reply.text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_socket_listens_before_the_server_starts():
+    """The URL is printed before uvicorn starts: a client that connects at once is queued, not
+    refused (it used to be `Connection refused` now and then)."""
+    import socket
+
+    from personadlg.serving.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            pass
+    finally:
+        sock.close()

@@ -1,7 +1,9 @@
 """What every data format provides: a reader yielding `Ok | Bad` items and, optionally, a writer.
 
 Readers never raise on a bad record: they yield `Bad` (location, raw text, error) so that `clean`
-can route it to its rejects file while `convert`, `stats` and `train` stop on it with exit code 2.
+can route it to its rejects file, `convert --on-error skip` to its, while `convert`, `stats` and
+`train` stop on it with exit code 2. Every item says how many input records (the format's `unit`:
+rows, lines, episodes, ...) it accounts for, so a caller can account for every one of them.
 """
 
 from __future__ import annotations
@@ -20,19 +22,43 @@ from personadlg.errors import DataError
 
 @dataclass(slots=True)
 class Ok:
-    """A dialogue read from PATH, starting at LINE, built from N_RAW input records (merged turns)."""
+    """A dialogue read from PATH, starting at LINE, built from N_RAW input records (merged turns).
+
+    N_RAW is 0 for a further dialogue of a record already counted (e.g. the second speaker's view
+    of a table row under `--assistant both`); RAW is the input text, for reports.
+    """
 
     dialogue: Dialogue
     path: str
     line: int | None
     n_raw: int = 1
+    raw: str = ""
 
     @property
     def source(self) -> str:
         return f"{self.path}:{self.line}" if self.line is not None else self.path
 
 
+@dataclass(slots=True)
+class BadRecords(Bad):
+    """A `Bad` that stands for N_RAW input records (a dialogue merged from several that failed)."""
+
+    n_raw: int = 1
+
+
 Item = Ok | Bad
+
+REST_UNREADABLE = "the rest of the file cannot be read"
+
+
+def records_of(item: Item) -> int:
+    """How many input records ITEM accounts for (a plain `Bad` is one)."""
+    return int(getattr(item, "n_raw", 1))
+
+
+def ends_input(item: Bad) -> bool:
+    """True when nothing after this Bad can be read (a JSON list broken in the middle)."""
+    return item.error.detail.endswith(REST_UNREADABLE)
 
 
 @dataclass
@@ -63,7 +89,10 @@ class Sink(Protocol):
     """A format writer bound to an open text file."""
 
     def write(self, dialogue: Dialogue) -> int:
-        """Write one dialogue; return the number of output records it became."""
+        """Write one dialogue; return the number of output records it became.
+
+        A dialogue the format cannot express raises DataError before anything is written.
+        """
 
     def close(self) -> None:
         """Finish the file (e.g. close a JSON list)."""
@@ -78,6 +107,8 @@ class Format:
     read: Callable[[Path, FormatOptions], Iterator[Item]]
     sniff: Callable[[Path, str], bool]
     writer: Callable[[IO[str], FormatOptions], Sink] | None = None
+    unit: str = "records"
+    """What one input record is called in reports (rows, lines, episodes, blocks, records)."""
 
 
 def default_prefix(path: Path, opts: FormatOptions) -> str:
@@ -101,11 +132,13 @@ def validate(
 ) -> Item:
     """Validate a dialogue dict built by a reader → Ok, or Bad with the location."""
     try:
-        return Ok(
-            Dialogue.from_dict(dialogue_dict, strict_roles=opts.strict_roles), path, line, n_raw
-        )
+        dialogue = Dialogue.from_dict(dialogue_dict, strict_roles=opts.strict_roles)
     except DataError as err:
-        return Bad(path, line, raw, err.at(path=path, line=line))
+        located = err.at(path=path, line=line)
+        if n_raw == 1:
+            return Bad(path, line, raw, located)
+        return BadRecords(path, line, raw, located, n_raw=n_raw)
+    return Ok(dialogue, path, line, n_raw=n_raw, raw=raw)
 
 
 def bad(path: str, line: int | None, raw: str, message: str | None = None, **kw: Any) -> Bad:

@@ -88,4 +88,5 @@ FORMAT = Format(
     description="CLV / MORPHEUS Person_Dialog text: 3-line blocks separated by [SEP]",
     read=read,
     sniff=sniff,
+    unit="blocks",
 )

@@ -253,5 +253,6 @@ FORMAT = Format(
     description="MIRACLE JSONL: {input, output, personas, tag} or {text, labels}",
     read=read,
     sniff=sniff,
+    unit="lines",
     writer=_Writer,
 )

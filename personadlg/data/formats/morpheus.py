@@ -21,7 +21,9 @@ from personadlg.errors import DataError
 def _check(obj: Any) -> tuple[list[str], list[str], str]:
     if not isinstance(obj, dict):
         raise DataError(expected="an object {persona, context, response}", got=obj)
-    persona, context, response = obj.get("persona"), obj.get("context", []), obj.get("response")
+    persona, context, response = obj.get("persona"), obj.get("context"), obj.get("response")
+    if context is None:  # null, like a missing context, is the first turn's
+        context = []
     if isinstance(persona, str):
         persona = [persona]
     if not isinstance(persona, list) or not all(isinstance(s, str) for s in persona):

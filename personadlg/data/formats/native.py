@@ -21,7 +21,9 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
             continue
         lineno, text, obj = item
         try:
-            yield Ok(Dialogue.from_dict(obj, strict_roles=opts.strict_roles), name, lineno)
+            yield Ok(
+                Dialogue.from_dict(obj, strict_roles=opts.strict_roles), name, lineno, raw=text
+            )
         except DataError as err:
             yield Bad(name, lineno, text, err.at(path=name, line=lineno))
 

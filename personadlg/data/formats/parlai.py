@@ -128,4 +128,5 @@ FORMAT = Format(
     description="ParlAI FbDialog text (ConvAI2 *_self_original_no_cands.txt)",
     read=read,
     sniff=sniff,
+    unit="episodes",
 )

@@ -107,5 +107,9 @@ def sniff(path: Path, head: str) -> bool:
 
 
 FORMAT = Format(
-    name="rcdg", description="RCDG line-aligned per-/src-/tgt- files", read=read, sniff=sniff
+    name="rcdg",
+    description="RCDG line-aligned per-/src-/tgt- files",
+    read=read,
+    sniff=sniff,
+    unit="lines",
 )

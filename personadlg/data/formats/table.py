@@ -7,7 +7,8 @@ holds what:
   names the personalized speaker (the other speakers become `user`); `--assistant both` writes each
   conversation once per speaker, both views sharing `meta.conversation`. Lines that do not start
   with a speaker continue the turn before them; lines before the first speaker belong to no one:
-  they are counted (`unattributed_lines`) and reported, never silently dropped.
+  they are counted (`unattributed_lines`) and reported, never silently dropped. A transcript
+  without any `Speaker:` line rejects its row.
 - `context=COL` and `response=COL`: one example per row; the context is one turn per line, the
   last one the user's (a `Speaker:` prefix, if any, is removed).
 - `persona=COL`: the assistant's persona, one sentence per line (or a JSON list);
@@ -15,9 +16,15 @@ holds what:
 - `id=COL`, `user_id=COL`, `topic=COL`, `generation=COL` (a generated reply, for `eval`),
   `attributes.NAME=COL`, `profile.KEY=COL`, `meta.KEY=COL`.
 
+A null cell (Parquet null, NaN), an empty cell and a blank one all mean "missing": optional
+fields are left out, and a row whose transcript, context or response is missing is rejected, as
+is a row whose every cell is empty (blank lines of a CSV are no rows). Each row becomes its
+dialogues or one `Bad`, never part of them.
+
 Parquet is read through pyarrow (`pip install pyarrow`), one record batch at a time; CSV and TSV
 through the standard library, streaming. Rows are located as `FILE:LINE` (CSV/TSV: the line where
-the row starts) or `FILE:ROW` (Parquet).
+the row starts) or `FILE:ROW` (Parquet); a rejected row keeps its raw text (CSV/TSV: its lines as
+written; Parquet: the row as JSON).
 """
 
 from __future__ import annotations
@@ -28,20 +35,22 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from personadlg.data.formats.base import (
     Format,
     FormatOptions,
     Item,
+    Ok,
     bad,
     default_prefix,
     make_id,
     messages_from_turns,
     validate,
 )
-from personadlg.data.jsonl import MAX_LINE_BYTES
+from personadlg.data.jsonl import MAX_LINE_BYTES, RAW_KEEP_CHARS, Bad
 from personadlg.errors import DataError, UsageError
 
 PLAIN_KEYS = (
@@ -86,34 +95,74 @@ def check_columns(columns: dict[str, str], assistant: str | None) -> None:
         )
 
 
-def _rows_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """(line where the row starts, row or None when malformed, raw text) for a CSV/TSV file."""
+@dataclass(slots=True)
+class _Row:
+    """One row of a table: where it starts, its cells by column (None when malformed), its raw
+    text, and what is wrong with it when it cannot be read."""
+
+    line: int
+    cells: dict[str, Any] | None
+    raw: str
+    problem: str = ""
+
+
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _rows_delimited(path: Path, delimiter: str) -> Iterator[_Row]:
+    """The rows of a CSV/TSV file, each with the exact text of its lines. Blank lines are no rows.
+
+    The text is decoded with surrogate escapes so that an invalid UTF-8 byte spoils only its row.
+    """
     csv.field_size_limit(min(sys.maxsize, MAX_LINE_BYTES))
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
+    consumed: list[str] = []
+
+    def lines(f: IO[str]) -> Iterator[str]:
+        for text in f:
+            consumed.append(text)
+            yield text
+
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        reader = csv.reader(lines(f), delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
             raise DataError("empty file: expected a header row", path=str(path)) from None
+        except csv.Error as err:
+            raise DataError(f"malformed header row: {err}", path=str(path), line=1) from None
+        if _BAD_BYTE.search("".join(consumed)):
+            raise DataError("header row: not valid UTF-8", path=str(path), line=1)
         start = reader.line_num + 1
         while True:
+            consumed.clear()
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as err:
-                yield start, None, f"malformed row: {err}"
-                start = reader.line_num + 1
-                continue
-            if row and any(c.strip() for c in row):
-                if len(row) != len(header):
-                    yield start, None, f"expected {len(header)} columns, got {len(row)}"
-                else:
-                    yield start, dict(zip(header, row)), ""
-            start = reader.line_num + 1
+                problem = f"malformed row: {err}"
+                row = None
+            else:
+                problem = ""
+            raw = "".join(consumed).rstrip("\r\n")
+            here, start = start, reader.line_num + 1
+            if row is not None and (not row or (len(row) == 1 and not row[0].strip())):
+                continue  # a blank line
+            bad = _BAD_BYTE.search(raw)
+            if bad:
+                byte = ord(bad.group()) - 0xDC00
+                offset = len(raw[: bad.start()].encode("utf-8", errors="surrogateescape"))
+                problem = f"not valid UTF-8: byte 0x{byte:02x} at byte offset {offset} of the row"
+                raw = raw.encode("utf-8", errors="surrogateescape").decode(
+                    "utf-8", errors="replace"
+                )
+            elif row is not None and len(row) != len(header):
+                problem = f"expected {len(header)} columns, got {len(row)}"
+            raw = raw[:RAW_KEEP_CHARS]
+            yield _Row(here, None if problem else dict(zip(header, row or ())), raw, problem)
 
 
-def _rows_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+def _rows_parquet(path: Path) -> Iterator[_Row]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -124,7 +173,8 @@ def _rows_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]
     for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=1024):
         for row in batch.to_pylist():
             n += 1
-            yield n, row, ""
+            raw = json.dumps(row, ensure_ascii=False, default=str)[:RAW_KEEP_CHARS]
+            yield _Row(n, row, raw)
 
 
 def _text(value: Any) -> str:
@@ -207,8 +257,54 @@ def _missing(row: dict[str, Any], columns: dict[str, str]) -> str | None:
     return None
 
 
+def _empty(value: Any) -> bool:
+    """A null (None, NaN), empty or blank cell: all mean that the value is missing."""
+    if isinstance(value, (list, tuple)):
+        return not any(_text(v).strip() for v in value)
+    return not _text(value).strip()
+
+
+def _required(row: dict[str, Any], col: str, expected: str) -> None:
+    """A cell the conversation needs: null, empty and blank alike reject the row."""
+    value = row.get(col)
+    if _empty(value):
+        raise DataError(field=col, expected=expected, got=value)
+
+
+def _conversation(
+    row: dict[str, Any], columns: dict[str, str], assistant: str | None, counts: Counter[str]
+) -> list[tuple[str, list[dict[str, str]]]]:
+    """(speaker, messages) for each dialogue of a row ('' as the speaker in context/response mode)."""
+    if "transcript" in columns:
+        col = columns["transcript"]
+        _required(row, col, "a transcript ('Speaker: text' lines)")
+        turns = _turns(_text(row.get(col)), counts)
+        if not turns:
+            lines = [ln.strip() for ln in _text(row.get(col)).splitlines() if ln.strip()]
+            raise DataError(
+                field=col,
+                expected="a transcript ('Speaker: text' lines)",
+                got_text=f"{len(lines)} line(s) without a speaker, the first {lines[0][:40]!r}",
+            )
+        speakers = list(dict.fromkeys(s for s, _ in turns))
+        views = speakers if assistant == "both" else [assistant or ""]
+        return [(speaker, _messages(turns, speaker, counts)) for speaker in views]
+    _required(row, columns["context"], "the context (one turn per line)")
+    _required(row, columns["response"], "the response (non-empty text)")
+    context = [
+        m.group(2).strip() if (m := _SPEAKER.match(t)) and m.group(2).strip() else t
+        for t in _lines(row.get(columns["context"]))
+    ]
+    response = _text(row.get(columns["response"])).strip()
+    return [("", messages_from_turns(context, response))]
+
+
 def read_table(path: Path, opts: FormatOptions, kind: str) -> Iterator[Item]:
-    """Dialogues of a CSV / TSV / Parquet file under the column mapping of OPTS."""
+    """Dialogues of a CSV / TSV / Parquet file under the column mapping of OPTS.
+
+    Each row becomes its dialogues (two or more under `--assistant both`, the first counting the
+    row) or one Bad: a row is converted or rejected as a whole.
+    """
     columns, assistant = dict(opts.columns), opts.assistant
     check_columns(columns, assistant)
     name = str(path)
@@ -218,52 +314,55 @@ def read_table(path: Path, opts: FormatOptions, kind: str) -> Iterator[Item]:
         else _rows_delimited(path, "\t" if kind == "tsv" else ",")
     )
     prefix = default_prefix(path, opts)
-    counts = opts.counters
     personas = {m.group(1): col for key, col in columns.items() if (m := _PERSONA_OF.match(key))}
     n = 0
-    for line, row, problem in rows:
+    for r in rows:
         n += 1
+        line, row, raw = r.line, r.cells, r.raw
         if row is None:
-            yield bad(name, line, "", problem)
+            yield bad(name, line, raw, r.problem)
             continue
-        raw = json.dumps(row, ensure_ascii=False, default=str)[:100_000]
         missing = _missing(row, columns)
         if missing:
             raise DataError(missing, path=name, line=line)
+        if all(_empty(v) for v in row.values()):
+            yield bad(name, line, raw, "empty row: every cell is empty")
+            continue
+        counts: Counter[str] = Counter()
+        try:
+            views = _conversation(row, columns, assistant, counts)
+        except DataError as err:
+            yield Bad(name, line, raw, err.at(path=name, line=line))
+            continue
         base = _text(row.get(columns["id"])).strip() if "id" in columns else ""
         base = base or make_id(prefix, n)
         rec = _fields(row, columns)
+        items: list[Item] = []
+        for speaker, messages in views:
+            d = {**rec, "id": base, "messages": messages}
+            if "transcript" not in columns:
+                if "persona" in columns:
+                    d["persona"] = _lines(row.get(columns["persona"]))
+                items.append(validate(d, name, line, raw, opts))
+                continue
+            if assistant == "both":
+                d["id"] = f"{base}-{re.sub(r'[^0-9A-Za-z]+', '-', speaker).strip('-').lower()}"
+                d["meta"] = {**d.get("meta", {}), "conversation": base, "speaker": speaker}
+            col = personas.get(speaker) or (columns.get("persona") if assistant != "both" else None)
+            if col is not None:
+                d["persona"] = _lines(row.get(col))
+            items.append(validate(d, name, line, raw, opts))
+        failed = next((i for i in items if isinstance(i, Bad)), None)
+        if failed is not None:
+            yield failed
+            continue
         if "transcript" in columns:
-            turns = _turns(_text(row.get(columns["transcript"])), counts)
-            speakers = list(dict.fromkeys(s for s, _ in turns))
-            views = speakers if assistant == "both" else [assistant or ""]
-            for speaker in views:
-                d = dict(rec)
-                d["id"] = (
-                    f"{base}-{re.sub(r'[^0-9A-Za-z]+', '-', speaker).strip('-').lower()}"
-                    if assistant == "both"
-                    else base
-                )
-                d["messages"] = _messages(turns, speaker, counts)
-                col = personas.get(speaker) or (
-                    columns.get("persona") if assistant != "both" else None
-                )
-                if col is not None:
-                    d["persona"] = _lines(row.get(col))
-                if assistant == "both":
-                    d["meta"] = {**d.get("meta", {}), "conversation": base, "speaker": speaker}
-                counts["dialogues"] += 1
-                yield validate(d, name, line, raw, opts)
-        else:
-            context = [
-                m.group(2).strip() if (m := _SPEAKER.match(t)) and m.group(2).strip() else t
-                for t in _lines(row.get(columns["context"]))
-            ]
-            response = _text(row.get(columns["response"])).strip()
-            d = {**rec, "id": base, "messages": messages_from_turns(context, response)}
-            if "persona" in columns:
-                d["persona"] = _lines(row.get(columns["persona"]))
-            yield validate(d, name, line, raw, opts)
+            counts["dialogues"] += len(items)
+        opts.counters.update(counts)
+        for i, item in enumerate(items):
+            if isinstance(item, Ok) and i > 0:
+                item.n_raw = 0  # the row is counted once, by its first dialogue
+            yield item
 
 
 def _reader(kind: str):  # type: ignore[no-untyped-def]
@@ -284,17 +383,20 @@ CSV = Format(
     name="csv",
     description="CSV with a header row, mapped by --column (transcript, context/response, persona, ...)",
     read=_reader("csv"),
+    unit="rows",
     sniff=_sniff((".csv",)),
 )
 TSV = Format(
     name="tsv",
     description="tab-separated values with a header row, mapped by --column",
     read=_reader("tsv"),
+    unit="rows",
     sniff=_sniff((".tsv", ".tab")),
 )
 PARQUET = Format(
     name="parquet",
     description="Parquet (pyarrow), mapped by --column",
     read=_reader("parquet"),
+    unit="rows",
     sniff=_sniff((".parquet", ".pq")),
 )
