@@ -1,11 +1,13 @@
-"""How big the real-data benchmarks run: `PDLG_BENCH_PROFILE=cpu|cpu-full|gpu|tiny` (default cpu);
+"""How big the real-data benchmarks run: `PDLG_BENCH_PROFILE=cpu|cpu-short|gpu|tiny` (default cpu);
 `PDLG_BENCH_SEEDS=0,1` narrows a profile's split seeds (cvae_seeds).
 
-- `cpu`: what the README reports, on a 2-core CPU (convai2's minilm arm in about 45 minutes):
-  the first 100 ConvAI2 validation dialogues, MiniLM 150 steps of batch 16 per system (a quarter
-  pass over RCDG's 10,000 training pairs: MiniLM takes 4.8 s per step of 16 ConvAI2 examples of
-  up to 128 tokens on 2 cores), three split seeds for the cvae.
-- `cpu-full`: 250 dialogues and 600 MiniLM steps (one pass): about 3 hours for convai2's minilm arm.
+- `cpu` (`make bench`): on a 2-core CPU: the first 250 ConvAI2 validation dialogues, MiniLM 600
+  steps of batch 16 per system (one pass over RCDG's 10,000 training pairs; on an idle machine
+  1.55 s per finetune step and 4.0 per codebook step of 16 ConvAI2 examples of up to 128 tokens, so
+  about 80 minutes for convai2's minilm arm — several times that when anything else runs), three
+  split seeds for the cvae.
+- `cpu-short`: a quarter of the training (150 MiniLM steps per system) and the first 100
+  dialogues: convai2's minilm arm in 35 minutes.
 - `gpu`: `benchmarks/gpu.sh` on one GPU (about 10 minutes for everything): all 1,000 ConvAI2
   validation dialogues, MiniLM three passes over RCDG at batch 64, bf16 mixed precision.
 - `tiny`: the same code paths in a couple of minutes on a CPU (a smoke run of gpu.sh).
@@ -39,13 +41,13 @@ class Profile:
 
 PROFILES = {
     "cpu": Profile(
-        "cpu", dialogues=100, scratch_steps=1200, minilm_steps=150, minilm_batch=16, gen_batch=64
+        "cpu", dialogues=250, scratch_steps=1200, minilm_steps=600, minilm_batch=16, gen_batch=64
     ),
-    "cpu-full": Profile(
-        "cpu-full",
-        dialogues=250,
+    "cpu-short": Profile(
+        "cpu-short",
+        dialogues=100,
         scratch_steps=1200,
-        minilm_steps=600,
+        minilm_steps=150,
         minilm_batch=16,
         gen_batch=64,
     ),

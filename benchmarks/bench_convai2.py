@@ -1,14 +1,14 @@
 """Unseen roles on ConvAI2 (issues 13, 23): codebook (MORPHEUS) against finetune, same size and steps,
 with a decoder from scratch and with all-MiniLM-L6-v2 warm-started.
 
-Train on RCDG's 10,000 ConvAI2 training pairs (../shared/data/rcdg), test on the first 100 ConvAI2 (cpu profile; 250 with cpu-full)
+Train on RCDG's 10,000 ConvAI2 training pairs (../shared/data/rcdg), test on the first 250 ConvAI2 (cpu-short: 100)
 validation dialogues (../shared/data/convai2), after checking that no validation persona's sentence
 set occurs in training. Two arms, each its own decoder for every system, the same data, seed and
 number of training examples:
   - `scratch`: `codebook/small`'s decoder (a 4-layer, 256-dim GPT-2 from scratch, its own 8k
     tokenizer), 1,200 optimizer steps of batch 8 per system;
   - `minilm`: all-MiniLM-L6-v2 warm-started as the decoder (`*/minilm` recipes; the codebook's persona
-    and history encoders are the frozen MiniLM), 150 steps of batch 16 per system (cpu-full: 600).
+    and history encoders are the frozen MiniLM), 600 steps of batch 16 per system (cpu-short: 150).
 Systems: finetune without persona; finetune with the persona in the prompt (the oracle with text);
 codebook (no persona text at inference: codes predicted from the history; its steps split between
 role awareness, a third, and joint training); codebook with oracle codes. Every system decodes the
