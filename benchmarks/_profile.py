@@ -17,6 +17,24 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+SHARED = Path(
+    os.environ.get("PDLG_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+"""The real corpora (`../shared/data`, or $PDLG_SHARED_DATA)."""
+
+DECODINGS = {
+    "greedy": ["max_new_tokens=32", "do_sample=false", "no_repeat_ngram_size=3"],
+    "top-p": [
+        "max_new_tokens=32",
+        "do_sample=true",
+        "top_p=0.9",
+        "temperature=0.8",
+        "no_repeat_ngram_size=3",
+    ],
+}
+"""The two decodings every real-data benchmark reports: greedy (no repeated trigrams) and top-p."""
 
 
 @dataclass(frozen=True)

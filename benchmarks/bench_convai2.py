@@ -29,23 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._profile import PROFILES, Profile, current
+from benchmarks._profile import DECODINGS, PROFILES, SHARED, Profile, current
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PDLG_SHARED_DATA") or ROOT.parent / "shared" / "data")
 METRICS = ["bleu-1", "bleu-2", "rouge-l", "dist-1", "dist-2", "sbleu", "p-co", "p-co-lift"]
 PAPER = {"MORPHEUS": {"bleu-1": 12.67, "p-co": 11.64}, "GPT-2": {"bleu-1": 6.50, "p-co": 4.59}}
 ARMS = ("scratch", "minilm")
-DECODINGS = {
-    "greedy": ["max_new_tokens=32", "do_sample=false", "no_repeat_ngram_size=3"],
-    "top-p": [
-        "max_new_tokens=32",
-        "do_sample=true",
-        "top_p=0.9",
-        "temperature=0.8",
-        "no_repeat_ngram_size=3",
-    ],
-}
 
 
 def _decoder_overrides(recipe_cfg: Any) -> str:

@@ -14,13 +14,11 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PDLG_SHARED_DATA") or ROOT.parent / "shared" / "data")
+from benchmarks._profile import SHARED
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -30,22 +30,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks._profile import PROFILES, Profile, current
+from benchmarks._profile import DECODINGS, PROFILES, SHARED, Profile, current
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PDLG_SHARED_DATA") or ROOT.parent / "shared" / "data")
 METRICS = ["bleu-1", "rouge-l", "dist-1", "dist-2", "emb-sim"]
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
-DECODINGS = {
-    "greedy": ["max_new_tokens=32", "do_sample=false", "no_repeat_ngram_size=3"],
-    "top-p": [
-        "max_new_tokens=32",
-        "do_sample=true",
-        "top_p=0.9",
-        "temperature=0.8",
-        "no_repeat_ngram_size=3",
-    ],
-}
 
 
 def _users_split(valid_jsonl: Path, d: Path, max_users: int | None = None) -> dict[str, Any]:
