@@ -132,6 +132,17 @@ def shared(*parts: str) -> Path:
     return path
 
 
+def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    """ROWS (dicts with the same keys) as a CSV file with a header."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def write_jsonl(path: Path, records: list[object]) -> Path:
     path.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"

@@ -3,7 +3,6 @@ its location and reason; `--on-error skip` routes bad records to `--rejects` in 
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from personadlg.data.convert import convert
 from personadlg.data.formats import FormatOptions, iter_items, read_dialogues
 from personadlg.data.formats.base import Ok
-from tests.conftest import read_jsonl, write_jsonl
+from tests.conftest import read_jsonl, write_csv, write_jsonl
 
 BOTH = [
     "--column",
@@ -26,14 +25,6 @@ BOTH = [
     "both",
 ]
 PAIRS = ["--column", "context=ctx", "--column", "response=reply", "--column", "persona=persona"]
-
-
-def _csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
-        w.writeheader()
-        w.writerows(rows)
-    return path
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -58,7 +49,7 @@ def fifty(tmp_path: Path) -> Path:
         if i == 20:
             conv = "hi there\nhow are you\nfine"
         rows.append({"p1": "I like cats.", "p2": "I surf.", "conv": conv})
-    return _csv(tmp_path / "chats.csv", rows)
+    return write_csv(tmp_path / "chats.csv", rows)
 
 
 FIFTY_REJECTS = [
@@ -249,7 +240,7 @@ def test_null_and_empty_cells_follow_the_same_rules(tmp_path):
         {"persona": None, "ctx": "hi", "reply": "yo", "uid": None},
     ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
-    _csv(tmp_path / "t.csv", [{k: v or "" for k, v in row.items()} for row in rows])
+    write_csv(tmp_path / "t.csv", [{k: v or "" for k, v in row.items()} for row in rows])
     opts = FormatOptions(
         columns={"context": "ctx", "response": "reply", "persona": "persona", "user_id": "uid"}
     )

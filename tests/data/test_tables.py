@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_jsonl
+from tests.conftest import read_jsonl, write_csv
 
 CONVERSATION = (
     "User 1: Hi there!\nUser 2: Hello, do you surf?\nUser 1: No, I care for cats.\n"
@@ -16,17 +15,9 @@ CONVERSATION = (
 )
 
 
-def _csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
 @pytest.fixture
 def chats(tmp_path: Path) -> Path:
-    return _csv(
+    return write_csv(
         tmp_path / "chats.csv",
         [
             {
@@ -121,7 +112,7 @@ def test_context_response_tsv_and_parquet(tmp_path, cli):
         },
         {"ctx": "hi\nhello, who are you?", "reply": "a baker.", "persona": "i bake.", "uid": "u2"},
     ]
-    tsv = _csv(tmp_path / "pairs.tsv", rows, delimiter="\t")
+    tsv = write_csv(tmp_path / "pairs.tsv", rows, delimiter="\t")
     args = [
         "--column",
         "context=ctx",
@@ -185,7 +176,7 @@ def test_generate_and_eval_read_tables(trained_tiny, tmp_path, cli):
         {"ctx": f"User: tell me about {w}?", "reply": f"i like {w}.", "persona": "i like tea."}
         for w in ("tea", "dogs", "the sea", "bread")
     ]
-    src = _csv(tmp_path / "in.csv", rows)
+    src = write_csv(tmp_path / "in.csv", rows)
     cols = ["--column", "context=ctx", "--column", "response=reply", "--column", "persona=persona"]
     r = cli(
         "generate", trained_tiny, "-i", src, *cols, "-o", tmp_path / "g.jsonl", "max_new_tokens=4"
@@ -197,7 +188,7 @@ def test_generate_and_eval_read_tables(trained_tiny, tmp_path, cli):
         and gens[0]["reference"] == "i like tea."
         and gens[0]["persona"] == ["i like tea."]
     )
-    scored = _csv(
+    scored = write_csv(
         tmp_path / "scored.csv", [{**x, "gen": g["generation"]} for x, g in zip(rows, gens)]
     )
     r = cli(
