@@ -82,8 +82,9 @@ def _run_arm(arm: str, d: Path, tr: Path, inputs: Path, prof: Profile) -> dict[s
     from benchmarks._code_probe import probe
     from personadlg.config import load_recipe
     from personadlg.generation.generate import generate_file
-    from personadlg.metrics.catalog import EvalOptions
-    from personadlg.metrics.evaluate import compare_files, evaluate_file
+    from personadlg.metrics.compare import compare_files
+    from personadlg.metrics.evaluate import evaluate_file
+    from personadlg.metrics.options import EvalOptions
     from personadlg.training.trainer import train
 
     spec = _arm_recipes(arm, tr, prof)

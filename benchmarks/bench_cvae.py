@@ -33,8 +33,8 @@ def _seconds_per_step(run_dir: Path) -> float:
 
 
 def _accuracy(path: Path, classifiers: dict[str, str], lm: str | None = None) -> dict[str, Any]:
-    from personadlg.metrics.catalog import EvalOptions
     from personadlg.metrics.evaluate import evaluate_file
+    from personadlg.metrics.options import EvalOptions
 
     rep = evaluate_file(
         path,
@@ -176,7 +176,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             mode: statistics.mean(v["acc"] for v in rows.values()) for mode, rows in singles.items()
         }
 
-        from personadlg.metrics.evaluate import controllability_matrix
+        from personadlg.metrics.matrix import controllability_matrix
 
         combos = {}
         for mode, over in (("guided", []), ("unguided", ["model.ode.guidance_scale=0"])):

@@ -33,8 +33,8 @@ ARMS = {"scratch": "cvae/tiny", "minilm": "cvae/minilm"}
 
 
 def _acc(path: Path, classifiers: dict[str, str]) -> dict[str, Any]:
-    from personadlg.metrics.catalog import EvalOptions
     from personadlg.metrics.evaluate import evaluate_file
+    from personadlg.metrics.options import EvalOptions
 
     m = evaluate_file(
         path, metrics=["personalization-acc"], opts=EvalOptions(classifiers=classifiers)

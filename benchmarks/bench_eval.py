@@ -24,14 +24,15 @@ def _corpus(n: int, seed: int = 0) -> dict:
 
 def lexical_times(sizes: tuple[int, ...] = (10_000, 100_000)) -> list[dict]:
     from personadlg.metrics.base import EvalData
-    from personadlg.metrics.catalog import FACTORIES, EvalOptions
+    from personadlg.metrics.catalog import make_metric
+    from personadlg.metrics.options import EvalOptions
 
     rows = []
     for n in sizes:
         data = EvalData(**_corpus(n))
         per = {}
         for name in LEXICAL:
-            metric = FACTORIES[name](EvalOptions())
+            metric = make_metric(name, EvalOptions())
             t = time.perf_counter()
             metric.compute(data).aggregate(None)
             per[name] = time.perf_counter() - t

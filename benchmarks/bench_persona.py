@@ -30,8 +30,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     from personadlg.data.persona import normalize_sentence
     from personadlg.data.split import split
     from personadlg.generation.generate import generate_file
-    from personadlg.metrics.catalog import EvalOptions
-    from personadlg.metrics.evaluate import compare_files, evaluate_file
+    from personadlg.metrics.compare import compare_files
+    from personadlg.metrics.evaluate import evaluate_file
+    from personadlg.metrics.options import EvalOptions
     from personadlg.training.trainer import train
 
     def read_jsonl(path: Path) -> list[dict[str, Any]]:

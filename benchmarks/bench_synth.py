@@ -5,25 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-LATENCY = 0.1
-
-
-def _server() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.synth.fake_openai", "--latency", str(LATENCY)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
+from benchmarks._fake_server import LATENCY, fake_server, table, timed_levels
 
 
 def _config(url: str, out: str, n: int, concurrency: int):  # -> SynthConfig
@@ -52,58 +38,30 @@ def run(levels: tuple[int, ...] = (1, 8, 32, 128), per_worker: int = 20) -> list
     from personadlg.data.synth.runner import synthesize
 
     os.environ["PDLG_BENCH_KEY"] = "sk-bench"
-    proc, url = _server()
-    rows = []
-    try:
+    with fake_server() as url:
         with tempfile.TemporaryDirectory(prefix="pdlg-bench-synth-") as tmp:
             synthesize(_config(url, f"{tmp}/warmup.jsonl", 6, 2))
-        for c in levels:
-            n = max(40, per_worker * c)
-            with tempfile.TemporaryDirectory(prefix="pdlg-bench-synth-") as tmp:
-                cfg = _config(url, f"{tmp}/out.jsonl", n, c)
-                cpu, t = time.process_time(), time.perf_counter()
-                s = synthesize(cfg)
-                wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-            rate = s["ok_now"] / wall
-            rows.append(
-                {
-                    "concurrency": c,
-                    "dialogues": s["ok_now"],
-                    "seconds": wall,
-                    "dialogues_per_s": rate,
-                    "efficiency": rate / (c / LATENCY),
-                    "cpu_ms_per_request": 1000 * cpu / max(s["requests"], 1),
-                }
-            )
-    finally:
-        proc.terminate()
-        proc.wait()
-    return rows
+
+        def prepare(tmp: str, n: int, c: int) -> Callable[[], dict[str, Any]]:
+            cfg = _config(url, f"{tmp}/out.jsonl", n, c)
+            return lambda: synthesize(cfg)
+
+        return timed_levels(
+            levels,
+            per_worker,
+            prepare,
+            prefix="pdlg-bench-synth-",
+            done="ok_now",
+            count="dialogues",
+            rate="dialogues_per_s",
+        )
 
 
 def render(rows: list[dict]) -> list[tuple[str, list[str], list[list[object]]]]:
-    body = [
-        [
-            r["concurrency"],
-            r["dialogues"],
-            f"{r['seconds']:.2f}",
-            f"{r['dialogues_per_s']:.1f}",
-            f"{r['efficiency']:.2f}",
-            f"{r['cpu_ms_per_request']:.1f}",
-        ]
-        for r in rows
-    ]
-    return [
-        (
-            f"synth against a local server with {int(LATENCY * 1000)} ms latency per request",
-            [
-                "concurrency",
-                "dialogues",
-                "seconds",
-                "dialogues/s",
-                "efficiency",
-                "client CPU ms/request",
-            ],
-            body,
-        )
-    ]
+    return table(
+        rows,
+        f"synth against a local server with {int(LATENCY * 1000)} ms latency per request",
+        count=("dialogues", "dialogues"),
+        rate=("dialogues_per_s", "dialogues/s"),
+        cpu_digits=1,
+    )

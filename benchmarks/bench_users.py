@@ -210,8 +210,9 @@ def _score(
     differences and the share of users each system helps."""
     import random
 
-    from personadlg.metrics.catalog import EvalOptions
-    from personadlg.metrics.evaluate import compare_files, evaluate_file
+    from personadlg.metrics.compare import compare_files
+    from personadlg.metrics.evaluate import evaluate_file
+    from personadlg.metrics.options import EvalOptions
 
     opts = EvalOptions(bootstrap=1000, embedder=embedder)
     rows: dict[str, Any] = {}

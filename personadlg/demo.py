@@ -1,9 +1,15 @@
-"""The embedded default: the whole pipeline on the bundled demo corpus, offline, on a CPU."""
+"""The embedded default: the whole pipeline on the bundled demo corpus, offline, on a CPU.
+
+stats → clean → split → the baseline → attribute classifiers → then the step every method declares
+(`MethodSpec.demo`, a `DemoStep`: MIRACLE cvae, MORPHEUS codebook, lora), in its order, each
+lent the services it needs (`DemoKit`) and compared with the baseline.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +17,25 @@ from personadlg.assets import DEMO_ATTRIBUTES, demo_corpus
 from personadlg.data.clean import CleanConfig, clean
 from personadlg.data.split import split
 from personadlg.data.stats import stats
+from personadlg.models.spec import DemoRun, DemoStep
 
 logger = logging.getLogger(__name__)
+
+BASELINE = "finetune"
+"""The baseline's method: every step starts from its decoder and compares with its generations."""
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+BASELINE_STEPS = 100
+"""The baseline's optimizer steps (batch 16) in the minilm demo."""
+CLASSIFIER_EPOCHS = 3
+"""The MiniLM judges train 3 epochs in the demo instead of their recipe's 5."""
+
+
+def demo_steps() -> list[tuple[str, DemoStep]]:
+    """(method, its step) of every registered method with a demo step, in the order they run."""
+    from personadlg.registry import METHODS
+
+    declared = [(e.name, METHODS.get(e.name).demo) for e in METHODS.entries() if e.available]
+    return sorted(((m, s) for m, s in declared if s is not None), key=lambda p: p[1].order)
 
 
 def run_demo(
@@ -20,118 +43,160 @@ def run_demo(
     *,
     on_event: Any = None,
     on_generate: Any = None,
-    train_overrides: tuple[str, ...] = (),
-    classifier_overrides: tuple[str, ...] = (),
+    train_overrides: Sequence[str] = (),
+    classifier_overrides: Sequence[str] = (),
     classifier_recipe: str | None = None,
-    cvae_overrides: tuple[str, ...] = (),
-    codebook_overrides: tuple[str, ...] = (),
-    lora_overrides: tuple[str, ...] = (),
-    lora_users: int = 4,
+    step_overrides: Mapping[str, Sequence[str]] | None = None,
     backbone: str = "auto",
 ) -> dict[str, Any]:
     """stats → clean → split → train the baseline → generate for the test split → train
     attribute classifiers on the train split (fine-tuned all-MiniLM-L6-v2 when installed, else tiny
-    ones; CLASSIFIER_RECIPE chooses) → evaluate the generations → train the MIRACLE
-    cvae → generate every aspect combination for the test split, ODE-guided and unguided →
-    evaluate both (the controllability matrix) → train the MORPHEUS codebook (three stages)
-    → generate for the test split without persona text → P-Co and P-Co lift against the baseline,
-    and what two codes stand for → train the lora method (profile-aware base, then adapters
-    for LORA_USERS users) → generate for those users' held-out test dialogues with and without
-    their adapters → per-user metrics (emb-sim with all-MiniLM-L6-v2 when installed); return what
-    each step reported.
+    ones; CLASSIFIER_RECIPE chooses) → evaluate the generations → every method's demo step in its
+    order (cvae: every aspect combination ODE-guided and unguided, the controllability matrix;
+    codebook: no persona text, P-Co and P-Co lift against the baseline, two codes; lora: per-user
+    adapters against the profile-aware base); return what each step reported, each method's step
+    under its name.
 
     BACKBONE: `minilm` (the `*/minilm` recipes: all-MiniLM-L6-v2 warm-started as every decoder and
     encoder), `tiny` (the `*/tiny` recipes: small GPT-2 / BERT models from scratch), or `auto`:
     minilm when all-MiniLM-L6-v2 is installed (`personadlg[minilm]`, as `make demo` does).
 
     TRAIN_OVERRIDES go to the baseline's recipe, and their `train.*` keys to every stage that
-    trains (so `train.max_steps=20` makes the whole demo a smoke run); CLASSIFIER_OVERRIDES and
-    CVAE_OVERRIDES, CODEBOOK_OVERRIDES and LORA_OVERRIDES to those stages. Every recipe and override is checked before the first stage.
+    trains (so `train.max_steps=20` makes the whole demo a smoke run); CLASSIFIER_OVERRIDES to the
+    classifiers, STEP_OVERRIDES[method] to that method's step. Every recipe and override is checked
+    before the first stage.
 
     Writes OUT_DIR/clean.jsonl (+ .rejects.jsonl, .report.json), OUT_DIR/data/{train,valid,test}.jsonl,
-    OUT_DIR/finetune-SIZE/, OUT_DIR/cvae-SIZE/, OUT_DIR/codebook-SIZE/ and OUT_DIR/lora-SIZE/
-    (+ adapters/) (SIZE: minilm or tiny; checkpoints, metrics.jsonl, loss.png; cvae also
-    latent_space.png; codebook also stages/), OUT_DIR/generations/{finetune-SIZE,cvae-SIZE,
-    cvae-SIZE-unguided,codebook-SIZE,lora-SIZE,lora-SIZE-base}.jsonl,
-    OUT_DIR/classifiers/<attribute>/ and OUT_DIR/eval/*.json. Reruns resume every step.
+    OUT_DIR/<method>-SIZE/ per method (SIZE: minilm or tiny; checkpoints, metrics.jsonl, loss.png
+    and what the step adds), OUT_DIR/generations/*.jsonl, OUT_DIR/classifiers/<attribute>/ and
+    OUT_DIR/eval/*.json. Reruns resume every step.
     """
-    from personadlg.config import load_recipe
-    from personadlg.generation.generate import generate_file, iter_records
-    from personadlg.metrics.catalog import EvalOptions
-    from personadlg.metrics.evaluate import evaluate_file
-    from personadlg.training.checkpoint import load_checkpoint
-    from personadlg.training.trainer import train
-
     out = Path(out_dir)
-    data = out / "data"
     size = demo_backbone(backbone)
-    names = {m: f"{m}-{size}" for m in ("finetune", "cvae", "codebook", "lora")}
-    run_dir, cvae_dir = out / names["finetune"], out / names["cvae"]
-    shared = [o for o in train_overrides if o.startswith("train.")]  # every stage that trains
-    chain = minilm_chain(run_dir) if size == "minilm" else {}
+    steps = demo_steps()
+    overrides = _step_overrides(step_overrides or {}, [m for m, _ in steps])
+    names = {m: f"{m}-{size}" for m in (BASELINE, *(m for m, _ in steps))}
+    recipes = _Recipes(out, size, names, tuple(train_overrides))
     # every recipe and override is checked before the first stage runs
-    cfg = load_recipe(
-        f"finetune/{size}",
-        [
-            f"data.train={data / 'train.jsonl'}",
-            f"data.valid={data / 'valid.jsonl'}",
-            f"train.output_dir={run_dir}",
-            *chain.get("finetune", ()),
-            *train_overrides,
-        ],
-    )
+    cfg = recipes.baseline()
     judge = classifier_recipe or default_classifier_recipe()
-    ccfgs = {
-        attr: load_recipe(
-            judge,
+    ccfgs = {a: recipes.classifier(judge, a, classifier_overrides) for a in DEMO_ATTRIBUTES}
+    scfgs = {m: recipes.step(m, overrides.get(m, ())) for m, _ in steps}
+
+    summary: dict[str, Any] = {
+        "out_dir": str(out),
+        "backbone": size,
+        "names": names,
+        **_prepare(out),
+    }
+    kit = _Kit(on_event=on_event, on_generate=on_generate)
+    summary |= _baseline(kit, cfg, out, names[BASELINE])
+    classifiers, accuracy = _classifiers(kit, ccfgs)
+    summary["classifier_recipe"] = judge
+    summary["classifiers"] = {a: {"dir": d, **accuracy[a]} for a, d in classifiers.items()}
+    baseline = out / "generations" / f"{names[BASELINE]}.jsonl"
+    summary["eval"] = kit.evaluate(
+        baseline,
+        classifiers=classifiers,
+        by_target=True,
+        out=out / "eval" / f"{names[BASELINE]}.json",
+    )
+    for method, step in steps:
+        summary[method] = step.run(
+            DemoRun(
+                cfg=scfgs[method],
+                kit=kit,
+                name=names[method],
+                out_dir=out,
+                data_dir=out / "data",
+                baseline=baseline,
+                classifiers=classifiers,
+            )
+        )
+    return summary
+
+
+def _step_overrides(given: Mapping[str, Sequence[str]], methods: list[str]) -> dict[str, list[str]]:
+    """GIVEN ({method: overrides}), checked: each names one of the demo's steps, METHODS."""
+    from personadlg.errors import UsageError
+    from personadlg.registry import did_you_mean
+
+    for method in given:
+        if method not in methods:
+            raise UsageError(
+                f"no demo step '{method}'{did_you_mean(method, methods)}; steps: {', '.join(methods)}"
+            )
+    return {m: list(v) for m, v in given.items()}
+
+
+@dataclass(frozen=True)
+class _Recipes:
+    """The demo's recipes: `<method>/<size>` on the demo's split, chained to the baseline in the
+    minilm demo; the `train.*` keys of TRAIN_OVERRIDES reach every stage that trains."""
+
+    out: Path
+    size: str
+    names: dict[str, str]
+    train_overrides: tuple[str, ...]
+
+    def _load(self, recipe: str, overrides: Sequence[str]) -> Any:
+        from personadlg.config import load_recipe
+
+        data = self.out / "data"
+        return load_recipe(
+            recipe,
             [
                 f"data.train={data / 'train.jsonl'}",
-                f"data.valid={data / 'valid.jsonl'}",  # held-out dialogues: an honest accuracy
-                "data.valid_fraction=0",
-                f"data.attribute={attr}",
-                f"train.output_dir={out / 'classifiers' / attr}",
-                *(chain.get("classifier", ()) if judge.endswith("-minilm") else ()),
-                *shared,
-                *classifier_overrides,
+                f"data.valid={data / 'valid.jsonl'}",
+                *overrides,
             ],
         )
-        for attr in DEMO_ATTRIBUTES
-    }
-    vcfg = load_recipe(
-        f"cvae/{size}",
-        [
-            f"data.train={data / 'train.jsonl'}",
-            f"data.valid={data / 'valid.jsonl'}",
-            f"train.output_dir={cvae_dir}",
-            *chain.get("cvae", ()),
-            *shared,
-            *cvae_overrides,
-        ],
-    )
 
-    bcfg = load_recipe(
-        f"codebook/{size}",
-        [
-            f"data.train={data / 'train.jsonl'}",
-            f"data.valid={data / 'valid.jsonl'}",
-            f"train.output_dir={out / names['codebook']}",
-            *chain.get("codebook", ()),
-            *shared,
-            *codebook_overrides,
-        ],
-    )
-    lcfg = load_recipe(
-        f"lora/{size}",
-        [
-            f"data.train={data / 'train.jsonl'}",
-            f"data.valid={data / 'valid.jsonl'}",
-            f"train.output_dir={out / names['lora']}",
-            *chain.get("lora", ()),
-            *shared,
-            *lora_overrides,
-        ],
-    )
+    @property
+    def chain(self) -> dict[str, list[str]]:
+        return minilm_chain(self.out / self.names[BASELINE]) if self.size == "minilm" else {}
 
+    @property
+    def shared(self) -> list[str]:
+        return [o for o in self.train_overrides if o.startswith("train.")]
+
+    def baseline(self) -> Any:
+        return self._load(
+            f"{BASELINE}/{self.size}",
+            [
+                f"train.output_dir={self.out / self.names[BASELINE]}",
+                *self.chain.get(BASELINE, ()),
+                *self.train_overrides,
+            ],
+        )
+
+    def classifier(self, recipe: str, attribute: str, overrides: Sequence[str]) -> Any:
+        return self._load(
+            recipe,
+            [
+                "data.valid_fraction=0",  # the valid split's dialogues: an honest accuracy
+                f"data.attribute={attribute}",
+                f"train.output_dir={self.out / 'classifiers' / attribute}",
+                *(self.chain.get("classifier", ()) if recipe.endswith("-minilm") else ()),
+                *self.shared,
+                *overrides,
+            ],
+        )
+
+    def step(self, method: str, overrides: Sequence[str]) -> Any:
+        return self._load(
+            f"{method}/{self.size}",
+            [
+                f"train.output_dir={self.out / self.names[method]}",
+                *self.chain.get(method, ()),
+                *self.shared,
+                *overrides,
+            ],
+        )
+
+
+def _prepare(out: Path) -> dict[str, Any]:
+    """stats of the bundled corpus → clean → split 80/10/10 by dialogue into OUT/data."""
     corpus = demo_corpus()
     logger.info("demo corpus: %s", corpus)
     st = stats(corpus)
@@ -145,191 +210,138 @@ def run_demo(
     sp = split(
         out / "clean.jsonl", out_dir=out / "data", valid=0.1, test=0.1, by="dialogue", seed=0
     )
-    result = train(cfg, resume="auto", on_event=on_event)
-    gen_path = out / "generations" / f"{names['finetune']}.jsonl"
-    gen = generate_file(result.final_dir, data / "test.jsonl", gen_path, on_progress=on_generate)
+    return {"stats": st, "clean": rep.to_dict(), "split": sp.to_dict()}
 
+
+def _baseline(kit: _Kit, cfg: Any, out: Path, name: str) -> dict[str, Any]:
+    """Train the baseline, generate for the test split (generations/NAME.jsonl)."""
+    result = kit.train(cfg)
+    path = out / "generations" / f"{name}.jsonl"
+    generated = kit.generate(result.final_dir, out / "data" / "test.jsonl", path)
+    return {
+        "train": kit.summary(result),
+        "generate": generated,
+        "samples": kit.records(path)[:5],
+    }
+
+
+def _classifiers(
+    kit: _Kit, cfgs: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+    """Train one classifier per attribute: (attribute -> checkpoint, attribute -> its accuracy)."""
     classifiers: dict[str, str] = {}
     accuracy: dict[str, dict[str, float]] = {}
-    for attr, ccfg in ccfgs.items():
-        cres = train(ccfg, resume="auto", on_event=on_event)
-        classifiers[attr] = str(cres.final_dir)
+    for attr, cfg in cfgs.items():
+        result = kit.train(cfg)
+        classifiers[attr] = str(result.final_dir)
         accuracy[attr] = {
-            k: cres.last_valid.get(k, float("nan"))
+            k: result.last_valid.get(k, float("nan"))
             for k in ("accuracy", "macro_f1", "n", "accuracy_ci95_lo", "accuracy_ci95_hi")
         }
-    report = evaluate_file(
-        gen_path,
-        opts=EvalOptions(classifiers=classifiers),
-        by_target=True,
-        out=out / "eval" / f"{names['finetune']}.json",
-    )
+    return classifiers, accuracy
 
-    vres = train(vcfg, resume="auto", on_event=on_event)
-    cvae: dict[str, Any] = {"train": _train_summary(vres)}
-    loaded = load_checkpoint(vres.final_dir)  # once for both runs
-    guided_name, unguided_name = names["cvae"], f"{names['cvae']}-unguided"
-    for name, extra in ((guided_name, []), (unguided_name, ["model.ode.guidance_scale=0"])):
-        path = out / "generations" / f"{name}.jsonl"
-        summary = generate_file(
-            vres.final_dir,
-            data / "test.jsonl",
-            path,
-            combinations=True,
-            overrides=extra,
-            on_progress=on_generate,
+
+@dataclass
+class _Kit:
+    """The `DemoKit`: the trainer, generation and evaluation, with the demo's live views."""
+
+    on_event: Any = None
+    on_generate: Any = None
+
+    def train(self, cfg: Any) -> Any:
+        from personadlg.training.trainer import train
+
+        return train(cfg, resume="auto", on_event=self.on_event)
+
+    def summary(self, result: Any) -> dict[str, Any]:
+        return {
+            "final": str(result.final_dir),
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "last_train": result.last_train,
+            "last_valid": result.last_valid,
+            "plot": str(result.plot) if result.plot else None,
+        }
+
+    def load(self, checkpoint: Path) -> tuple[Any, Any]:
+        from personadlg.training.checkpoint import load_checkpoint
+
+        return load_checkpoint(checkpoint)
+
+    def generate(
+        self,
+        checkpoint: Path,
+        data: Path,
+        out: Path,
+        *,
+        overrides: Sequence[str] = (),
+        combinations: bool = False,
+        loaded: tuple[Any, Any] | None = None,
+    ) -> dict[str, Any]:
+        from personadlg.generation.generate import generate_file
+
+        return generate_file(
+            checkpoint,
+            data,
+            out,
+            overrides=overrides,
+            combinations=combinations,
+            on_progress=self.on_generate,
             loaded=loaded,
         )
-        key = "guided" if name == guided_name else "unguided"
-        cvae[key] = {
-            "generate": summary,
-            "eval": evaluate_file(
-                path,
-                opts=EvalOptions(classifiers=classifiers),
-                by_target=True,
-                out=out / "eval" / f"{name}.json",
-            ),
-        }
-    guided = list(iter_records(out / "generations" / f"{guided_name}.jsonl"))
-    cvae["samples"] = [
-        r for r in guided if r["id"] == guided[0]["id"]
-    ]  # one example, every combination
-    persona_metrics = ["p-co", "p-co-lift", "dist-2", "bleu-1"]
-    bres = train(bcfg, resume="auto", on_event=on_event)
-    bpath = out / "generations" / f"{names['codebook']}.jsonl"
-    bloaded = load_checkpoint(bres.final_dir)
-    bgen = generate_file(
-        bres.final_dir, data / "test.jsonl", bpath, on_progress=on_generate, loaded=bloaded
-    )
-    codebook: dict[str, Any] = {
-        "train": _train_summary(bres),
-        "generate": bgen,
-        "eval": evaluate_file(
-            bpath, metrics=persona_metrics, out=out / "eval" / f"{names['codebook']}.json"
-        ),
-        "baseline_eval": evaluate_file(gen_path, metrics=persona_metrics),
-        "codes": _two_codes(bloaded[1], data / "train.jsonl"),
-        "samples": list(iter_records(bpath))[:3],
-    }
-    lora = _lora_stage(
-        lcfg, data, out, lora_users, name=names["lora"], on_event=on_event, on_generate=on_generate
-    )
-    return {
-        "out_dir": str(out),
-        "backbone": size,
-        "names": names,
-        "stats": st,
-        "clean": rep.to_dict(),
-        "split": sp.to_dict(),
-        "train": _train_summary(result),
-        "generate": gen,
-        "samples": list(iter_records(gen_path))[:5],
-        "classifier_recipe": judge,
-        "classifiers": {a: {"dir": d, **accuracy[a]} for a, d in classifiers.items()},
-        "eval": report,
-        "cvae": cvae,
-        "codebook": codebook,
-        "lora": lora,
-    }
 
+    def evaluate(
+        self,
+        path: Path,
+        *,
+        metrics: Sequence[str] | None = None,
+        classifiers: Mapping[str, str] | None = None,
+        by_target: bool = False,
+        out: Path | None = None,
+    ) -> dict[str, Any]:
+        from personadlg.metrics.evaluate import evaluate_file
+        from personadlg.metrics.options import EvalOptions
 
-def _lora_stage(
-    cfg: Any, data: Path, out: Path, n_users: int, *, name: str, on_event: Any, on_generate: Any
-) -> dict[str, Any]:
-    """Train the lora recipe CFG (run NAME) with adapters for the N_USERS users with the most
-    held-out test turns; generate for their test dialogues with the base and with their adapters;
-    per-user metrics. Generations `NAME-base` and `NAME`."""
-    from collections import Counter
+        opts = EvalOptions(classifiers=dict(classifiers)) if classifiers else None
+        return evaluate_file(path, metrics=metrics, opts=opts, by_target=by_target, out=out)
 
-    from personadlg.data.jsonl import dumps
-    from personadlg.generation.generate import generate_file, iter_records, load_examples
-    from personadlg.metrics.catalog import EvalOptions
-    from personadlg.metrics.evaluate import compare_files
-    from personadlg.models.loading import bundled_dir
-    from personadlg.models.lora.adapters import read_index
-    from personadlg.training.trainer import train
+    def compare(
+        self,
+        paths: Sequence[Path],
+        *,
+        metrics: Sequence[str],
+        embedder: str | None = None,
+        by: str | None = None,
+    ) -> dict[str, Any]:
+        from personadlg.metrics.compare import compare_files
+        from personadlg.metrics.options import EvalOptions
 
-    test_turns = Counter(
-        ex.user_id for ex in load_examples(data / "test.jsonl", "all") if ex.user_id
-    )
-    train_users = {ex.user_id for ex in load_examples(data / "train.jsonl", "all")}
-    users = sorted((u for u in test_turns if u in train_users), key=lambda u: (-test_turns[u], u))[
-        :n_users
-    ]
-    cfg.model.users = sorted(users)
-    lres = train(cfg, resume="auto", on_event=on_event)
-    held = data / "test-lora-users.jsonl"
-    lines = [
-        ln
-        for ln in (data / "test.jsonl").read_text(encoding="utf-8").splitlines()
-        if ln.strip() and json.loads(ln).get("user_id") in set(users)
-    ]
-    held.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
-    base_ckpt = out / name / "stages" / "1-base" / "final"
-    base_name = f"{name}-base"
-    gens = {}
-    for gname, ckpt in ((base_name, base_ckpt), (name, lres.final_dir)):
-        path = out / "generations" / f"{gname}.jsonl"
-        generate_file(ckpt, held, path, on_progress=on_generate)
-        gens[gname] = path
-    embedder = "sentence-transformers/all-MiniLM-L6-v2"
-    metrics = ["bleu-1", "rouge-l", "dist-1"]
-    if bundled_dir(embedder) is not None:
-        metrics.append("emb-sim")
-    opts = EvalOptions(embedder=embedder if "emb-sim" in metrics else None)
-    comp = compare_files([gens[base_name], gens[name]], metrics=metrics, opts=opts, by="user")
-    (out / "eval").mkdir(parents=True, exist_ok=True)
-    (out / "eval" / f"{name}-by-user.json").write_text(dumps(comp), encoding="utf-8")
-    index = read_index(out / name / "adapters")
-    systems = {Path(k).stem: v for k, v in comp["systems"].items()}
-    return {
-        "train": {
-            "final": str(lres.final_dir),
-            "seconds": lres.seconds,
-            "stage_seconds": [s.seconds for s in lres.stages],
-            "summary": lres.last_valid,
-        },
-        "users": users,
-        "adapters": index["users"],
-        "metrics": metrics,
-        "names": {"base": base_name, "adapters": name},
-        "by_user": {g: systems[g].get("by_user", {}) for g in gens},
-        "macro": {g: systems[g].get("macro", {}) for g in gens},
-        "macro_diff": (comp["comparisons"].get("macro_vs_base") or {}).get(str(gens[name])),
-        "samples": list(iter_records(gens[name]))[:2],
-        "samples_base": list(iter_records(gens[base_name]))[:2],
-    }
+        return compare_files(paths, metrics=metrics, opts=EvalOptions(embedder=embedder), by=by)
 
+    def records(self, path: Path) -> list[dict[str, Any]]:
+        from personadlg.generation.generate import iter_records
 
-def _two_codes(model: Any, train_path: Path) -> list[dict[str, Any]]:
-    """The two codes the training personas use most, with their nearest persona sentences."""
-    from personadlg.generation.generate import load_examples
-    from personadlg.models.codebook.inspect import inspect_codebook
+        return list(iter_records(path))
 
-    report = inspect_codebook(model, load_examples(train_path, "all"), top=3, predict_limit=200)
-    return report["codes"][:2]
+    def examples(self, path: Path) -> list[Any]:
+        from personadlg.generation.generate import load_examples
 
-
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-DEMO_STEPS = {"finetune": 100, "cvae": 40, "codebook": 20, "lora": 25}
-"""Optimizer steps (batch 16) of each `*/minilm` recipe in the demo, for 15 minutes on 2 cores;
-codebook's count is per stage (role, joint), lora's the base stage's (and at most each adapter's).
-The MiniLM judges train 3 epochs instead of their recipe's 5."""
+        return load_examples(path, "all")
 
 
 def minilm_chain(baseline: Path) -> dict[str, list[str]]:
     """The demo's overrides of the `*/minilm` recipes: the baseline (finetune/minilm: MiniLM
-    warm-started, then fine-tuned on the demo's dialogues) becomes the decoder that cvae, codebook
-    and lora start from — as the papers start from a dialogue LM (DialoGPT, GPT-2) — so each needs
-    only a few steps on 2 cores. Their encoders stay the pretrained all-MiniLM-L6-v2."""
+    warm-started, then fine-tuned on the demo's dialogues) becomes the decoder that every step
+    starts from (its `DemoStep.chain`) — as the papers start from a dialogue LM (DialoGPT, GPT-2) —
+    so each needs only a few steps on 2 cores. Their encoders stay the pretrained all-MiniLM-L6-v2."""
     decoder = baseline / "final"
     return {
-        "finetune": [f"train.max_steps={DEMO_STEPS['finetune']}"],
-        "cvae": [f"model.decoder={decoder}", f"train.max_steps={DEMO_STEPS['cvae']}"],
-        "codebook": [f"model.decoder={decoder}", f"train.max_steps={DEMO_STEPS['codebook']}"],
-        "lora": [f"model.backbone={decoder}", f"train.max_steps={DEMO_STEPS['lora']}"],
-        "classifier": ["train.epochs=3"],
+        BASELINE: [f"train.max_steps={BASELINE_STEPS}"],
+        **{
+            m: [*(o.format(baseline=decoder) for o in s.chain), f"train.max_steps={s.steps}"]
+            for m, s in demo_steps()
+        },
+        "classifier": [f"train.epochs={CLASSIFIER_EPOCHS}"],
     }
 
 
@@ -351,17 +363,12 @@ def default_classifier_recipe() -> str:
     pretrained judge), else the tiny from-scratch classifier."""
     from personadlg.models.loading import bundled_dir
 
-    if bundled_dir("sentence-transformers/all-MiniLM-L6-v2") is not None:
+    if bundled_dir(MINILM) is not None:
         return "classifier/attribute-minilm"
     return "classifier/attribute-tiny"
 
 
-def _train_summary(result: Any) -> dict[str, Any]:
-    return {
-        "final": str(result.final_dir),
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "last_train": result.last_train,
-        "last_valid": result.last_valid,
-        "plot": str(result.plot) if result.plot else None,
-    }
+DEMO_STEPS = {BASELINE: BASELINE_STEPS, **{m: s.steps for m, s in demo_steps()}}
+"""Optimizer steps (batch 16) of each `*/minilm` recipe in the demo, for 15 minutes on 2 cores;
+codebook's count is per stage (role, joint), lora's the base stage's (and at most each adapter's).
+The MiniLM judges train 3 epochs instead of their recipe's 5."""

@@ -1,6 +1,6 @@
 """Exceptions with exit codes, so the CLI can turn them into one readable line.
 
-Exit codes (ARCHITECTURE §1): 0 success, 1 runtime failure, 2 bad usage, config or input data.
+Exit codes (README: Data format, errors): 0 success, 1 runtime failure, 2 bad usage, config or input data.
 """
 
 from __future__ import annotations

@@ -68,6 +68,12 @@ class Registry(Generic[T]):
             raise ValueError(f"target must look like 'module:attribute', got {target!r}")
         self._entries[name] = Entry(name=name, target=target, help=help, meta=dict(meta))
 
+    def unregister(self, name: str) -> None:
+        """Forget NAME (e.g. to register another implementation under it)."""
+        self.entry(name)
+        del self._entries[name]
+        self._loaded.pop(name, None)
+
     def names(self) -> list[str]:
         return list(self._entries)
 
@@ -115,77 +121,33 @@ class Registry(Generic[T]):
 
 
 METHODS: Registry[Any] = Registry("method")
+"""Methods by name; each entry's target is the method's `SPEC` (`models/spec.py: MethodSpec`)."""
 METRICS: Registry[Any] = Registry("metric")
 FORMATS: Registry[Any] = Registry("format")
 FILTERS: Registry[Any] = Registry("filter")
 
-# --- methods (models/<name>/__init__.py defines SPEC) ---------------------------------------------
-METHODS.register(
-    "finetune",
-    "personadlg.models.finetune:SPEC",
-    config="personadlg.models.finetune.config:FinetuneConfig",
-    help="causal-LM / seq2seq fine-tune on context -> response; optional persona or profile in the prompt (the papers' baselines)",
-)
-METHODS.register(
-    "cvae",
-    "personadlg.models.cvae:SPEC",
-    config="personadlg.models.cvae.config:CVAEConfig",
-    cli={
-        "generate": {
-            "--no-guidance": {
-                "overrides": ["model.ode.guidance_scale=0"],
-                "help": "decode the start latent as is (the unguided baseline); targets are still recorded",
-            }
-        },
-        "plot": {
-            "--latent": {
-                "value": "FILE",
-                "action": "personadlg.models.cvae.latent_plot:plot_examples",
-                "output": "latent_space.png",
-                "help": "draw the latent space (PCA of prior and posterior means) of this data file",
-            }
-        },
-    },
-    help="MIRACLE: CVAE with latent multi-attribute control, EBM composition and ODE sampling (arXiv 2310.18342)",
-)
-METHODS.register(
-    "codebook",
-    "personadlg.models.codebook:SPEC",
-    config="personadlg.models.codebook.config:CodebookConfig",
-    cli={
-        "generate": {
-            "--persona-mode": {
-                "value": "MODE",
-                "override": "model.persona_mode={}",
-                "help": "predicted (codes from the history, no persona text; default) or oracle (the record's persona snapped to its nearest codes: the upper bound)",
-            },
-            "--codes": {
-                "value": "IDS",
-                "override": "model.codes=[{}]",
-                "help": "force these M codes for every example, e.g. --codes 3,17,17,40",
-            },
-        },
-    },
-    help="MORPHEUS: persona codebook, EM init, VQ + contrastive + code prediction (arXiv 2407.02345)",
-)
-METHODS.register(
-    "lora",
-    "personadlg.models.lora:SPEC",
-    config="personadlg.models.lora.config:LoRAFinetuneConfig",
-    help="profile-aware base model + one peft LoRA adapter per user (arXiv 2409.00887)",
-)
-METHODS.register(
-    "api",
-    "personadlg.models.api:SPEC",
-    trained=False,
-    help="no training: any OpenAI-compatible chat model prompted with persona / profile / attributes (the papers' LLM baselines); `generate api/persona ...`",
-)
-METHODS.register(
-    "classifier",
-    "personadlg.models.classifier:SPEC",
-    config="personadlg.models.classifier.config:ClassifierConfig",
-    help="sequence classifiers for evaluation: per-attribute aspect classifiers, NLI",
-)
+# --- methods: each is declared once, by `SPEC` in models/<name>/__init__.py (models/spec.py) ---
+METHODS.register("finetune", "personadlg.models.finetune:SPEC")
+METHODS.register("cvae", "personadlg.models.cvae:SPEC")
+METHODS.register("codebook", "personadlg.models.codebook:SPEC")
+METHODS.register("lora", "personadlg.models.lora:SPEC")
+METHODS.register("api", "personadlg.models.api:SPEC")
+METHODS.register("classifier", "personadlg.models.classifier:SPEC")
+
+
+def method_facts(name: str) -> dict[str, Any]:
+    """What `ls methods` says of method NAME, read from its spec (imports no torch)."""
+    spec = METHODS.get(name)
+    return {
+        "help": spec.description,
+        "trained": spec.trained,
+        "supports": list(spec.supports),
+        "stages": list(spec.stages),
+        "flags": {cmd: sorted(flags) for cmd, flags in spec.flags.items()},
+        "listings": sorted(spec.listings),
+        "commands": sorted(spec.commands),
+    }
+
 
 # --- data formats (data/formats/<name>.py defines FORMAT) -----------------------------------------
 _F = "personadlg.data.formats"
@@ -299,75 +261,214 @@ FILTERS.register(
     default=True,
 )
 
-# --- metrics (definitions: methods/metrics.md; factories in metrics/catalog.py) ---------------------
-for _name, _hib, _help in [
-    ("bleu-1", True, "corpus BLEU, n-gram order 1 (sacrebleu's formula)"),
-    ("bleu-2", True, "corpus BLEU, n-gram order 2"),
-    ("bleu-3", True, "corpus BLEU, n-gram order 3"),
-    ("bleu-4", True, "corpus BLEU, n-gram order 4"),
-    ("bleu-1-sent", True, "mean sentence BLEU-1 (exp smoothing, effective order)"),
-    ("bleu-2-sent", True, "mean sentence BLEU-2"),
-    ("bleu-3-sent", True, "mean sentence BLEU-3"),
-    ("bleu-4-sent", True, "mean sentence BLEU-4"),
-    ("rouge-l", True, "mean ROUGE-L F-measure (rouge-score with our tokenizer)"),
-    ("rouge-l-r", True, "mean ROUGE-L recall"),
-    ("rouge-l-p", True, "mean ROUGE-L precision"),
-    ("dist-1", True, "corpus distinct unigrams / unigrams"),
-    ("dist-2", True, "corpus distinct bigrams / bigrams"),
-    ("dist-1-sent", True, "mean per-response distinct unigram ratio"),
-    ("dist-2-sent", True, "mean per-response distinct bigram ratio"),
-    ("sbleu", False, "self-BLEU-4 against all other generations (exact NLTK method1, O(n-grams))"),
-    (
-        "p-co",
-        True,
-        "persona coverage (idf-weighted persona words in the generation, no stop words)",
-    ),
-    (
-        "p-co-lift",
-        True,
-        "P-Co with the own persona minus P-Co with another example's (about 0 when persona-blind)",
-    ),
-    ("persona-copy", False, "% generations copying >= 5 words of their persona"),
-    ("persona-cos", True, "max cosine between generation and persona sentences (--embedder)"),
-    (
-        "persona-cos-lift",
-        True,
-        "persona-cos with the own persona minus with another example's (--embedder)",
-    ),
-    ("nli-prob", True, "mean P(entailment | context, generation) (--nli)"),
-    ("nli-acc", True, "% generations whose NLI argmax is entailment (--nli)"),
-    (
-        "c-score",
-        True,
-        "persona consistency: entail 1, neutral 0, contradict -1, summed (--nli, 3-class)",
-    ),
-    (
-        "personalization-acc",
-        True,
-        "% targeted (generation, attribute) pairs classified as the target aspect (--classifier)",
-    ),
-    ("personalization-prob", True, "mean probability of the target aspect (--classifier)"),
-    ("ppl", False, "perplexity of the generations under a causal LM (--lm)"),
-    ("emb-sim", True, "cosine of generation and reference embeddings (--embedder)"),
-    (
-        "judge-persona",
-        True,
-        "LLM judge: 1-5 fit of the response with the persona / profile, mean (--judge)",
-    ),
-    (
-        "judge-attributes",
-        True,
-        "LLM judge: % targeted (generation, attribute) pairs showing the target aspect (--judge)",
-    ),
-    (
-        "judge-coherence",
-        True,
-        "LLM judge: 1-5 fit of the response with the context, mean (--judge)",
-    ),
-]:
-    METRICS.register(
-        _name,
-        f"personadlg.metrics.catalog:{_name.replace('-', '_')}",
-        help=_help,
-        higher_is_better=_hib,
-    )
+# --- metrics (factories: metrics/catalog.py; `make_metric` calls one with eval's options, params)
+# Each entry is the metric's one declaration: name, factory, params, direction and help.
+_M = "personadlg.metrics.catalog"
+METRICS.register(
+    "bleu-1",
+    f"{_M}:corpus_bleu",
+    params={"order": 1},
+    higher_is_better=True,
+    help="corpus BLEU, n-gram order 1 (sacrebleu's formula)",
+)
+METRICS.register(
+    "bleu-2",
+    f"{_M}:corpus_bleu",
+    params={"order": 2},
+    higher_is_better=True,
+    help="corpus BLEU, n-gram order 2",
+)
+METRICS.register(
+    "bleu-3",
+    f"{_M}:corpus_bleu",
+    params={"order": 3},
+    higher_is_better=True,
+    help="corpus BLEU, n-gram order 3",
+)
+METRICS.register(
+    "bleu-4",
+    f"{_M}:corpus_bleu",
+    params={"order": 4},
+    higher_is_better=True,
+    help="corpus BLEU, n-gram order 4",
+)
+METRICS.register(
+    "bleu-1-sent",
+    f"{_M}:sentence_bleu",
+    params={"order": 1},
+    higher_is_better=True,
+    help="mean sentence BLEU-1 (exp smoothing, effective order)",
+)
+METRICS.register(
+    "bleu-2-sent",
+    f"{_M}:sentence_bleu",
+    params={"order": 2},
+    higher_is_better=True,
+    help="mean sentence BLEU-2",
+)
+METRICS.register(
+    "bleu-3-sent",
+    f"{_M}:sentence_bleu",
+    params={"order": 3},
+    higher_is_better=True,
+    help="mean sentence BLEU-3",
+)
+METRICS.register(
+    "bleu-4-sent",
+    f"{_M}:sentence_bleu",
+    params={"order": 4},
+    higher_is_better=True,
+    help="mean sentence BLEU-4",
+)
+METRICS.register(
+    "rouge-l",
+    f"{_M}:rouge_l",
+    params={"part": "f"},
+    higher_is_better=True,
+    help="mean ROUGE-L F-measure (rouge-score with our tokenizer)",
+)
+METRICS.register(
+    "rouge-l-r",
+    f"{_M}:rouge_l",
+    params={"part": "r"},
+    higher_is_better=True,
+    help="mean ROUGE-L recall",
+)
+METRICS.register(
+    "rouge-l-p",
+    f"{_M}:rouge_l",
+    params={"part": "p"},
+    higher_is_better=True,
+    help="mean ROUGE-L precision",
+)
+METRICS.register(
+    "dist-1",
+    f"{_M}:distinct",
+    params={"order": 1},
+    higher_is_better=True,
+    help="corpus distinct unigrams / unigrams",
+)
+METRICS.register(
+    "dist-2",
+    f"{_M}:distinct",
+    params={"order": 2},
+    higher_is_better=True,
+    help="corpus distinct bigrams / bigrams",
+)
+METRICS.register(
+    "dist-1-sent",
+    f"{_M}:distinct",
+    params={"order": 1, "sentence": True},
+    higher_is_better=True,
+    help="mean per-response distinct unigram ratio",
+)
+METRICS.register(
+    "dist-2-sent",
+    f"{_M}:distinct",
+    params={"order": 2, "sentence": True},
+    higher_is_better=True,
+    help="mean per-response distinct bigram ratio",
+)
+METRICS.register(
+    "sbleu",
+    f"{_M}:self_bleu",
+    higher_is_better=False,
+    help="self-BLEU-4 against all other generations (exact NLTK method1, O(n-grams))",
+)
+METRICS.register(
+    "p-co",
+    f"{_M}:p_co",
+    higher_is_better=True,
+    help="persona coverage (idf-weighted persona words in the generation, no stop words)",
+)
+METRICS.register(
+    "p-co-lift",
+    f"{_M}:p_co_lift",
+    higher_is_better=True,
+    help="P-Co with the own persona minus P-Co with another example's (about 0 when persona-blind)",
+)
+METRICS.register(
+    "persona-copy",
+    f"{_M}:persona_copy",
+    higher_is_better=False,
+    help="% generations copying >= 5 words of their persona",
+)
+METRICS.register(
+    "persona-cos",
+    f"{_M}:persona_cos",
+    higher_is_better=True,
+    help="max cosine between generation and persona sentences (--embedder)",
+)
+METRICS.register(
+    "persona-cos-lift",
+    f"{_M}:persona_cos_lift",
+    higher_is_better=True,
+    help="persona-cos with the own persona minus with another example's (--embedder)",
+)
+METRICS.register(
+    "nli-prob",
+    f"{_M}:nli",
+    params={"kind": "prob"},
+    higher_is_better=True,
+    help="mean P(entailment | context, generation) (--nli)",
+)
+METRICS.register(
+    "nli-acc",
+    f"{_M}:nli",
+    params={"kind": "acc"},
+    higher_is_better=True,
+    help="% generations whose NLI argmax is entailment (--nli)",
+)
+METRICS.register(
+    "c-score",
+    f"{_M}:c_score",
+    higher_is_better=True,
+    help="persona consistency: entail 1, neutral 0, contradict -1, summed (--nli, 3-class)",
+)
+METRICS.register(
+    "personalization-acc",
+    f"{_M}:personalization",
+    params={"kind": "acc"},
+    higher_is_better=True,
+    help="% targeted (generation, attribute) pairs classified as the target aspect (--classifier)",
+)
+METRICS.register(
+    "personalization-prob",
+    f"{_M}:personalization",
+    params={"kind": "prob"},
+    higher_is_better=True,
+    help="mean probability of the target aspect (--classifier)",
+)
+METRICS.register(
+    "ppl",
+    f"{_M}:perplexity",
+    higher_is_better=False,
+    help="perplexity of the generations under a causal LM (--lm)",
+)
+METRICS.register(
+    "emb-sim",
+    f"{_M}:emb_sim",
+    higher_is_better=True,
+    help="cosine of generation and reference embeddings (--embedder)",
+)
+METRICS.register(
+    "judge-persona",
+    f"{_M}:judge",
+    params={"kind": "persona"},
+    higher_is_better=True,
+    help="LLM judge: 1-5 fit of the response with the persona / profile, mean (--judge)",
+)
+METRICS.register(
+    "judge-attributes",
+    f"{_M}:judge",
+    params={"kind": "attributes"},
+    higher_is_better=True,
+    help="LLM judge: % targeted (generation, attribute) pairs showing the target aspect (--judge)",
+)
+METRICS.register(
+    "judge-coherence",
+    f"{_M}:judge",
+    params={"kind": "coherence"},
+    higher_is_better=True,
+    help="LLM judge: 1-5 fit of the response with the context, mean (--judge)",
+)

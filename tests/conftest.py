@@ -13,11 +13,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import ipaddress
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -326,19 +329,27 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"train": d / "train.jsonl", "valid": d / "valid.jsonl", "test": d / "test.jsonl"}
 
 
-def tiny_recipe(small_data: dict[str, Path], out: Path, *extra: str):
+def small_recipe(
+    recipe: str, small_data: dict[str, Path], out: Path, *extra: str, settings: Sequence[str] = ()
+):
+    """RECIPE (a bundled method recipe) made small: SETTINGS (the method's tiny sizes), the small
+    data splits, OUT as its output dir, then EXTRA overrides."""
     from personadlg.config import load_recipe
 
     return load_recipe(
-        "finetune/tiny",
+        recipe,
         [
-            *TINY,
+            *settings,
             f"data.train={small_data['train']}",
             f"data.valid={small_data['valid']}",
             f"train.output_dir={out}",
             *extra,
         ],
     )
+
+
+def tiny_recipe(small_data: dict[str, Path], out: Path, *extra: str):
+    return small_recipe("finetune/tiny", small_data, out, *extra, settings=TINY)
 
 
 @pytest.fixture(scope="session")
@@ -372,3 +383,25 @@ def train_command(small_data: dict[str, Path], run: Path, *extra: str) -> list[s
         f"train.output_dir={run}",
         *extra,
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# the fake OpenAI-compatible API (tests/fake_openai.py)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Callable[..., FakeOpenAI]]:
+    """Start a fake OpenAI-compatible server: `fake_openai(**FakeOpenAI options)`; faults go in
+    through its `script`, `fault_for`, `content_for` and `reply_for`. Every server started is
+    stopped when the test ends."""
+    servers: list[FakeOpenAI] = []
+
+    def start(**options: Any) -> FakeOpenAI:
+        server = FakeOpenAI(**options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -77,3 +77,21 @@ def test_bad_registration():
         reg.register("a", "m:a")
     with pytest.raises(ValueError):
         reg.register("b", "no-colon")
+
+
+def test_each_metric_is_built_by_its_registered_factory():
+    from personadlg.metrics.catalog import make_metric
+    from personadlg.metrics.options import EvalOptions
+
+    opts = EvalOptions()
+    for entry in METRICS.entries():
+        assert entry.module == "personadlg.metrics.catalog", entry
+        assert isinstance(entry.meta["higher_is_better"], bool), entry
+        try:
+            metric = make_metric(entry.name, opts)
+        except UsageError as err:  # model-based metrics need their model
+            assert f"metric {entry.name} needs --" in str(err)
+            continue
+        assert metric.name == entry.name
+    assert make_metric("bleu-3-sent", opts).order == 3
+    assert make_metric("dist-2-sent", opts).sentence is True

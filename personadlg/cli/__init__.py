@@ -52,11 +52,11 @@ def _root(
 def _register() -> None:
     from personadlg.cli import (
         chat,
-        codebook,
         data,
         demo,
         evaluate,
         generate,
+        method_commands,
         profile,
         recipes,
         serve,
@@ -73,7 +73,7 @@ def _register() -> None:
         evaluate,
         chat,
         serve,
-        codebook,
+        method_commands,
         demo,
         recipes,
     ):

@@ -100,7 +100,7 @@ def render_comparisons(result: dict) -> None:
 def render_controllability(report: dict) -> None:
     """The controllability matrix: per target combination, the accuracy on each targeted attribute."""
     from personadlg.data.attributes import parse_targets
-    from personadlg.metrics.evaluate import controllability_matrix
+    from personadlg.metrics.matrix import controllability_matrix
 
     attrs, rows = controllability_matrix(report)
     if not rows or len(attrs) < 2:

@@ -54,10 +54,11 @@ def chat(
 
     from personadlg.config import GenerateConfig
     from personadlg.data.attributes import parse_targets
-    from personadlg.data.synth.client import FatalAPIError
     from personadlg.errors import PersonadlgError
     from personadlg.generation.chat import ChatSession, parse_profile
-    from personadlg.generation.generate import check_decoding, check_targets, decoding_config
+    from personadlg.generation.generate import check_decoding, decoding_config
+    from personadlg.generation.inputs import check_targets
+    from personadlg.llm.retries import FatalAPIError
     from personadlg.models.api import find_api_recipe
     from personadlg.models.loading import load_policy
     from personadlg.registry import METHODS
@@ -66,8 +67,8 @@ def chat(
     recipe = find_api_recipe(checkpoint, command="chat")
     targets = parse_targets(attributes)
     if recipe is not None:  # an API model: the recipe's client, prompt and declared aspects
-        from personadlg.data.synth.client import api_key
         from personadlg.generation.api import ApiChatModel
+        from personadlg.llm.client import api_key
         from personadlg.models.api import load_api_recipe
         from personadlg.models.api.config import recipe_overrides
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from personadlg.cli._console import out, print_json, progress, table
 from personadlg.cli._render import render_controllability, render_report
+from personadlg.errors import UsageError
 
 
 def demo(
@@ -30,25 +31,35 @@ def demo(
             help="KEY=VALUE override of the classifier recipe (repeatable).",
         ),
     ] = None,
+    step_overrides: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--step-train",
+            metavar="METHOD:KEY=VALUE",
+            help="KEY=VALUE override of METHOD's demo step recipe (repeatable), e.g. "
+            "cvae:train.max_steps=6.",
+        ),
+    ] = None,
     cvae_overrides: Annotated[
         Optional[list[str]],
         typer.Option(
             "--cvae-train",
-            help="KEY=VALUE override of the cvae recipe (repeatable).",
+            help="KEY=VALUE override of the cvae recipe (repeatable; = --step-train cvae:KEY=VALUE).",
         ),
     ] = None,
     codebook_overrides: Annotated[
         Optional[list[str]],
         typer.Option(
             "--codebook-train",
-            help="KEY=VALUE override of the codebook recipe (repeatable).",
+            help="KEY=VALUE override of the codebook recipe (repeatable; = --step-train "
+            "codebook:KEY=VALUE).",
         ),
     ] = None,
     lora_overrides: Annotated[
         Optional[list[str]],
         typer.Option(
             "--lora-train",
-            help="KEY=VALUE override of the lora recipe (repeatable).",
+            help="KEY=VALUE override of the lora recipe (repeatable; = --step-train lora:KEY=VALUE).",
         ),
     ] = None,
     classifier_recipe: Annotated[
@@ -92,9 +103,12 @@ def demo(
       personadlg demo --out-dir runs/demo-tiny --backbone tiny
     """
     from personadlg.cli._train_view import TrainView
-    from personadlg.cli.data import render_stats
     from personadlg.demo import run_demo
 
+    steps = _step_overrides(
+        step_overrides or [],
+        {"cvae": cvae_overrides, "codebook": codebook_overrides, "lora": lora_overrides},
+    )
     with TrainView() as view, progress("generating", unit="responses") as update:
         summary = run_demo(
             out_dir,
@@ -102,17 +116,47 @@ def demo(
             on_generate=update,
             train_overrides=tuple(train_overrides or ()),
             classifier_overrides=tuple(classifier_overrides or ()),
-            cvae_overrides=tuple(cvae_overrides or ()),
-            codebook_overrides=tuple(codebook_overrides or ()),
-            lora_overrides=tuple(lora_overrides or ()),
             classifier_recipe=classifier_recipe,
+            step_overrides=steps,
             backbone=backbone,
         )
     if json_out:
         print_json(summary)
         return
+    render_demo(summary)
+
+
+def _step_overrides(
+    given: list[str], aliases: dict[str, Optional[list[str]]]
+) -> dict[str, list[str]]:
+    """{method: its KEY=VALUE overrides} of `--step-train METHOD:KEY=VALUE` and the aliases
+    (`--cvae-train KEY=VALUE`)."""
+    found = {m: list(v) for m, v in aliases.items() if v}
+    for item in given:
+        method, sep, override = item.partition(":")
+        if not sep or not method or "=" in method or "=" not in override:
+            raise UsageError(f"--step-train: expected METHOD:KEY=VALUE, got {item!r}")
+        found.setdefault(method, []).append(override)
+    return found
+
+
+def render_demo(summary: dict[str, Any]) -> None:
+    """The demo's summary: the data, the baseline and its judges, every method's step, outputs."""
+    from personadlg.cli.data import render_stats
+    from personadlg.demo import BASELINE, demo_steps
+
     render_stats(summary["stats"])
-    c = summary["clean"]
+    _render_data(summary["clean"], summary["split"])
+    _render_baseline(summary)
+    render_report(summary["eval"])
+    names = summary["names"]
+    steps = [(m, s) for m, s in demo_steps() if m in summary]
+    for method, step in steps:
+        _draw(step.render(summary[method], name=names[method], baseline=names[BASELINE]))
+    out.print(_outputs(summary, steps))
+
+
+def _render_data(c: dict[str, Any], s: dict[str, Any]) -> None:
     out.print(
         table(
             "clean",
@@ -125,7 +169,6 @@ def demo(
             ],
         )
     )
-    s = summary["split"]
     out.print(
         table(
             f"split by {s['by']}",
@@ -136,14 +179,19 @@ def demo(
             ],
         )
     )
-    names = summary["names"]
+
+
+def _render_baseline(summary: dict[str, Any]) -> None:
+    """The baseline's samples and training, and the attribute classifiers' accuracy."""
+    from personadlg.demo import BASELINE
+
     rows = [
         [r["context"][-1]["content"] if r["context"] else "", r["reference"], r["generation"]]
         for r in summary["samples"]
     ]
     out.print(
         table(
-            f"{names['finetune']} on the test split (first 5 of "
+            f"{summary['names'][BASELINE]} on the test split (first 5 of "
             + str(summary["generate"]["total"])
             + ")",
             ["user", "reference", "generation"],
@@ -152,6 +200,7 @@ def demo(
         )
     )
     t, v = summary["train"]["last_train"], summary["train"]["last_valid"]
+    decoding = "sampling" if summary["generate"]["decoding"].get("do_sample") else "greedy"
     out.print(
         table(
             "training",
@@ -164,9 +213,7 @@ def demo(
                 ],
                 ["training time (s)", round(summary["train"]["seconds"], 1)],
                 [
-                    "generation (responses/s, "
-                    + ("sampling" if summary["generate"]["decoding"].get("do_sample") else "greedy")
-                    + ")",
+                    f"generation (responses/s, {decoding})",
                     round(summary["generate"]["responses_per_s"], 1),
                 ],
             ],
@@ -191,197 +238,33 @@ def demo(
             justify_numbers=False,
         )
     )
-    render_report(summary["eval"])
-    render_demo_cvae(summary["cvae"], name=names["cvae"])
-    render_demo_codebook(summary["codebook"], name=names["codebook"], baseline=names["finetune"])
-    render_demo_lora(summary["lora"], name=names["lora"])
-    d = summary["out_dir"]
-    out.print(
-        f"demo outputs in {d}/ (loss curves: {summary['train']['plot']}, "
-        f"{d}/{names['cvae']}/loss.png, {d}/{names['codebook']}/loss.png; lora adapters: "
-        f"{d}/{names['lora']}/adapters/; latent space: {d}/{names['cvae']}/latent_space.png; "
-        f"eval reports: {d}/eval/)"
-    )
 
 
-def render_demo_cvae(c: dict, *, name: str = "cvae") -> None:
-    """The demo's cvae part: training, one context in every combination, controllability, guided vs not."""
-    from personadlg.data.attributes import target_key
+def _draw(blocks: list[Any]) -> None:
+    """Print a step's blocks: tables, plain lines, and eval views with the eval renderers."""
+    from personadlg.cli.method_commands import print_blocks
+    from personadlg.models.spec import EvalView
 
-    v = c["train"]["last_valid"]
-    g = c["guided"]["generate"]
-    stages = g.get("stage_seconds", {})
-    ode_share = stages.get("ode", 0.0) / max(sum(stages.values()), 1e-9)
-    rows = [
-        ["training time (s)", round(c["train"]["seconds"], 1)],
-        [
-            "valid reconstruction ppl (posterior / prior z)",
-            f"{v.get('ppl', float('nan')):.1f} / {v.get('ppl_prior', float('nan')):.1f}",
-        ],
-        ["active latent units", int(v.get("active_units", 0))],
-        *[
-            [f"latent head accuracy: {k[4:]}", round(val, 1)]
-            for k, val in v.items()
-            if k.startswith("acc_")
-        ],
-        ["generation (responses/s)", round(g["responses_per_s"], 1)],
-        [
-            "ODE evaluations per solve / share of generation time",
-            f"{g['decoding'].get('latent', {}).get('nfe', 0)} / {100 * ode_share:.1f}%",
-        ],
-    ]
-    out.print(table(f"{name} (MIRACLE)", ["", "value"], rows, justify_numbers=False))
-    samples = c.get("samples") or []
-    if samples:
-        ctx = samples[0]["context"][-1]["content"] if samples[0]["context"] else ""
-        out.print(
-            table(
-                f"{name}, one test context in every combination (user: {ctx})",
-                ["target", "generation"],
-                [[target_key(r["target_attributes"]), r["generation"]] for r in samples],
-                justify_numbers=False,
-            )
-        )
-    render_controllability(c["guided"]["eval"])
-    names = ["personalization-acc", "dist-2", "sbleu"]
-    out.print(
-        table(
-            f"{name} over all 8 combinations: ODE-guided vs --no-guidance",
-            ["metric", "guided", "unguided"],
-            [
-                [
-                    n,
-                    *[
-                        "-"
-                        if (m := c[k]["eval"]["metrics"].get(n)) is None or m["value"] is None
-                        else f"{m['value']:.2f}"
-                        for k in ("guided", "unguided")
-                    ],
-                ]
-                for n in names
-            ],
-            justify_numbers=False,
-        )
-    )
+    views = {"controllability": render_controllability, "report": render_report}
+    for block in blocks:
+        if isinstance(block, EvalView):
+            views[block.kind](block.report)
+        else:
+            print_blocks([block])
 
 
-def render_demo_codebook(c: dict, *, name: str = "codebook", baseline: str = "finetune") -> None:
-    """The demo's codebook part: training, persona numbers against the baseline, two codes."""
-    v = c["train"]["last_valid"]
-    rows = [
-        ["training time, three stages (s)", round(c["train"]["seconds"], 1)],
-        ["valid ppl (L_G)", f"{v.get('ppl', float('nan')):.1f}"],
-        [
-            "codes used on valid / usage perplexity",
-            f"{int(v.get('codes_used', 0))} / {v.get('usage_ppl', float('nan')):.1f}",
-        ],
-        [
-            "code prediction accuracy (majority baseline)",
-            f"{v.get('code_acc', float('nan')):.1f} ({v.get('code_acc_majority', float('nan')):.1f})",
-        ],
-    ]
-    out.print(table(f"{name} (MORPHEUS)", ["", "value"], rows, justify_numbers=False))
-
-    def cell(report: dict, name: str) -> str:
-        m = report["metrics"].get(name) or {}
-        if m.get("value") is None:
-            return "-"
-        ci = m.get("ci95")
-        return f"{m['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-
-    names = ["p-co", "p-co-lift", "dist-2", "bleu-1"]
-    out.print(
-        table(
-            f"test split: {name} (no persona text: codes from the history) vs {baseline} "
-            "(persona in the prompt)",
-            ["metric", name, baseline],
-            [[n, cell(c["eval"], n), cell(c["baseline_eval"], n)] for n in names],
-            justify_numbers=False,
-        )
-    )
-    out.print(
-        table(
-            "two codes and the training persona sentences nearest to them",
-            ["code", "persona share %", "nearest persona sentences"],
-            [
-                [
-                    r["code"],
-                    f"{r['assigned_share']:.1f}",
-                    "\n".join(n["sentence"] for n in r["nearest"]),
-                ]
-                for r in c["codes"]
-            ],
-            justify_numbers=False,
-        )
-    )
-
-
-def render_demo_lora(c: dict, *, name: str = "lora") -> None:
-    """The demo's lora part: per-user adapters, their held-out losses, base vs adapter per user."""
-    import math
-
-    t = c["train"]
-    base_s, users_s = (t["stage_seconds"] + [0.0, 0.0])[:2]
-    out.print(
-        table(
-            f"{name}: one LoRA adapter per user on the profile-aware base",
-            ["user", "turns", "steps", "valid ppl base → adapter", "s", "KiB"],
-            [
-                [
-                    u,
-                    e["examples"],
-                    e["steps"],
-                    f"{math.exp(e['valid_loss_before']):.1f} → {math.exp(e['valid_loss_after']):.1f}",
-                    f"{e['seconds']:.1f}",
-                    f"{e['size_bytes'] / 1024:.0f}",
-                ]
-                for u, e in c["adapters"].items()
-            ],
-            justify_numbers=False,
-        )
-    )
-    out.print(
-        f"{name} training: base stage {base_s:.1f} s, users stage {users_s:.1f} s",
-        markup=False,
-        highlight=False,
-    )
-    metrics = c["metrics"]
-    pair = (c["names"]["base"], c["names"]["adapters"])
-    rows = []
-    for user in c["users"]:
-        row = [user]
-        for m in metrics:
-            vals = [(c["by_user"][k].get(user) or {}).get(m) for k in pair]
-            row.append(" → ".join("-" if v is None else f"{v:.2f}" for v in vals))
-        rows.append(row)
-    macro = [
-        " → ".join(
-            "-" if (v := (c["macro"][k].get(m) or {}).get("value")) is None else f"{v:.2f}"
-            for k in pair
-        )
-        for m in metrics
-    ]
-    rows.append(["macro", *macro])
-    diff = c.get("macro_diff") or {}
-    rows.append(
-        [
-            "Δ [95% CI]",
-            *[
-                "-"
-                if not (d := diff.get(m)) or d.get("diff") is None
-                else f"{d['diff']:+.2f}"
-                + (f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d.get("ci95") else "")
-                for m in metrics
-            ],
-        ]
-    )
-    out.print(
-        table(
-            "held-out test dialogues of those users: base (with profile) → base + the user's adapter",
-            ["user", *metrics],
-            rows,
-            justify_numbers=False,
-        )
+def _outputs(summary: dict[str, Any], steps: list[tuple[str, Any]]) -> str:
+    """Where the demo wrote its loss curves, what each step points to, and the eval reports."""
+    d, names = summary["out_dir"], summary["names"]
+    groups = {"loss curves": [str(summary["train"]["plot"])]}
+    for method, step in steps:
+        for label, path in step.outputs:
+            groups.setdefault(label, []).append(f"{d}/{names[method]}/{path}")
+    groups["eval reports"] = [f"{d}/eval/"]
+    return (
+        f"demo outputs in {d}/ ("
+        + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items())
+        + ")"
     )
 
 

@@ -212,9 +212,10 @@ def evaluate(
     from personadlg.data.jsonl import AtomicWriter
     from personadlg.data.paths import check_outputs
     from personadlg.errors import UsageError
-    from personadlg.metrics.catalog import EvalOptions
-    from personadlg.metrics.evaluate import compare_files, evaluate_file
+    from personadlg.metrics.compare import compare_files
+    from personadlg.metrics.evaluate import evaluate_file
     from personadlg.metrics.grouped import check_by, check_min_records
+    from personadlg.metrics.options import EvalOptions
     from personadlg.models.loading import load_policy
 
     if by is not None:
@@ -252,7 +253,7 @@ def evaluate(
     }
     names = split_list([metrics]) if metrics else None
     if dry_run:
-        from personadlg.metrics.evaluate import judge_dry_run
+        from personadlg.metrics.judge_plan import judge_dry_run
 
         if judge is None:
             raise UsageError("--dry-run estimates the judge's requests: it needs --judge RECIPE")

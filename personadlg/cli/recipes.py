@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from personadlg.cli._console import out, print_json, table
 
-LS_WHAT = ("methods", "metrics", "recipes", "formats", "filters", "adapters")
+LS_WHAT = ("methods", "metrics", "recipes", "formats", "filters")
+
+
+def _listings() -> dict[str, Any]:
+    """{name: (method, Listing)} of what methods add to `ls` (lora: adapters)."""
+    from personadlg.registry import METHODS
+
+    return {
+        name: (method, listing)
+        for method in METHODS.names()
+        for name, listing in METHODS.get(method).listings.items()
+    }
 
 
 def validate(
@@ -73,11 +84,15 @@ def validate(
 
 def ls(
     what: Annotated[
-        str, typer.Argument(help="methods | metrics | recipes | formats | filters | adapters RUN")
+        str,
+        typer.Argument(
+            help="methods | metrics | recipes | formats | filters, or what a method lists "
+            "(lora: adapters RUN)"
+        ),
     ],
     run: Annotated[
         Optional[Path],
-        typer.Argument(help="For adapters: a lora run dir (or its final/).", show_default=False),
+        typer.Argument(help="For what a method lists: its run dir.", show_default=False),
     ] = None,
     fields: Annotated[
         bool,
@@ -99,12 +114,21 @@ def ls(
     from personadlg.errors import UsageError
     from personadlg.registry import FILTERS, FORMATS, METHODS, METRICS, did_you_mean
 
-    if what not in LS_WHAT:
+    listings = _listings()
+    choices = [*LS_WHAT, *listings]
+    if what not in choices:
         raise UsageError(
-            f"cannot list '{what}'{did_you_mean(what, LS_WHAT)}; choose one of {', '.join(LS_WHAT)}"
+            f"cannot list '{what}'{did_you_mean(what, choices)}; choose one of {', '.join(choices)}"
         )
-    if what == "adapters":
-        _ls_adapters(run, json_out)
+    if what in listings:
+        method, listing = listings[what]
+        if run is None:
+            raise UsageError(f"ls {what} needs {listing.argument} ({method})")
+        result = listing.read(run)
+        if json_out:
+            print_json(result.data)
+        else:
+            out.print(table(result.title, result.columns, result.rows))
         return
     if run is not None:
         raise UsageError(f"ls {what} takes no second argument (got {run})")
@@ -130,15 +154,16 @@ def ls(
         what
     ]
     entries = registry.entries()
+    if what == "methods":
+        from personadlg.registry import method_facts
+
+        facts = {e.name: method_facts(e.name) for e in entries}
     if json_out:
         print_json(
             [
-                {
-                    "name": e.name,
-                    "help": e.help,
-                    "available": e.available,
-                    **{k: v for k, v in e.meta.items() if k != "config"},
-                }
+                {"name": e.name, "help": e.help, "available": e.available, **_shown(e.meta)}
+                if what != "methods"
+                else {"name": e.name, "available": e.available, **facts[e.name]}
                 for e in entries
             ]
         )
@@ -146,7 +171,7 @@ def ls(
     extra = {"metrics": "higher is better", "filters": "default"}.get(what)
     rows = []
     for e in entries:
-        row = [e.name, e.help]
+        row = [e.name, facts[e.name]["help"] if what == "methods" else e.help]
         if what == "metrics":
             row.append("yes" if e.meta.get("higher_is_better") else "no")
         elif what == "filters":
@@ -156,12 +181,11 @@ def ls(
     cols = ["name", "what", *([extra] if extra else []), "available"]
     out.print(table(what, cols, rows, justify_numbers=False))
     if what == "methods" and fields:
-        from personadlg.config import ConfigError, field_help, method_config_class
+        from personadlg.config import field_help
 
         for e in entries:
-            try:
-                cls = method_config_class(e.name)
-            except ConfigError:
+            cls = METHODS.get(e.name).config_cls
+            if cls is None:
                 continue
             frows = [[n, t, repr(d), h] for n, t, d, h in field_help(cls)]
             out.print(
@@ -174,70 +198,9 @@ def ls(
             )
 
 
-_EXPECTED = "a lora run dir (or its final/) whose stage users has run: RUN/adapters/index.json"
-
-
-def _what_it_is(path: Path) -> str:
-    """What PATH is, in words, for an error about what was expected instead."""
-    import yaml
-
-    if not path.exists():
-        return "no such file or directory"
-    if not path.is_dir():
-        return "a file, not a directory"
-    for cfg in (path / "config.yaml", path / "final" / "config.yaml"):
-        if cfg.is_file():
-            try:
-                recipe = yaml.safe_load(cfg.read_text())
-                method = recipe["method"]
-            except (OSError, yaml.YAMLError, KeyError, TypeError):
-                return f"a directory with an unreadable {cfg.name}"
-            where = "a checkpoint" if cfg.parent == path else "a run"
-            if method == "lora":
-                return (
-                    f"{where} of a lora run whose stage users has not run (no adapters/index.json)"
-                )
-            return f"{where} of method {method!r}, not lora"
-    return "a directory that holds no personadlg run (no config.yaml, no final/)"
-
-
-def _ls_adapters(run: Path | None, json_out: bool) -> None:
-    """The user adapters of a lora run: one row per user from adapters/index.json."""
-    from personadlg.errors import UsageError
-    from personadlg.models.lora.adapters import INDEX_FILE, adapters_of, read_index
-
-    if run is None:
-        raise UsageError(
-            "ls adapters needs a lora run dir, e.g. personadlg ls adapters runs/lora-tiny"
-        )
-    adapters = adapters_of(run)
-    if not (adapters / INDEX_FILE).is_file():
-        raise UsageError(f"{run}: {_what_it_is(run)}; `ls adapters` expects {_EXPECTED}")
-    index = read_index(adapters)
-    users = index["users"]
-    if json_out:
-        print_json({"adapters": str(adapters), "base": index.get("base"), "users": users})
-        return
-    rows = [
-        [
-            uid,
-            e["dir"],
-            e["examples"],
-            e["steps"],
-            f"{e['valid_loss_before']:.4f}",
-            f"{e['valid_loss_after']:.4f}",
-            f"{e.get('size_bytes', 0) / 1024:,.0f}",
-        ]
-        for uid, e in users.items()
-    ]
-    base = index.get("base") or {}
-    out.print(
-        table(
-            f"{len(users)} adapter(s) in {adapters} (base {base.get('ref', '?')})",
-            ["user", "dir", "turns", "steps", "valid loss before", "after", "KiB"],
-            rows,
-        )
-    )
+def _shown(meta: dict[str, Any]) -> dict[str, Any]:
+    """An entry's meta as `ls --json` shows it (a metric's factory params are not listed)."""
+    return {k: v for k, v in meta.items() if k != "params"}
 
 
 def register(app: typer.Typer) -> None:

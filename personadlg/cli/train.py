@@ -40,19 +40,6 @@ def train(
             "from the checkpoint's; the change is recorded in config.yaml.",
         ),
     ] = False,
-    users: Annotated[
-        Optional[str],
-        typer.Option(
-            "--users",
-            help="lora: train the adapters of these user ids only, e.g. u-001,u-007 (model.users).",
-        ),
-    ] = None,
-    users_file: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--users-file", help="lora: the user ids to train, one per line (model.users_file)."
-        ),
-    ] = None,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
 ) -> None:
@@ -73,29 +60,19 @@ def train(
 
     Ctrl-C (or SIGTERM) saves a checkpoint at the current step; `--resume auto` continues from it.
     """
-    import json
     import sys
 
+    from personadlg.cli._method_flags import check_method, overrides_of, split_flags
     from personadlg.cli._train_view import TrainView, render_result
     from personadlg.config import load_recipe
     from personadlg.models.loading import load_policy
     from personadlg.training.distributed import maybe_relaunch
 
-    extra = []
-    if users is not None:
-        ids = [u.strip() for u in users.split(",") if u.strip()]
-        if not ids:
-            raise UsageError(f"--users: expected user ids separated by commas, got {users!r}")
-        extra.append("model.users=[" + ",".join(json.dumps(u) for u in ids) + "]")
-    if users_file is not None:
-        extra.append(f"model.users_file={json.dumps(str(users_file))}")
-    cfg = load_recipe(recipe, overrides or [])
-    if extra:
-        if cfg.method != "lora":
-            raise UsageError(
-                f"--users and --users-file apply to lora recipes; this one is {cfg.method}"
-            )
-        cfg = load_recipe(recipe, [*(overrides or []), *extra])
+    flags, rest = split_flags("train", overrides)
+    cfg = load_recipe(recipe, rest)
+    if flags:
+        check_method("train", flags, cfg.method, of="recipe")
+        cfg = load_recipe(recipe, [*rest, *overrides_of("train", flags)])
     maybe_relaunch(sys.argv[1:])
     from personadlg.training.trainer import train as run
 
@@ -158,8 +135,6 @@ def plot(
     if rest:
         raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
     if flags:
-        import importlib
-
         from personadlg.data.paths import check_outputs
         from personadlg.generation.generate import load_examples
         from personadlg.models.loading import load_policy
@@ -172,15 +147,13 @@ def plot(
         checkpoint = run_dir / "final" if (run_dir / "final").is_dir() else run_dir
         cfg = load_config(checkpoint)
         check_method("plot", flags, cfg.method)
-        target = out_path or run_dir / spec.get("output", "plot.png")
+        target = out_path or run_dir / (spec.output or "plot.png")
         check_outputs({"--out": target}, {flag: data})
         examples = load_examples(Path(data), "all")
-        module, name = spec["action"].split(":")
+        assert spec.action is not None, f"{flag} declares no action"
         with load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle):
             model = load_model(checkpoint, cfg)
-        out.print(
-            f"wrote {getattr(importlib.import_module(module), name)(model, examples, target)}"
-        )
+        out.print(f"wrote {spec.action(model, examples, Path(target))}")
         return
     from personadlg.training.logging import plot_run
 
@@ -190,7 +163,11 @@ def plot(
 def register(app: typer.Typer) -> None:
     from personadlg.cli._method_flags import help_text
 
-    app.command(rich_help_panel="Models")(train)
+    app.command(
+        rich_help_panel="Models",
+        help=(train.__doc__ or "") + help_text("train"),
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(train)
     app.command(
         rich_help_panel="Models",
         help=(plot.__doc__ or "") + help_text("plot"),

@@ -1,4 +1,4 @@
-"""The two record types of ARCHITECTURE §2: dialogues and examples, with strict validation.
+"""The two record types (README: Data format): dialogues and examples, with strict validation.
 
 A dialogue is what `synth`, `convert`, `clean` and `split` write and `train` reads; an example is one
 assistant message with its context, what `generate` reads and writes and `eval` reads. Unknown
@@ -100,7 +100,7 @@ class Dialogue:
 
 @dataclass(slots=True)
 class Example:
-    """One assistant message to generate: its context, the gold reply and who speaks (ARCHITECTURE §2.2)."""
+    """One assistant message to generate: its context, the gold reply and who speaks (README: Data format, example records)."""
 
     id: str
     dialogue_id: str

@@ -1,5 +1,5 @@
 """`personadlg generate RECIPE` for `method: api` (the recipe and its prompts: models/api/): one chat request per (example, target), through
-synth's runner (client, limiter, retries, journal, cost, budget), exactly once.
+the engine (`personadlg.llm`: client, limiter, retries, journal, cost, budget), exactly once.
 
 Each request is journalled (`OUT.cache/journal.jsonl`) as `ok` (the reply text, request id, usage)
 or `failed`; requests already `ok` are never sent again, failed ones only with `retry_failed`, so
@@ -25,18 +25,22 @@ from typing import Any
 
 from personadlg.config import to_dict
 from personadlg.data.attributes import target_key
-from personadlg.data.formats import FormatOptions
 from personadlg.data.jsonl import atomic_outputs, dumps
-from personadlg.data.lock import exclusive_lock, lock_path_for
+from personadlg.data.lock import exclusive_lock
 from personadlg.data.paths import check_outputs
 from personadlg.data.schema import Example
-from personadlg.data.synth.client import Reply, api_key
-from personadlg.data.synth.journal import Journal
-from personadlg.data.synth.parse import ParseError
-from personadlg.data.synth.prompts import request_params
-from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs, still_to_send
 from personadlg.errors import PersonadlgError
-from personadlg.generation.output import check_resumable, sidecar_path, write_sidecar
+from personadlg.generation.inputs import example_seed, load_examples, targets_to_generate
+from personadlg.generation.options import GenerateOptions
+from personadlg.generation.output import claimed, done_keys, file_sha256, iter_records, sidecar_path
+from personadlg.llm.client import Reply, api_key
+from personadlg.llm.config import request_params
+from personadlg.llm.cost import estimate
+from personadlg.llm.journal import Journal
+from personadlg.llm.parse import ParseError
+from personadlg.llm.paths import cache_dir, failed_file
+from personadlg.llm.resume import Resumed, resume, still_to_send
+from personadlg.llm.runner import Stats, run_jobs
 from personadlg.metrics.collapse import collapse_report
 from personadlg.models.api.config import ApiConfig, load_api_recipe, recipe_overrides
 from personadlg.models.api.prompt import ApiJob, build_job, load_template
@@ -50,17 +54,6 @@ Progress = Callable[[int, int], None]
 
 class EmptyReply(ParseError):
     kind = "empty_reply"
-
-
-def failed_file(out: str | Path) -> Path:
-    """`OUT.jsonl` → `OUT.failed.jsonl`, beside the output."""
-    p = Path(out)
-    return p.with_name(p.name.removesuffix(".jsonl") + ".failed.jsonl")
-
-
-def cache_dir(cfg: ApiConfig, out: str | Path) -> Path:
-    p = Path(out)
-    return Path(cfg.cache_dir) if cfg.cache_dir else p.with_name(p.name + ".cache")
 
 
 def output_settings(
@@ -103,8 +96,6 @@ def plan(
     target_list: list[dict[str, str] | None],
 ) -> tuple[list[ApiJob], str]:
     """Every (example, target) request in output order, and the template's tag."""
-    from personadlg.generation.generate import example_seed
-
     template, tag = load_template(cfg)
     jobs: list[ApiJob] = []
     for ex in examples:
@@ -118,33 +109,21 @@ def generate_api(
     recipe: str | Path,
     input: str | Path,
     out: str | Path,
-    *,
-    overrides: Sequence[str] = (),
-    turns: str = "all",
-    targets: dict[str, str] | None = None,
-    combinations: bool = False,
-    limit: int = 0,
-    overwrite: bool = False,
-    retry_failed: bool = False,
-    dry_run: bool = False,
-    input_format: str = "auto",
-    format_options: FormatOptions | None = None,
-    on_progress: Progress | None = None,
-    method_check: Callable[[str], None] | None = None,
+    opts: GenerateOptions | None = None,
 ) -> dict[str, Any]:
     """Generate a response for every (example, target) of INPUT with the api RECIPE into OUT.
 
-    DRY_RUN: the requests still to send and their estimated tokens and cost; sends nothing, writes
-    nothing, needs no key. Returns a summary (`generate_file`'s, plus requests, failures and cost).
+    OPTS as for `generate_file`; `opts.dry_run`: the requests still to send and their estimated
+    tokens and cost; sends nothing, writes nothing, needs no key. Returns a summary
+    (`generate_file`'s, plus requests, failures and cost).
 
     Raises:
         FatalAPIError: authentication or quota errors (OUT holds what was answered; rerun continues).
     """
-    from personadlg.generation.generate import file_sha256, load_examples, targets_to_generate
-
-    cfg = load_api_recipe(recipe, recipe_overrides(overrides))
-    if method_check is not None:
-        method_check("api")
+    opts = opts or GenerateOptions()
+    cfg = load_api_recipe(recipe, recipe_overrides(opts.overrides))
+    if opts.method_check is not None:
+        opts.method_check("api")
     out_path, in_path = Path(out), Path(input)
     check_outputs(
         {
@@ -154,41 +133,37 @@ def generate_api(
         },
         {"--input": in_path, "the recipe": cfg.source, "the template": cfg.prompt.template},
     )
-    examples = load_examples(in_path, turns, fmt=input_format, opts=format_options)
-    if limit:
-        examples = examples[:limit]
-    target_list = targets_to_generate(cfg.space, targets=targets, combinations=combinations)
+    examples = load_examples(in_path, opts.turns, fmt=opts.input_format, opts=opts.format_options)
+    if opts.limit:
+        examples = examples[: opts.limit]
+    target_list = targets_to_generate(
+        cfg.space, targets=opts.targets, combinations=opts.combinations
+    )
     jobs, tag = plan(cfg, examples, target_list)
-    settings = output_settings(cfg, tag, in_path, file_sha256(in_path), turns)
-    cache = cache_dir(cfg, out_path)
-    if dry_run:
-        return _dry_run(cfg, jobs, tag, cache, retry_failed, len(examples), len(target_list))
+    settings = output_settings(cfg, tag, in_path, file_sha256(in_path), opts.turns)
+    cache = cache_dir(out_path, cfg.cache_dir)
+    if opts.dry_run:
+        return _dry_run(cfg, jobs, tag, cache, opts.retry_failed, len(examples), len(target_list))
     api_key(cfg.client)  # a missing key stops the run before anything is created
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lock_path_for(out_path), target=out_path, what="generate"):
-        if overwrite:  # the journal stays: requests already answered are not paid for again
-            for p in (out_path, sidecar_path(out_path), failed_file(out_path)):
-                p.unlink(missing_ok=True)
-        check_resumable(out_path, settings)
-        write_sidecar(out_path, settings)
+    # with --overwrite the journal stays: requests already answered are not paid for again
+    with claimed(out_path, settings, overwrite=opts.overwrite, also=[failed_file(out_path)]):
         kept = _existing(out_path)
-        journal = Journal(cache, what=WHAT)
         started = time.perf_counter()
-        todo = [
-            j
-            for j in pending(jobs, journal, retry_failed)
-            if (j.example.id, target_key(j.target)) not in kept
-        ]
-        stats = Stats(total=len(jobs), already_done=len(jobs) - len(todo))
-        logger.info("%d requests, %d to send", len(jobs), len(todo))
-        try:
-            if todo:
-                asyncio.run(_send(cfg, todo, journal, stats, tag, on_progress))
-        finally:
-            written = _write(cfg, out_path, jobs, journal, kept)
-            journal.close()
+        with resume(
+            jobs,
+            cache,
+            what=WHAT,
+            lock=exclusive_lock,
+            retry_failed=opts.retry_failed,
+            skip=lambda j: (j.example.id, target_key(j.target)) in kept,
+        ) as run:
+            logger.info("%d requests, %d to send", len(jobs), len(run.todo))
+            try:
+                _send(cfg, run, tag, opts.on_progress)
+            finally:
+                written = _write(cfg, out_path, jobs, run.journal, kept)
     return _summary(
-        cfg, out_path, jobs, stats, written, tag, started, len(examples), len(target_list)
+        cfg, out_path, jobs, run.stats, written, tag, started, len(examples), len(target_list)
     )
 
 
@@ -201,7 +176,7 @@ def _dry_run(
     n_examples: int,
     n_targets: int,
 ) -> dict[str, Any]:
-    todo = still_to_send(jobs, cache, retry_failed=retry_failed, what=WHAT)
+    todo = still_to_send(jobs, cache, retry_failed=retry_failed, what=WHAT, lock=exclusive_lock)
     return {
         "dry_run": True,
         "examples": n_examples,
@@ -214,14 +189,7 @@ def _dry_run(
     }
 
 
-async def _send(
-    cfg: ApiConfig,
-    todo: list[ApiJob],
-    journal: Journal,
-    stats: Stats,
-    tag: str,
-    on_progress: Progress | None,
-) -> None:
+def _send(cfg: ApiConfig, run: Resumed[ApiJob], tag: str, on_progress: Progress | None) -> None:
     def accept(job: ApiJob, reply: Reply, attempts: int) -> dict[str, Any]:
         text = (reply.text or "").strip()
         if not text:
@@ -239,26 +207,20 @@ async def _send(
 
     def tick(view: dict[str, Any]) -> None:
         if on_progress:
-            on_progress(view["done"] + view["failed"], stats.total)
+            on_progress(view["done"] + view["failed"], run.stats.total)
 
-    await run_jobs(
+    run.send(
         cfg,
-        iter(todo),
-        journal,
-        stats,
         accept=accept,
         failed_fields=lambda job: {"id": job.example.id, "target_attributes": job.target},
         max_invalid=cfg.prompt.max_invalid,
         on_progress=tick,
-        what=WHAT,
     )
 
 
 def _existing(out: Path) -> dict[tuple[str, str], str]:
     """(example id, target key) → the JSON line of each record already in OUT (an earlier output of
     the same settings: `check_resumable` passed); a torn last line is cut off."""
-    from personadlg.generation.output import done_keys
-
     if not out.is_file():
         return {}
     done_keys(out)  # validates the records and cuts a torn last line
@@ -349,8 +311,6 @@ def _summary(
     n_examples: int,
     n_targets: int,
 ) -> dict[str, Any]:
-    from personadlg.generation.generate import iter_records
-
     seconds = time.perf_counter() - started
     return {
         "out": str(out),
@@ -397,7 +357,7 @@ class _Replies:
 
 class ApiChatModel:
     """A `method: api` recipe as `chat`'s model: `generate` sends one request per example through
-    synth's runner (retries, limits) and returns the replies, with each request's id and usage."""
+    the engine (`run_jobs`: retries, limits) and returns the replies, with each request's id and usage."""
 
     name = "api"
 

@@ -12,7 +12,7 @@ from typing import Any
 from personadlg.config import GenerateConfig
 from personadlg.data.attributes import format_pairs, parse_pairs, parse_targets
 from personadlg.data.schema import Example, Message
-from personadlg.generation.generate import check_targets, example_seed
+from personadlg.generation.inputs import check_targets, example_seed
 from personadlg.models.base import as_generations, hook
 
 HELP = """commands:

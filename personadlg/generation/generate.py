@@ -1,6 +1,6 @@
 """`personadlg generate`: responses for every example of a file, streamed to disk, resumable.
 
-Each output line is an example record (ARCHITECTURE §2.2) plus `generation`, `target_attributes`
+Each output line is an example record (README: Data format, example records) plus `generation`, `target_attributes`
 (when targets are given), `method`, `checkpoint`, `decoding` and `seed`, one line per (example,
 target combination). Every (example, target) gets its own seed, derived from the base seed, the
 example id and the target, so a rerun, a resumed run or another batch size gives the same text.
@@ -9,87 +9,31 @@ Rerunning on an existing output skips the pairs already there.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from personadlg.config import GenerateConfig, apply_overrides, build_config, to_dict
 from personadlg.data.attributes import target_key
-from personadlg.data.formats import FormatOptions, iter_any_examples
-from personadlg.data.jsonl import Bad, check_nonempty, dumps
-from personadlg.data.lock import exclusive_lock, lock_path_for
+from personadlg.data.formats import FormatOptions
+from personadlg.data.jsonl import dumps
 from personadlg.data.paths import check_outputs
 from personadlg.data.schema import Example
 from personadlg.errors import UsageError
-from personadlg.generation.output import (
-    check_resumable,
-    done_keys,
-    sidecar_path,
-    write_sidecar,
-)
+from personadlg.generation.api import generate_api
+from personadlg.generation.inputs import example_seed, load_examples, targets_to_generate
+from personadlg.generation.options import GenerateOptions
+from personadlg.generation.output import claimed, done_keys, file_sha256, iter_records, sidecar_path
 from personadlg.metrics.collapse import collapse_report
 from personadlg.models.base import as_generations, hook
 from personadlg.models.decoding import decoding_dict
 from personadlg.models.fingerprint import weights_fingerprint
-from personadlg.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
-
-
-def example_seed(base: int, example_id: str, target: dict[str, str] | None) -> int:
-    """A 31-bit seed for one (example, target), stable across runs and batchings."""
-    h = hashlib.blake2b(
-        f"{base}\x00{example_id}\x00{target_key(target)}".encode(), digest_size=4
-    ).digest()
-    return int.from_bytes(h, "little") & 0x7FFFFFFF
-
-
-def all_combinations(space: dict[str, list[str]]) -> list[dict[str, str]]:
-    """Every combination of one aspect per declared attribute."""
-    if not space:
-        raise UsageError(
-            "--all-combinations needs an attribute space; the checkpoint's recipe declares none (data.attributes)"
-        )
-    names = sorted(space)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(space[n] for n in names))]
-
-
-def check_targets(target: dict[str, str], space: dict[str, list[str]]) -> None:
-    """Targets must use declared attributes and aspects (when the checkpoint declares a space)."""
-    if not space:
-        return
-    for attr, aspect in target.items():
-        if attr not in space:
-            raise UsageError(
-                f"--attributes: unknown attribute '{attr}'{did_you_mean(attr, list(space))}; declared: {', '.join(space)}"
-            )
-        if aspect not in space[attr]:
-            raise UsageError(
-                f"--attributes: unknown aspect '{aspect}' of {attr}{did_you_mean(aspect, space[attr])}; declared: {', '.join(space[attr])}"
-            )
-
-
-def targets_to_generate(
-    space: dict[str, list[str]],
-    *,
-    targets: dict[str, str] | None = None,
-    combinations: bool = False,
-) -> list[dict[str, str] | None]:
-    """The targets each example is generated for: every combination of SPACE (`--all-combinations`),
-    TARGETS checked against SPACE (`--attributes`), or none ([None])."""
-    if combinations:
-        return list(all_combinations(space))
-    if targets:
-        check_targets(targets, space)
-        return [targets]
-    return [None]
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -132,19 +76,6 @@ def configure_model(cfg: Any, model: Any, overrides: Sequence[str]) -> None:
             )
         return
     configure(model_settings(cfg, overrides))
-
-
-def load_examples(
-    path: Path, turns: str, *, fmt: str = "auto", opts: FormatOptions | None = None
-) -> list[Example]:
-    """Examples of a dialogue or example file in any readable format (strict)."""
-    check_nonempty(path)
-    out = []
-    for item in iter_any_examples(path, fmt=fmt, opts=opts, turns=turns):
-        if isinstance(item, Bad):
-            raise item.error
-        out.append(item[1])
-    return out
 
 
 def check_decoding(model: Any, decoding: GenerateConfig) -> None:
@@ -190,14 +121,6 @@ def output_settings(
     }
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
-
-
 def generate_file(
     checkpoint: str | Path,
     input: str | Path,
@@ -228,33 +151,23 @@ def generate_file(
     from personadlg.models.api import find_api_recipe
     from personadlg.training.checkpoint import load_config, load_model
 
-    if turns not in ("all", "last"):
-        raise UsageError(f"--turns: expected all or last, got {turns!r}")
-    if limit < 0:
-        raise UsageError(f"--limit: expected a number of examples >= 0 (0 = all), got {limit}")
-    if combinations and targets:
-        raise UsageError("give --attributes or --all-combinations, not both")
+    opts = GenerateOptions(
+        overrides=overrides,
+        turns=turns,
+        targets=targets,
+        combinations=combinations,
+        limit=limit,
+        overwrite=overwrite,
+        retry_failed=retry_failed,
+        dry_run=dry_run,
+        input_format=input_format,
+        format_options=format_options,
+        on_progress=on_progress,
+        method_check=method_check,
+    )
     recipe = None if loaded else find_api_recipe(checkpoint)
     if recipe is not None:
-        from personadlg.generation.api import generate_api
-
-        return generate_api(
-            recipe,
-            input,
-            out,
-            overrides=overrides,
-            turns=turns,
-            targets=targets,
-            combinations=combinations,
-            limit=limit,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-            dry_run=dry_run,
-            input_format=input_format,
-            format_options=format_options,
-            on_progress=on_progress,
-            method_check=method_check,
-        )
+        return generate_api(recipe, input, out, opts)
     if retry_failed or dry_run:
         raise UsageError(
             "--retry-failed and --dry-run are for `method: api` recipes (requests to a model API); "
@@ -290,13 +203,7 @@ def generate_file(
         turns,
         served=served() if served else "",
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lock_path_for(out_path), target=out_path, what="generate"):
-        if overwrite:
-            for p in (out_path, sidecar_path(out_path)):
-                p.unlink(missing_ok=True)
-        check_resumable(out_path, settings)
-        write_sidecar(out_path, settings)
+    with claimed(out_path, settings, overwrite=overwrite):
         return _generate_into(
             out_path, cfg, model, checkpoint, examples, target_list, decoding, on_progress
         )
@@ -388,9 +295,3 @@ def _generate_into(
             k: v - timings_before.get(k, 0.0) for k, v in dict(timings).items()
         }
     return summary
-
-
-def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            yield json.loads(line)

@@ -8,14 +8,18 @@ refused with the differences listed (or `--overwrite` starts the file afresh).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from personadlg import __version__
 from personadlg.data.attributes import target_key
 from personadlg.data.jsonl import AtomicWriter
+from personadlg.data.lock import exclusive_lock, lock_path_for
 from personadlg.errors import DataError, UsageError
 from personadlg.training.changes import flatten
 
@@ -93,6 +97,23 @@ def check_resumable(out: Path, settings: dict[str, Any]) -> None:
         )
 
 
+@contextmanager
+def claimed(
+    out: Path, settings: dict[str, Any], *, overwrite: bool, also: Sequence[Path] = ()
+) -> Iterator[None]:
+    """Hold OUT for the block (an exclusive lock; a second `generate` on it is refused), started
+    afresh (OVERWRITE: OUT, its sidecar and ALSO removed) or checked to be resumable with SETTINGS,
+    which its sidecar then records."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path_for(out), target=out, what="generate"):
+        if overwrite:
+            for p in (out, sidecar_path(out), *also):
+                p.unlink(missing_ok=True)
+        check_resumable(out, settings)
+        write_sidecar(out, settings)
+        yield
+
+
 def done_keys(path: Path) -> set[tuple[str, str]]:
     """(example id, target key) pairs already in an output file; a torn last line is cut off."""
     if not path.exists():
@@ -118,3 +139,19 @@ def done_keys(path: Path) -> set[tuple[str, str]]:
                 line=n,
             ) from None
     return done
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a generation file, in order."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+def file_sha256(path: Path) -> str:
+    """`sha256:<hex>` of a file's bytes (the sidecar's `input_sha256`)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()

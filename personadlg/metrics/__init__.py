@@ -1,4 +1,4 @@
-"""Evaluation metrics, each defined once (methods/metrics.md) and reported with a signature.
+"""Evaluation metrics, each declared once (`personadlg.registry.METRICS`) and reported with a signature.
 
 Importing this package is light; metric implementations load when used.
 """

@@ -2,7 +2,7 @@
 
 A metric is prepared once on the whole set (per-example statistics first), then aggregated: over
 all examples for the value, over resampled examples for a 95% interval. Every number carries a
-signature saying exactly how it was computed (methods/metrics.md).
+signature saying exactly how it was computed (`signature`; the README's metric table lists them).
 
 Intervals use a method valid for the metric (`Computed.interval`):
 - `bootstrap` (means of per-example statistics, corpus BLEU): the percentile interval of the
@@ -133,9 +133,24 @@ class Score:
         return out
 
 
+def need_references(data: EvalData, name: str) -> list[str]:
+    """DATA's references; ValueError (the metric NAME cannot run) when one is missing."""
+    missing = sum(1 for r in data.references if r is None)
+    if missing:
+        raise ValueError(f"{name} needs a reference for every generation; {missing} have none")
+    return [r or "" for r in data.references]
+
+
+def need_personas(data: EvalData, name: str) -> None:
+    """ValueError (the metric NAME cannot run) when no example of DATA has a persona."""
+    if not any(data.personas):
+        raise ValueError(f"{name} needs personas; no example has one")
+
+
 class Metric(Protocol):
+    """What `eval` computes; its name, help and direction are declared in `personadlg.registry`."""
+
     name: str
-    higher_is_better: bool
     requires: tuple[str, ...]
 
     def signature(self) -> str: ...
@@ -190,6 +205,15 @@ def mean_of(values: np.ndarray, scale: float = 100.0) -> Callable[[np.ndarray | 
         return float(v.mean() * scale) if len(v) else float("nan")
 
     return agg
+
+
+def mean_computed(
+    values: np.ndarray, *, scale: float = 100.0, n: int | None = None, **kw: Any
+) -> Computed:
+    """A metric that is the mean of per-example VALUES (NaN rows skipped) × SCALE; N defaults to
+    the number of scored (non-NaN) rows; KW are further `Computed` fields."""
+    count = int((~np.isnan(values)).sum()) if n is None else n
+    return Computed(aggregate=mean_of(values, scale), per_example=values, n=count, **kw)
 
 
 def _normal_p(estimate: float, sd: float) -> float:

@@ -31,10 +31,11 @@ from personadlg.metrics.base import (
     EvalData,
     Score,
     interval_ci,
-    mean_of,
+    mean_computed,
     paired_difference,
 )
-from personadlg.metrics.catalog import EvalOptions
+from personadlg.metrics.catalog import make_metric
+from personadlg.metrics.options import EvalOptions
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,15 @@ def check_by(by: str) -> Grouping:
 def check_min_records(min_records: int) -> None:
     if min_records < 1:
         raise UsageError(f"--min-user-records: expected at least 1, got {min_records}")
+
+
+def check_grouping(by: str | None, min_records: int) -> Grouping | None:
+    """The grouping of `--by BY` (None without one), its minimum group size checked."""
+    if by is None:
+        return None
+    grouping = check_by(by)
+    check_min_records(min_records)
+    return grouping
 
 
 @dataclass
@@ -130,12 +140,10 @@ def group_rows(data: EvalData, grouping: Grouping) -> tuple[list[str], list[list
 
 
 def _recompute(name: str, data: EvalData, rows: list[int], opts: EvalOptions) -> float:
-    from personadlg.registry import METRICS
-
     if name == "sbleu" and len(rows) < 2:
         return float("nan")  # no other generation of the group to compare against
     try:
-        return float(METRICS.get(name)(opts).compute(data.subset(rows)).aggregate(None))
+        return float(make_metric(name, opts).compute(data.subset(rows)).aggregate(None))
     except ValueError:
         return float("nan")
 
@@ -209,7 +217,7 @@ def _round(v: float) -> float | None:
 
 def _per_group(values: dict[str, float]) -> Computed:
     v = np.array(list(values.values()), dtype=float)
-    return Computed(aggregate=mean_of(v, 1.0), per_example=v, n=len(v))
+    return mean_computed(v, scale=1.0, n=len(v))
 
 
 def macro_report(

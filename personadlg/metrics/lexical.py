@@ -1,8 +1,8 @@
 """Lexical metrics: BLEU (corpus and sentence-mean), ROUGE-L, Dist-n (corpus and sentence-mean), self-BLEU.
 
-Definitions: methods/metrics.md. All use one tokenizer setting (`tokenize`, `lowercase`); scores are
-0-100. Corpus BLEU is sacrebleu's formula (`BLEU.compute_bleu`) on clipped n-gram statistics
-gathered per example, so bootstrap intervals come from resampling those statistics.
+All use one tokenizer setting (`tokenize.TokenSetting`: `tokenize`, `lowercase`); scores are 0-100.
+Corpus BLEU is sacrebleu's formula (`BLEU.compute_bleu`) on clipped n-gram statistics gathered per
+example, so bootstrap intervals come from resampling those statistics.
 """
 
 from __future__ import annotations
@@ -12,32 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from personadlg.metrics.base import Computed, EvalData, mean_of, signature
+from personadlg.metrics.base import (
+    Computed,
+    EvalData,
+    mean_computed,
+    need_references,
+    signature,
+)
 from personadlg.metrics.selfbleu import self_bleu, self_bleu_reference
-from personadlg.metrics.tokenize import get_tokenizer, tokenizer_tag
-
-
-@dataclass
-class TokenSetting:
-    tokenize: str = "13a"
-    lowercase: bool = False
-
-    def __call__(self, text: str) -> list[str]:
-        return get_tokenizer(self.tokenize, self.lowercase)(text)
-
-    def of(self, data: EvalData, column: str = "generations") -> list[list[str]]:
-        """A column of DATA in this setting's tokens (computed once per setting)."""
-        return data.tokenized(column, self, f"{self.tokenize}|{self.lowercase}")
-
-    def tags(self) -> dict[str, str]:
-        return {"tok": tokenizer_tag(self.tokenize), "lc": "yes" if self.lowercase else "no"}
-
-
-def _need_references(data: EvalData, name: str) -> list[str]:
-    missing = sum(1 for r in data.references if r is None)
-    if missing:
-        raise ValueError(f"{name} needs a reference for every generation; {missing} have none")
-    return [r or "" for r in data.references]
+from personadlg.metrics.tokenize import TokenSetting
 
 
 def _ngram_stats(hyp: list[str], ref: list[str], order: int) -> list[int]:
@@ -51,13 +34,50 @@ def _ngram_stats(hyp: list[str], ref: list[str], order: int) -> list[int]:
     return [len(hyp), len(ref), *correct, *total]
 
 
+def _bleu_stats(data: EvalData, tok: TokenSetting, order: int, name: str) -> np.ndarray:
+    """(N, 2 + 2 * ORDER) clipped n-gram statistics of every generation against its reference."""
+    need_references(data, name)
+    return np.array(
+        [_ngram_stats(h, r, order) for h, r in zip(tok.of(data), tok.of(data, "references"))],
+        dtype=np.int64,
+    ).reshape(-1, 2 + 2 * order)
+
+
+def _bleu(stats: np.ndarray, order: int, *, effective_order: bool) -> float:
+    """sacrebleu's BLEU (exp smoothing) of summed STATS (`_bleu_stats` columns)."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU.compute_bleu(
+        correct=stats[2 : 2 + order].tolist(),
+        total=stats[2 + order :].tolist(),
+        sys_len=int(stats[0]),
+        ref_len=int(stats[1]),
+        smooth_method="exp",
+        effective_order=effective_order,
+        max_ngram_order=order,
+    ).score
+
+
+def _bleu_signature(order: int, tok: TokenSetting, **parts: str) -> str:
+    import sacrebleu
+
+    return signature(
+        "bleu",
+        n=order,
+        **tok.tags(),
+        smooth="exp",
+        **parts,
+        nrefs=1,
+        sacrebleu=sacrebleu.__version__,
+    )
+
+
 @dataclass
 class CorpusBLEU:
     """Corpus BLEU with n-gram order N, uniform weights, one reference (sacrebleu's formula)."""
 
     order: int = 4
     tok: TokenSetting = field(default_factory=TokenSetting)
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("references",)
 
     @property
@@ -65,42 +85,14 @@ class CorpusBLEU:
         return f"bleu-{self.order}"
 
     def signature(self) -> str:
-        import sacrebleu
-
-        return signature(
-            "bleu",
-            n=self.order,
-            **self.tok.tags(),
-            smooth="exp",
-            agg="corpus",
-            nrefs=1,
-            sacrebleu=sacrebleu.__version__,
-        )
+        return _bleu_signature(self.order, self.tok, agg="corpus")
 
     def compute(self, data: EvalData) -> Computed:
-        from sacrebleu.metrics import BLEU
-
-        _need_references(data, self.name)
-        stats = np.array(
-            [
-                _ngram_stats(h, r, self.order)
-                for h, r in zip(self.tok.of(data), self.tok.of(data, "references"))
-            ],
-            dtype=np.int64,
-        ).reshape(-1, 2 + 2 * self.order)
-        k = self.order
+        stats = _bleu_stats(data, self.tok, self.order, self.name)
 
         def agg(idx: np.ndarray | None) -> float:
-            s = (stats if idx is None else stats[idx]).sum(axis=0)
-            return BLEU.compute_bleu(
-                correct=s[2 : 2 + k].tolist(),
-                total=s[2 + k :].tolist(),
-                sys_len=int(s[0]),
-                ref_len=int(s[1]),
-                smooth_method="exp",
-                effective_order=False,
-                max_ngram_order=k,
-            ).score
+            summed = (stats if idx is None else stats[idx]).sum(axis=0)
+            return _bleu(summed, self.order, effective_order=False)
 
         return Computed(aggregate=agg, n=len(data))
 
@@ -111,7 +103,6 @@ class SentenceBLEU:
 
     order: int = 4
     tok: TokenSetting = field(default_factory=TokenSetting)
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("references",)
 
     @property
@@ -119,40 +110,18 @@ class SentenceBLEU:
         return f"bleu-{self.order}-sent"
 
     def signature(self) -> str:
-        import sacrebleu
-
-        return signature(
-            "bleu",
-            n=self.order,
-            **self.tok.tags(),
-            smooth="exp",
-            eff="yes",
-            agg="sentence-mean",
-            nrefs=1,
-            sacrebleu=sacrebleu.__version__,
-        )
+        return _bleu_signature(self.order, self.tok, eff="yes", agg="sentence-mean")
 
     def compute(self, data: EvalData) -> Computed:
-        from sacrebleu.metrics import BLEU
+        stats = _bleu_stats(data, self.tok, self.order, self.name)
+        values = np.array(
+            [_bleu(row, self.order, effective_order=True) for row in stats], dtype=float
+        )
+        return mean_computed(values, scale=1.0, n=len(data))
 
-        _need_references(data, self.name)
-        k = self.order
-        scores = []
-        for h, r in zip(self.tok.of(data), self.tok.of(data, "references")):
-            s = _ngram_stats(h, r, k)
-            scores.append(
-                BLEU.compute_bleu(
-                    correct=s[2 : 2 + k],
-                    total=s[2 + k :],
-                    sys_len=s[0],
-                    ref_len=s[1],
-                    smooth_method="exp",
-                    effective_order=True,
-                    max_ngram_order=k,
-                ).score
-            )
-        values = np.array(scores, dtype=float)
-        return Computed(aggregate=mean_of(values, 1.0), per_example=values, n=len(data))
+
+_ROUGE_PARTS = {"f": "fmeasure", "r": "recall", "p": "precision"}
+"""RougeL's PART → the rouge-score field (and its name in the signature)."""
 
 
 class _RougeTokenizer:
@@ -169,7 +138,6 @@ class RougeL:
 
     part: str = "f"
     tok: TokenSetting = field(default_factory=TokenSetting)
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("references",)
 
     @property
@@ -181,7 +149,7 @@ class RougeL:
 
         return signature(
             "rouge-l",
-            part={"f": "fmeasure", "r": "recall", "p": "precision"}[self.part],
+            part=_ROUGE_PARTS[self.part],
             **self.tok.tags(),
             agg="mean",
             rouge_score=importlib.metadata.version("rouge-score"),
@@ -190,14 +158,16 @@ class RougeL:
     def compute(self, data: EvalData) -> Computed:
         from rouge_score import rouge_scorer
 
-        refs = _need_references(data, self.name)
+        refs = need_references(data, self.name)
         scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_RougeTokenizer(self.tok))
-        attr = {"f": "fmeasure", "r": "recall", "p": "precision"}[self.part]
         values = np.array(
-            [getattr(scorer.score(r, h)["rougeL"], attr) for h, r in zip(data.generations, refs)],
+            [
+                getattr(scorer.score(r, h)["rougeL"], _ROUGE_PARTS[self.part])
+                for h, r in zip(data.generations, refs)
+            ],
             dtype=float,
         )
-        return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+        return mean_computed(values, n=len(data))
 
 
 @dataclass
@@ -211,7 +181,6 @@ class Distinct:
     order: int = 2
     sentence: bool = False
     tok: TokenSetting = field(default_factory=TokenSetting)
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ()
 
     @property
@@ -231,7 +200,7 @@ class Distinct:
         grams = [[tuple(t[i : i + n]) for i in range(len(t) - n + 1)] for t in self.tok.of(data)]
         if self.sentence:
             values = np.array([len(set(g)) / len(g) if g else np.nan for g in grams], dtype=float)
-            return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+            return mean_computed(values, n=len(data))
         vocab: dict[tuple[str, ...], int] = {}
         ids = [
             np.array([vocab.setdefault(x, len(vocab)) for x in g], dtype=np.int64) for g in grams
@@ -262,12 +231,9 @@ class SelfBLEU:
     sample: int = 0
     seed: int = 0
     tok: TokenSetting = field(default_factory=TokenSetting)
-    higher_is_better: bool = False
     requires: tuple[str, ...] = ()
 
-    @property
-    def name(self) -> str:
-        return "sbleu" if self.order == 4 else f"sbleu-{self.order}"
+    name = "sbleu"
 
     def signature(self) -> str:
         refs = f"sample{self.sample}:seed{self.seed}" if self.sample else "all-others"
@@ -293,11 +259,6 @@ class SelfBLEU:
         def on_subset(idx: np.ndarray) -> float:  # each generation against the others of the subset
             return 100.0 * float(np.mean(scores_of([tokens[i] for i in idx])))
 
-        return Computed(
-            aggregate=mean_of(values),
-            per_example=values,
-            n=len(data),
-            interval="half-sampling",
-            on_subset=on_subset,
-            max_replicates=200,
+        return mean_computed(
+            values, n=len(data), interval="half-sampling", on_subset=on_subset, max_replicates=200
         )

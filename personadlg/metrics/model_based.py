@@ -1,6 +1,6 @@
 """Model-based metrics: NLI coherence, persona consistency (C-score), personalization accuracy,
 perplexity, and embedding similarities. Each needs a model directory; inputs are batched and run on
-a GPU when there is one (methods/metrics.md, "Model-based").
+a GPU when there is one.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import json
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from personadlg.errors import UsageError
-from personadlg.metrics.base import Computed, EvalData, mean_of, pairs_computed, signature
+from personadlg.metrics.base import (
+    Computed,
+    EvalData,
+    mean_computed,
+    need_personas,
+    pairs_computed,
+    signature,
+)
+from personadlg.metrics.persona import lift_parts, lift_values, other_personas
 from personadlg.models.loading import from_pretrained, is_hub_id, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -163,7 +172,6 @@ class NLI:
     kind: str = "prob"
     context_turns: int = 0
     entailment_label: str | None = None
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("contexts",)
 
     @property
@@ -190,7 +198,7 @@ class NLI:
         values = (
             probs[:, ent] if self.kind == "prob" else (probs.argmax(axis=1) == ent).astype(float)
         )
-        return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+        return mean_computed(values, n=len(data))
 
 
 @dataclass
@@ -199,9 +207,8 @@ class CScore:
 
     model: str
     entailment_label: str | None = None
-    name: str = "c-score"
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("personas",)
+    name = "c-score"
 
     def signature(self) -> str:
         return signature(
@@ -226,15 +233,12 @@ class CScore:
                 premises.append(s)
                 hyps.append(g)
                 owner.append(i)
-        if not premises:
-            raise ValueError("c-score needs personas; no example has one")
+        need_personas(data, self.name)
         labels = classify(str(self.model), premises, hyps).argmax(axis=1)
         values = np.full(len(data), np.nan)
         for i, lab in zip(owner, labels):
             values[i] = (0.0 if np.isnan(values[i]) else values[i]) + value_of[int(lab)]
-        return Computed(
-            aggregate=mean_of(values, 1.0), per_example=values, n=int((~np.isnan(values)).sum())
-        )
+        return mean_computed(values, scale=1.0)
 
 
 @dataclass
@@ -243,7 +247,6 @@ class Personalization:
 
     classifiers: dict[str, str]
     kind: str = "acc"
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("targets",)
     per_attribute: dict[str, float] = field(default_factory=dict)
 
@@ -334,9 +337,8 @@ class Perplexity:
 
     model: str
     batch_size: int = 32
-    name: str = "ppl"
-    higher_is_better: bool = False
     requires: tuple[str, ...] = ()
+    name = "ppl"
 
     def signature(self) -> str:
         return signature(
@@ -441,28 +443,41 @@ def embed(path: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 1))
 
 
+def _embedder_parts(model: str) -> dict[str, str]:
+    """The embedding model in a signature: its id and its pooling."""
+    return {"model": _tag(model), "pooling": _load_embedder(str(model))[2]}
+
+
+def _persona_cosine(model: str, data: EvalData) -> Callable[[int, list[str]], float]:
+    """best(i, persona): the max cosine between generation i of DATA and a sentence of PERSONA
+    (every persona sentence and generation embedded once)."""
+    sentences = sorted({s for p in data.personas for s in p})
+    index = {s: i for i, s in enumerate(sentences)}
+    s_emb = embed(str(model), sentences)
+    g_emb = embed(str(model), list(data.generations))
+
+    def best(i: int, persona: list[str]) -> float:
+        return max(float(g_emb[i] @ s_emb[index[s]]) for s in persona)
+
+    return best
+
+
 @dataclass
 class EmbeddingSimilarity:
     """emb-sim: mean cosine of generation and reference embeddings (2409.00887's measure) × 100."""
 
     model: str
-    name: str = "emb-sim"
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("references",)
+    name = "emb-sim"
 
     def signature(self) -> str:
-        return signature(
-            "emb-sim",
-            model=_tag(self.model),
-            pooling=_load_embedder(str(self.model))[2],
-            agg="mean-cosine",
-        )
+        return signature("emb-sim", **_embedder_parts(self.model), agg="mean-cosine")
 
     def compute(self, data: EvalData) -> Computed:
         refs = [r or "" for r in data.references]
         g, r = embed(str(self.model), list(data.generations)), embed(str(self.model), refs)
         values = (g * r).sum(axis=1)
-        return Computed(aggregate=mean_of(values), per_example=values, n=len(data))
+        return mean_computed(values, n=len(data))
 
 
 @dataclass
@@ -470,34 +485,17 @@ class PersonaCosine:
     """persona-cos: mean over examples of the max cosine between the generation and a persona sentence × 100."""
 
     model: str
-    name: str = "persona-cos"
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("personas",)
+    name = "persona-cos"
 
     def signature(self) -> str:
-        return signature(
-            "persona-cos",
-            model=_tag(self.model),
-            pooling=_load_embedder(str(self.model))[2],
-            agg="mean-of-max-cosine",
-        )
+        return signature("persona-cos", **_embedder_parts(self.model), agg="mean-of-max-cosine")
 
     def compute(self, data: EvalData) -> Computed:
-        sentences = sorted({s for p in data.personas for s in p})
-        if not sentences:
-            raise ValueError("persona-cos needs personas; no example has one")
-        index = {s: i for i, s in enumerate(sentences)}
-        s_emb = embed(str(self.model), sentences)
-        g_emb = embed(str(self.model), list(data.generations))
-        values = np.array(
-            [
-                max(float(g_emb[i] @ s_emb[index[s]]) for s in p) if p else np.nan
-                for i, p in enumerate(data.personas)
-            ]
-        )
-        return Computed(
-            aggregate=mean_of(values), per_example=values, n=int((~np.isnan(values)).sum())
-        )
+        need_personas(data, self.name)
+        best = _persona_cosine(self.model, data)
+        values = np.array([best(i, p) if p else np.nan for i, p in enumerate(data.personas)])
+        return mean_computed(values)
 
 
 @dataclass
@@ -508,39 +506,16 @@ class PersonaCosineLift:
     model: str
     draws: int = 10
     seed: int = 0
-    name: str = "persona-cos-lift"
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("personas",)
+    name = "persona-cos-lift"
 
     def signature(self) -> str:
         return signature(
-            "persona-cos-lift",
-            model=_tag(self.model),
-            pooling=_load_embedder(str(self.model))[2],
-            control=f"derangement-of-personas:draws{self.draws}:seed{self.seed}",
-            agg="mean-of-own-minus-other",
+            "persona-cos-lift", **_embedder_parts(self.model), **lift_parts(self.draws, self.seed)
         )
 
     def compute(self, data: EvalData) -> Computed:
-        from personadlg.metrics.persona import other_personas
-
-        sentences = sorted({s for p in data.personas for s in p})
-        if not sentences:
-            raise ValueError("persona-cos-lift needs personas; no example has one")
-        draws = other_personas(data.personas, draws=self.draws, seed=self.seed)
-        index = {s: i for i, s in enumerate(sentences)}
-        s_emb = embed(str(self.model), sentences)
-        g_emb = embed(str(self.model), list(data.generations))
-
-        def best(i: int, persona: list[str]) -> float:
-            return max(float(g_emb[i] @ s_emb[index[s]]) for s in persona)
-
-        values = np.full(len(data), np.nan)
-        for i, p in enumerate(data.personas):
-            if p:
-                values[i] = best(i, p) - float(
-                    np.mean([best(i, data.personas[d[i]]) for d in draws])
-                )
-        return Computed(
-            aggregate=mean_of(values), per_example=values, n=int((~np.isnan(values)).sum())
-        )
+        need_personas(data, self.name)
+        others = other_personas(data.personas, draws=self.draws, seed=self.seed)
+        values = lift_values(data.personas, others, _persona_cosine(self.model, data))
+        return mean_computed(values)

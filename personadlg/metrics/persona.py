@@ -1,8 +1,7 @@
-"""Persona metrics: P-Co (persona coverage), its persona-blind control P-Co lift, and persona-copy
-(methods/metrics.md, "Persona").
+"""Persona metrics: P-Co (persona coverage), its persona-blind control P-Co lift, and persona-copy.
 
 Tokens are lower-cased words with punctuation removed (MORPHEUS kept ".", which puts a floor under
-every score; we do not), and by default without English function words (`metrics/stopwords.py`):
+every score; we do not), and by default without English function words (`data/stopwords.py`):
 with them a constant reply "i ." scores 13.95 on ConvAI2. P-Co lift is P-Co against the example's
 own persona minus P-Co against other examples' personas (seeded derangements of the distinct
 personas), so a system that ignores the persona scores about 0 whatever its vocabulary.
@@ -12,11 +11,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from personadlg.metrics.base import Computed, EvalData, mean_of, signature
+from personadlg.data.stopwords import ENGLISH
+from personadlg.metrics.base import Computed, EvalData, mean_computed, need_personas, signature
+
+STOPWORD_LISTS: dict[str, frozenset[str]] = {"en": ENGLISH, "none": frozenset()}
+"""The words P-Co may leave out, by `--p-co-stopwords` name ('none' is the papers' variant)."""
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
@@ -82,10 +86,26 @@ def other_personas(personas: list[list[str]], *, draws: int, seed: int) -> list[
     return out
 
 
-def _stopword_list(name: str) -> frozenset[str]:
-    from personadlg.metrics.stopwords import STOPWORD_LISTS
+def lift_values(
+    personas: list[list[str]],
+    others: list[list[int]],
+    score: Callable[[int, list[str]], float],
+) -> np.ndarray:
+    """Per example i with a persona: SCORE(i, own persona) minus the mean of SCORE(i, another
+    example's persona) over the draws OTHERS (`other_personas`); NaN without a persona."""
+    values = np.full(len(personas), np.nan)
+    for i, p in enumerate(personas):
+        if p:
+            values[i] = score(i, p) - float(np.mean([score(i, personas[d[i]]) for d in others]))
+    return values
 
-    return STOPWORD_LISTS[name]
+
+def lift_parts(draws: int, seed: int) -> dict[str, str]:
+    """How a lift is computed, in its signature (after the parts of the metric it lifts)."""
+    return {
+        "control": f"derangement-of-personas:draws{draws}:seed{seed}",
+        "agg": "mean-of-own-minus-other",
+    }
 
 
 @dataclass
@@ -95,12 +115,11 @@ class PCo:
     STOPWORDS: 'en' (default) leaves out English function words; 'none' is the papers' variant."""
 
     stopwords: str = "en"
-    name: str = "p-co"
-    higher_is_better: bool = True
     requires: tuple[str, ...] = ("personas",)
+    name = "p-co"
 
     def _parts(self) -> dict[str, str]:
-        stop = _stopword_list(self.stopwords)
+        stop = STOPWORD_LISTS[self.stopwords]
         return {
             "tok": "words-lc-nopunct",
             "stop": f"{self.stopwords}-{len(stop)}" if stop else "none",
@@ -112,10 +131,9 @@ class PCo:
         return signature("p-co", **self._parts(), agg="mean-of-max")
 
     def compute(self, data: EvalData) -> Computed:
-        if not any(data.personas):
-            raise ValueError("p-co needs personas; no example has one")
+        need_personas(data, self.name)
         idf = persona_idf(data.personas)
-        stop = _stopword_list(self.stopwords)
+        stop = STOPWORD_LISTS[self.stopwords]
         values = np.array(
             [
                 pco_example(g, p, idf, stop) if p else np.nan
@@ -123,9 +141,7 @@ class PCo:
             ],
             dtype=float,
         )
-        return Computed(
-            aggregate=mean_of(values), per_example=values, n=int((~np.isnan(values)).sum())
-        )
+        return mean_computed(values)
 
 
 @dataclass
@@ -136,31 +152,21 @@ class PCoLift(PCo):
 
     draws: int = 10
     seed: int = 0
-    name: str = "p-co-lift"
+    name = "p-co-lift"
 
     def signature(self) -> str:
-        return signature(
-            "p-co-lift",
-            **self._parts(),
-            control=f"derangement-of-personas:draws{self.draws}:seed{self.seed}",
-            agg="mean-of-own-minus-other",
-        )
+        return signature("p-co-lift", **self._parts(), **lift_parts(self.draws, self.seed))
 
     def compute(self, data: EvalData) -> Computed:
-        if not any(data.personas):
-            raise ValueError("p-co-lift needs personas; no example has one")
+        need_personas(data, self.name)
         idf = persona_idf(data.personas)
-        stop = _stopword_list(self.stopwords)
-        draws = other_personas(data.personas, draws=self.draws, seed=self.seed)
-        values = np.full(len(data), np.nan)
-        for i, (g, p) in enumerate(zip(data.generations, data.personas)):
-            if not p:
-                continue
-            others = [pco_example(g, data.personas[d[i]], idf, stop) for d in draws]
-            values[i] = pco_example(g, p, idf, stop) - float(np.mean(others))
-        return Computed(
-            aggregate=mean_of(values), per_example=values, n=int((~np.isnan(values)).sum())
+        stop = STOPWORD_LISTS[self.stopwords]
+        others = other_personas(data.personas, draws=self.draws, seed=self.seed)
+        gens = data.generations
+        values = lift_values(
+            data.personas, others, lambda i, persona: pco_example(gens[i], persona, idf, stop)
         )
+        return mean_computed(values)
 
 
 def copies_persona(generation: str, persona: list[str], min_len: int = 5) -> bool:
@@ -183,9 +189,8 @@ class PersonaCopy:
     """% of generations that copy >= 5 consecutive words of their own persona (or a whole shorter sentence)."""
 
     min_len: int = 5
-    name: str = "persona-copy"
-    higher_is_better: bool = False
     requires: tuple[str, ...] = ("personas",)
+    name = "persona-copy"
 
     def signature(self) -> str:
         return signature(
@@ -193,8 +198,7 @@ class PersonaCopy:
         )
 
     def compute(self, data: EvalData) -> Computed:
-        if not any(data.personas):
-            raise ValueError("persona-copy needs personas; no example has one")
+        need_personas(data, self.name)
         values = np.array(
             [
                 float(copies_persona(g, p, self.min_len)) if p else np.nan
@@ -202,6 +206,4 @@ class PersonaCopy:
             ],
             dtype=float,
         )
-        return Computed(
-            aggregate=mean_of(values), per_example=values, n=int((~np.isnan(values)).sum())
-        )
+        return mean_computed(values)

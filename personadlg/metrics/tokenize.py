@@ -1,4 +1,4 @@
-"""One tokenization setting for every lexical metric (methods/metrics.md, "Tokenization").
+"""One tokenization setting for every lexical metric.
 
 `13a` (sacrebleu's default, ours too), `intl`, `zh`, `char`, `whitespace`, or `hf:<tokenizer dir>`
 (e.g. a BERT WordPiece tokenizer, as MORPHEUS used). Lower-casing is a separate option, off by default.
@@ -7,9 +7,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from personadlg.errors import UsageError
+
+if TYPE_CHECKING:
+    from personadlg.metrics.base import EvalData
 
 NAMES = ("13a", "intl", "zh", "char", "whitespace")
 
@@ -58,3 +63,21 @@ def tokenizer_tag(name: str) -> str:
     if name.startswith("hf:"):
         return "hf:" + name[3:].rstrip("/").split("/")[-1]
     return name
+
+
+@dataclass
+class TokenSetting:
+    """The tokenizer (NAME) and lower-casing every lexical metric of a run shares."""
+
+    tokenize: str = "13a"
+    lowercase: bool = False
+
+    def __call__(self, text: str) -> list[str]:
+        return get_tokenizer(self.tokenize, self.lowercase)(text)
+
+    def of(self, data: EvalData, column: str = "generations") -> list[list[str]]:
+        """A column of DATA in this setting's tokens (computed once per setting)."""
+        return data.tokenized(column, self, f"{self.tokenize}|{self.lowercase}")
+
+    def tags(self) -> dict[str, str]:
+        return {"tok": tokenizer_tag(self.tokenize), "lc": "yes" if self.lowercase else "no"}

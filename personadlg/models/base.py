@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import torch
 
-    from personadlg.config import GenerateConfig, RunConfig
+    from personadlg.config import GenerateConfig
     from personadlg.data.schema import Example
+    from personadlg.models.render import RenderOptions
 
 
 @dataclass
@@ -187,6 +188,37 @@ class KnowsUsers(Protocol):
         """What the model holds for USER_ID (lora: the adapter's index entry, with the user's
         profile), or None when it has nothing for that user (`chat /user`)."""
 
+    def known_users(self) -> list[str]:
+        """Every user id the model holds something for (lora: the users of its adapters' index),
+        sorted; `serve` lists them in `/v1/models`."""
+
+
+@dataclass(frozen=True)
+class PromptReading:
+    """How a checkpoint reads a chat conversation (`serve`, `chat`), as its method declares it."""
+
+    supports: tuple[str, ...]
+    """The conditioning this checkpoint uses: its method's, narrowed to what its recipe enables."""
+    render: RenderOptions
+    """How an example becomes the prompt text whose tokens are counted."""
+    prompt_cap: int | None = None
+    """The recipe's own cap on prompt tokens (finetune, lora: `model.max_length`), named CAP_NAME."""
+    cap_name: str = ""
+    context_budget: int | None = None
+    """Context tokens the method reads when its positions do not bound them (cvae:
+    `model.max_context_tokens`, codebook: `model.max_length`)."""
+    decoder_reads_prompt: bool = True
+    """The decoder's positions hold the prompt (False: seq2seq, cvae's decoder reading z only)."""
+    reply_fields: tuple[str, ...] = ()
+    """Keys of a generation's record (`Generations.records`) that a chat reply also shows at its
+    top level (lora: `adapter`, `adapter_fallback`)."""
+
+
+class ReadsPrompts(Protocol):
+    def prompt_reading(self, supports: tuple[str, ...]) -> PromptReading:
+        """How this model reads a chat prompt, given its method's declared SUPPORTS (without the
+        hook: the method's supports and the plain template)."""
+
 
 class ServesMore(Protocol):
     def served_fingerprint(self) -> str:
@@ -207,6 +239,8 @@ OPTIONAL_HOOKS: dict[str, type] = {
     "max_new_tokens_limit": BoundedDecoding,
     "timings": TimedGeneration,
     "known_user": KnowsUsers,
+    "known_users": KnowsUsers,
+    "prompt_reading": ReadsPrompts,
     "served_fingerprint": ServesMore,
 }
 REQUIRED_MEMBERS = (
@@ -235,30 +269,3 @@ def hook(model: Any, name: str) -> Any:
 def as_generations(result: list[str] | Generations) -> Generations:
     """`generate`'s result as Generations (a plain list of texts is accepted)."""
     return result if isinstance(result, Generations) else Generations(list(result))
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered method: its config class and how to build a fresh model or load a saved one."""
-
-    name: str
-    config_cls: type
-    build: Callable[[RunConfig, BuildContext], PersonaModel]
-    load: Callable[[Path, RunConfig], PersonaModel]
-    description: str = ""
-    supports: tuple[str, ...] = ()
-    """Conditioning it uses at generation: 'persona', 'attributes', 'profile', 'user', 'history'
-    (codes inferred from the dialogue history)."""
-    read: Callable[[Path, Any], Iterable[Any]] | None = None
-    """Training items of a data file (default: the examples of a dialogue file)."""
-    model_cls: type | None = None
-    """The class of the model objects `build` and `load` return (checked against the interface)."""
-    stages: tuple[str, ...] = ()
-    """Stages a recipe may chain (codebook: role, init, joint). A method with stages has
-    `model.stages` (the ones to run, in order) and `model.stage` (the one a run trains); `train`
-    runs each as its own run with its own checkpoint (training/stages.py)."""
-    stage_runners: dict[str, str] = field(default_factory=dict)
-    """Stages that are not one `fit` of one model, as "module:function" run in place of it (lora:
-    stage users, one fit per user); called as `function(cfg, acc, resume=, debug_tokens=,
-    on_event=, allow_config_change=)` and returning a TrainResult. Such a stage runs on every
-    `--resume auto` (it skips its own finished work)."""

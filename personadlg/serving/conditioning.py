@@ -107,7 +107,7 @@ def read_conditioning(req: ChatCompletionRequest, served: ServedModel) -> Condit
         if entry is not None and not cond.profile and entry.get("profile"):
             cond.profile = dict(entry["profile"])
             cond.profile_source = "adapter"
-        if "user" not in supports and served.method != "lora":
+        if "user" not in supports and not served.knows_users:
             cond.notes.append(f"this {served.method} model does not use the user id")
     if cond.profile and "profile" not in supports:
         cond.notes.append(f"this {served.method} model does not use the profile")
@@ -271,11 +271,10 @@ def echo(
         "attributes": cond.attributes,
         "user": cond.user,
     }
-    if served.method == "lora":
-        first = records[0] if records else {}
-        out["adapter"] = first.get("adapter")
-        if first.get("adapter_fallback"):
-            out["adapter_fallback"] = first["adapter_fallback"]
+    first = records[0] if records else {}
+    for i, key in enumerate(served.reading.reply_fields):  # the first always, the others when set
+        if i == 0 or first.get(key):
+            out[key] = first.get(key)
     out.update(
         seed=base_seed,
         seed_source=seed_source,

@@ -23,7 +23,7 @@ from dataclasses import replace
 from personadlg.data.schema import Example, Message
 from personadlg.models.render import render
 from personadlg.serving.protocol import APIError
-from personadlg.serving.registry import ServedModel, prompt_conditioned
+from personadlg.serving.registry import ServedModel
 
 UNBOUNDED = 10**9
 CHARS_PER_TOKEN = 16
@@ -34,34 +34,30 @@ FALLBACK_TOKENS = 4096
 
 def prompt_room(served: ServedModel, max_new_tokens: int) -> tuple[int, str]:
     """(prompt tokens the model keeps, why that many): the decoder's positions left after
-    MAX_NEW_TOKENS (when its decoder reads the prompt), and for finetune / lora the recipe's
-    `model.max_length` too."""
+    MAX_NEW_TOKENS (when its decoder reads the prompt), and the recipe's own cap on the prompt
+    (finetune, lora: `model.max_length`), as the method's `prompt_reading` declares them."""
     room, why = UNBOUNDED, ""
-    reads_prompt = getattr(
-        served.cfg.model, "decoder_sees_context", True
-    )  # cvae: z only, by default
-    if served.limit is not None and reads_prompt and not getattr(served.model, "seq2seq", False):
+    reading = served.reading
+    if served.limit is not None and reading.decoder_reads_prompt:
         positions = served.limit + 1
         room = positions - max_new_tokens
         why = f"{positions} positions - max_tokens {max_new_tokens}"
-    if prompt_conditioned(served.cfg) and served.cfg.model.max_length < room:
-        room = served.cfg.model.max_length
-        why = f"model.max_length {room}"
+    if reading.prompt_cap is not None and reading.prompt_cap < room:
+        room = reading.prompt_cap
+        why = f"{reading.cap_name} {room}"
     return max(room, 1), why
 
 
 def context_tokens(served: ServedModel, max_new_tokens: int) -> int:
     """The most prompt tokens SERVED reads: its prompt room, else its method's own budget
-    (`model.max_length` / `model.max_context_tokens`), else its tokenizer's `model_max_length`,
-    else FALLBACK_TOKENS."""
+    (`PromptReading.context_budget`), else its tokenizer's `model_max_length`, else
+    FALLBACK_TOKENS."""
     room, _ = prompt_room(served, max_new_tokens)
     if room < UNBOUNDED:
         return room
-    m = served.cfg.model
-    for name in ("max_context_tokens", "max_length"):
-        value = getattr(m, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
+    budget = served.reading.context_budget
+    if budget is not None and budget > 0:
+        return budget
     value = getattr(served.tokenizer, "model_max_length", None)
     if isinstance(value, int) and 0 < value < UNBOUNDED:
         return value

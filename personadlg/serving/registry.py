@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.errors import UsageError
-from personadlg.models.base import hook
+from personadlg.models.base import PromptReading, hook
 from personadlg.models.decoding import decoding_dict
 from personadlg.models.render import RenderOptions
 from personadlg.registry import METHODS, did_you_mean
@@ -61,50 +61,14 @@ def model_names(checkpoints: Sequence[str | Path], names: Sequence[str] | None =
     return out
 
 
-def prompt_conditioned(cfg: Any) -> bool:
-    """The method renders persona / profile / attributes as prompt lines (finetune, lora)."""
-    from personadlg.models.finetune.config import FinetuneConfig
-
-    return isinstance(cfg.model, FinetuneConfig)
-
-
-def effective_supports(cfg: Any) -> tuple[str, ...]:
-    """The conditioning this checkpoint uses: the method's, narrowed for prompt-conditioned methods
-    (finetune, lora) to the prompt lines its recipe enables; a persona for any method whose
-    recipe puts it in the context text (`model.persona_in_prompt`)."""
-    supports = tuple(METHODS.get(cfg.method).supports)
-    m = cfg.model
-    if not prompt_conditioned(cfg):
-        if getattr(m, "persona_in_prompt", False) and "persona" not in supports:
-            supports = ("persona", *supports)
-        return supports
-    template = getattr(m, "profile_template", None)
-    used = {
-        "persona": bool(m.persona_in_prompt)
-        or bool(m.profile_in_prompt and template is not None and template.persona),
-        "profile": bool(m.profile_in_prompt),
-        "attributes": bool(m.attributes_in_prompt),
-    }
-    kept = [s for s in supports if used.get(s, True)]
-    kept += [s for s, on in used.items() if on and s not in kept]
-    return tuple(kept)
-
-
-def render_options(cfg: Any) -> RenderOptions:
-    """How the checkpoint renders a prompt (finetune, lora); the plain template of the context
-    (with the persona when the recipe puts it there) otherwise."""
-    m = cfg.model
-    if not prompt_conditioned(cfg):
-        return RenderOptions(
-            persona=bool(getattr(m, "persona_in_prompt", False)), chat_template="plain"
-        )
-    return RenderOptions(
-        m.persona_in_prompt,
-        m.profile_in_prompt,
-        m.attributes_in_prompt,
-        m.chat_template,
-        m.profile_template,
-    )
+def prompt_reading(model: Any, method: str) -> PromptReading:
+    """How MODEL reads a chat prompt, as its method declares it (`prompt_reading`); without the
+    hook, the method's conditioning and the context's plain text."""
+    supports = tuple(METHODS.get(method).supports)
+    read = hook(model, "prompt_reading")
+    if read is not None:
+        return read(supports)
+    return PromptReading(supports=supports, render=RenderOptions(chat_template="plain"))
 
 
 @dataclass
@@ -127,15 +91,18 @@ class ServedModel:
     joint: bool = False
     """The method solves a stage jointly over its batch (cvae's ODE): requests are never batched
     with each other, so a reply does not depend on its neighbours."""
-    render: RenderOptions = field(default_factory=RenderOptions)
+    reading: PromptReading = field(
+        default_factory=lambda: PromptReading(supports=(), render=RenderOptions())
+    )
+    """How the model reads a prompt (`models/base.py: PromptReading`)."""
 
     @classmethod
     def create(cls, name: str, path: Path, cfg: Any, model: Any) -> ServedModel:
         limit_of = hook(model, "max_new_tokens_limit")
-        known = hook(model, "known_user")
+        known, known_users = hook(model, "known_user"), hook(model, "known_users")
         users: dict[str, dict[str, Any]] = {}
-        if known is not None:
-            for uid in _adapter_users(path, cfg):
+        if known is not None and known_users is not None:
+            for uid in known_users():
                 entry = known(uid)
                 if entry:
                     users[uid] = {
@@ -143,9 +110,7 @@ class ServedModel:
                         "profile": dict(entry.get("profile") or {}),
                         "examples": entry.get("examples"),
                     }
-        supports = effective_supports(cfg)
-        if cfg.method == "lora" and not users:
-            supports = tuple(s for s in supports if s != "user")
+        reading = prompt_reading(model, cfg.method)
         config_file = path / "config.yaml"
         return cls(
             name=name,
@@ -153,13 +118,22 @@ class ServedModel:
             cfg=cfg,
             model=model,
             created=int(config_file.stat().st_mtime) if config_file.exists() else int(time.time()),
-            supports=supports,
+            supports=reading.supports,
             users=users,
             tokenizer=copy.deepcopy(model.tokenizer),
             limit=limit_of() if limit_of is not None else None,
             joint=hook(model, "chunk_size") is not None,
-            render=render_options(cfg),
+            reading=reading,
         )
+
+    @property
+    def knows_users(self) -> bool:
+        """The model answers each user its own way (lora's adapters)."""
+        return hook(self.model, "known_user") is not None
+
+    @property
+    def render(self) -> RenderOptions:
+        return self.reading.render
 
     @property
     def method(self) -> str:
@@ -185,20 +159,9 @@ class ServedModel:
                 "max_new_tokens_limit": self.limit,
                 "defaults": decoding_dict(self.cfg.generate),
                 "batched": not self.joint,
-                "description": METHODS.entry(self.method).help,
+                "description": METHODS.get(self.method).description,
             },
         }
-
-
-def _adapter_users(path: Path, cfg: Any) -> list[str]:
-    """User ids of a lora checkpoint's adapters index (`model.adapters`, or the run's adapters/)."""
-    from personadlg.models.lora.adapters import INDEX_FILE, adapters_of, read_index
-
-    directory = Path(cfg.model.adapters) if getattr(cfg.model, "adapters", None) else None
-    directory = directory or adapters_of(path)
-    if not (directory / INDEX_FILE).is_file():
-        return []
-    return sorted(read_index(directory).get("users") or {})
 
 
 @dataclass

@@ -325,3 +325,39 @@ def load_training_state(
     scheduler.load_state_dict(torch.load(directory / SCHEDULER_FILE, weights_only=True))
     load_rng(directory, rank)
     return read_state(directory)
+
+
+CHECKPOINT_ONLY = (
+    CONFIG_FILE,
+    STATE_FILE,
+    OPTIMIZER_FILE,
+    SCHEDULER_FILE,
+    "eval_results.json",
+    "fingerprint.json",
+)
+"""Files of a checkpoint that describe its training, not its model."""
+
+
+def derived_checkpoint(source: Path, out_dir: Path, cfg: RunConfig, state: dict[str, Any]) -> Path:
+    """OUT_DIR/final: SOURCE's model files (hard links where possible, no optimizer or RNG state)
+    with CFG as its config and STATE as its trainer state, written atomically."""
+    tmp = out_dir / f".tmp-{FINAL_DIR}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for f in sorted(source.iterdir()):
+        if not f.is_file() or f.name in CHECKPOINT_ONLY or f.name.startswith("rng_state"):
+            continue
+        try:
+            os.link(f, tmp / f.name)
+        except OSError:
+            shutil.copy2(f, tmp / f.name)
+    (tmp / CONFIG_FILE).write_text(
+        yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+    )
+    weights_fingerprint(tmp, write_cache=True)
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+    fsync_tree(tmp)
+    final = out_dir / FINAL_DIR
+    replace_dir(tmp, final)
+    return final

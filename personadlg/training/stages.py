@@ -25,8 +25,10 @@ from typing import Any
 
 from personadlg.config import RunConfig, TrainConfig, build_config, to_dict
 from personadlg.errors import UsageError
+from personadlg.models.spec import StageRun
 from personadlg.training import checkpoint as ckpt
 from personadlg.training.fit import EVAL_RESULTS, Event, TrainResult
+from personadlg.training.stage_tools import TrainerTools
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ def train_stages(
 ) -> TrainResult:
     """Run CFG's stages in order (see the module docstring); the last stage's result, with every
     stage's in `result.stages`."""
-    from personadlg.training.trainer import _train
+    from personadlg.training.trainer import train_single
 
     if resume not in (None, "auto"):
         raise UsageError(
@@ -133,22 +135,30 @@ def train_stages(
             {"stage": stage, "index": i + 1, "of": len(stages), "output_dir": str(d), "done": done},
         )
         if stage in runners:
-            import importlib
-
-            module, name = runners[stage].split(":", 1)
-            result = getattr(importlib.import_module(module), name)(
-                sub,
-                acc,
-                resume=resume,
-                debug_tokens=debug_tokens if i == 0 else 0,
-                on_event=on_event,
-                allow_config_change=allow_config_change,
+            outcome = runners[stage](
+                StageRun(
+                    cfg=sub,
+                    acc=acc,
+                    tools=TrainerTools(acc),
+                    resume=resume,
+                    debug_tokens=debug_tokens if i == 0 else 0,
+                    on_event=on_event,
+                    allow_config_change=allow_config_change,
+                )
+            )
+            result = TrainResult(
+                output_dir=d,
+                final_dir=outcome.final_dir,
+                steps=outcome.steps,
+                total_steps=outcome.steps,
+                last_valid=outcome.last_valid,
+                seconds=outcome.seconds,
             )
         elif done:
             logger.info("stage %d/%d (%s) finished earlier: %s", i + 1, len(stages), stage, d)
             result = _finished(d, sub, allow_config_change)
         else:
-            result = _train(
+            result = train_single(
                 sub,
                 acc,
                 resume=resume,

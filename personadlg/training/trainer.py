@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from personadlg.config import RunConfig
 from personadlg.data.lock import exclusive_lock
 from personadlg.errors import UsageError
 from personadlg.models.backbone import check_model_types
-from personadlg.models.base import BuildContext, hook
+from personadlg.models.base import BuildContext, PersonaModel, hook
 from personadlg.models.loading import check_requested
 from personadlg.registry import METHODS
 from personadlg.training import checkpoint as ckpt
@@ -40,11 +40,12 @@ from personadlg.training.data import (
     resolve_data_path,
 )
 from personadlg.training.distributed import broadcast_from_main, make_accelerator
-from personadlg.training.fit import EVAL_RESULTS, Event, TrainResult, fit
+from personadlg.training.fit import EVAL_RESULTS, TrainResult, fit
+from personadlg.training.fit_state import Accelerates, Event, no_event
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVAL_RESULTS", "TrainResult", "fit", "train"]
+__all__ = ["EVAL_RESULTS", "TrainResult", "fit", "train", "train_single"]
 
 
 def train(
@@ -77,7 +78,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         lock = exclusive_lock(out / ".lock", target=out, what="train")
     with lock:
-        run: Callable[..., TrainResult] = _train
+        run: Callable[..., TrainResult] = train_single
         if METHODS.get(cfg.method).stages:
             from personadlg.training.stages import train_stages
 
@@ -212,9 +213,9 @@ def _resume_history(
     return history
 
 
-def _train(
+def train_single(
     cfg: RunConfig,
-    acc: Any,
+    acc: Accelerates,
     *,
     resume: str | None,
     debug_tokens: int,
@@ -222,12 +223,14 @@ def _train(
     allow_config_change: bool,
     steps: int | None = None,
 ) -> TrainResult:
-    """One run into `train.output_dir` (the caller holds its lock); STEPS as in `fit`."""
+    """One run into `train.output_dir`, whose lock the caller holds: build the model (or load the
+    checkpoint RESUME names), encode the data and `fit` once. `train` calls it for a method
+    without stages, `train_stages` once per stage; arguments as in `train`, STEPS as in `fit`."""
     tc = cfg.train
     started = time.perf_counter()
     # what the user asked for (without what runs add: history, lineage)
     recipe = {k: v for k, v in cfg.to_dict().items() if k not in ("history", "lineage")}
-    emit: Event = on_event if (on_event and acc.is_main_process) else (lambda kind, payload: None)
+    emit: Event = on_event if (on_event and acc.is_main_process) else no_event
     out = Path(tc.output_dir)
     acc.wait_for_everyone()
     from accelerate.utils import set_seed
@@ -238,44 +241,17 @@ def _train(
         raise UsageError(
             "data.train is not set: give the training dialogues, e.g. data.train=train.jsonl"
         )
-    valid_path = resolve_data_path(cfg.data.valid)
-    spec = METHODS.get(cfg.method)
-    reader = spec.read or dialogue_examples
-    start_ckpt = ckpt.resolve_resume(out, resume)
-    if resume is None and (
-        ckpt.complete_checkpoints(out) or (out / ckpt.FINAL_DIR / ckpt.STATE_FILE).is_file()
-    ):
-        raise UsageError(
-            f"{out} already holds checkpoints of an earlier run; pass --resume auto to continue it, "
-            "or choose another train.output_dir (or delete this one) to start over"
-        )
-    if start_ckpt is not None:
-        logger.debug("resuming from %s", start_ckpt)
-        cfg.history = _resume_history(cfg, start_ckpt, recipe, allow_config_change)
-        cfg.lineage = dict(ckpt.read_yaml(start_ckpt / ckpt.CONFIG_FILE).get("lineage") or {})
-        model = spec.load(start_ckpt, cfg)
-    else:
-        source = init_source(cfg.model.init_from) if cfg.model.init_from else None
-        ctx = BuildContext(
-            train_examples=lambda: reader(train_path, cfg),
-            work_dir=out,
-            is_main=acc.is_main_process,
-            barrier=acc.wait_for_everyone,
-            init_from=source,
-        )
-        model = spec.build(cfg, ctx)
-        if source is not None:
-            cfg.lineage = init_weights(model, source, strict=cfg.model.init_strict)
-
-    train_feats = encode_examples(train_path, cfg, model.encode, reader)
-    valid_feats = encode_examples(valid_path, cfg, model.encode, reader) if valid_path else []
-    if not valid_feats and cfg.data.valid_fraction > 0:
-        keep, held = held_out(len(train_feats), cfg.data.valid_fraction, tc.seed)
-        train_feats, valid_feats = [train_feats[i] for i in keep], [train_feats[i] for i in held]
-        logger.info(
-            "held out %d of the training examples for validation (data.valid_fraction)",
-            len(valid_feats),
-        )
+    reader = METHODS.get(cfg.method).read or dialogue_examples
+    start_ckpt = resume_point(out, resume)
+    model = model_for_run(
+        cfg,
+        acc,
+        start=start_ckpt,
+        recipe=recipe,
+        allow_config_change=allow_config_change,
+        train_examples=lambda: reader(train_path, cfg),
+    )
+    train_feats, valid_feats = features_for_run(cfg, model, train_path=train_path, reader=reader)
     if debug_tokens > 0:
         examples = [ex for _, ex in zip(range(debug_tokens), reader(train_path, cfg))]
         emit("debug_tokens", {"examples": [(ex, model.explain(ex)) for ex in examples]})
@@ -302,3 +278,74 @@ def _train(
     )
     result.seconds = time.perf_counter() - started
     return result
+
+
+def resume_point(out: Path, resume: str | None) -> Path | None:
+    """The checkpoint RESUME names in OUT (None: start afresh).
+
+    Raises:
+        UsageError: when starting afresh (RESUME None) in an OUT that holds checkpoints.
+    """
+    start = ckpt.resolve_resume(out, resume)
+    if resume is None and (
+        ckpt.complete_checkpoints(out) or (out / ckpt.FINAL_DIR / ckpt.STATE_FILE).is_file()
+    ):
+        raise UsageError(
+            f"{out} already holds checkpoints of an earlier run; pass --resume auto to continue it, "
+            "or choose another train.output_dir (or delete this one) to start over"
+        )
+    return start
+
+
+def model_for_run(
+    cfg: RunConfig,
+    acc: Accelerates,
+    *,
+    start: Path | None,
+    recipe: dict[str, Any],
+    allow_config_change: bool,
+    train_examples: Callable[[], Iterable[Any]],
+) -> PersonaModel:
+    """The model a run trains: checkpoint START's (CFG's history and lineage continue it; a changed
+    RECIPE is refused unless ALLOW_CONFIG_CHANGE), else a fresh one of CFG built on TRAIN_EXAMPLES,
+    with the `model.init_from` weights copied in."""
+    spec = METHODS.get(cfg.method)
+    if start is not None:
+        logger.debug("resuming from %s", start)
+        cfg.history = _resume_history(cfg, start, recipe, allow_config_change)
+        cfg.lineage = dict(ckpt.read_yaml(start / ckpt.CONFIG_FILE).get("lineage") or {})
+        return spec.load(start, cfg)
+    source = init_source(cfg.model.init_from) if cfg.model.init_from else None
+    ctx = BuildContext(
+        train_examples=train_examples,
+        work_dir=Path(cfg.train.output_dir),
+        is_main=acc.is_main_process,
+        barrier=acc.wait_for_everyone,
+        init_from=source,
+    )
+    model = spec.build(cfg, ctx)
+    if source is not None:
+        cfg.lineage = init_weights(model, source, strict=cfg.model.init_strict)
+    return model
+
+
+def features_for_run(
+    cfg: RunConfig,
+    model: PersonaModel,
+    *,
+    train_path: Path,
+    reader: Callable[[Path, Any], Iterable[Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training, validation) features of TRAIN_PATH and data.valid, read by READER and encoded by
+    MODEL; without data.valid, `data.valid_fraction` of the training examples are held out."""
+    valid_path = resolve_data_path(cfg.data.valid)
+    train_feats = encode_examples(train_path, cfg, model.encode, reader)
+    valid_feats = encode_examples(valid_path, cfg, model.encode, reader) if valid_path else []
+    if not valid_feats and cfg.data.valid_fraction > 0:
+        keep, held = held_out(len(train_feats), cfg.data.valid_fraction, cfg.train.seed)
+        train_feats, valid_feats = [train_feats[i] for i in keep], [train_feats[i] for i in held]
+        logger.info(
+            "held out %d of the training examples for validation (data.valid_fraction)",
+            len(valid_feats),
+        )
+    return train_feats, valid_feats

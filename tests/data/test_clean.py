@@ -311,6 +311,17 @@ def test_config_errors():
         "language" in CleanConfig(lang="en").enabled()
         and "attributes" in CleanConfig(attributes={"a": ["x", "y"]}).enabled()
     )
+    with pytest.raises(
+        ConfigError, match=r"--lang: expected one of en, de, fr.*\(did you mean 'de'\?\)"
+    ):
+        CleanConfig(lang="dee")
+
+
+def test_language_filter_and_p_co_share_one_english_list():
+    from personadlg.data.stopwords import ENGLISH, STOPWORDS
+    from personadlg.metrics.persona import STOPWORD_LISTS
+
+    assert STOPWORDS["en"] is ENGLISH is STOPWORD_LISTS["en"] and len(ENGLISH) == 214
 
 
 def test_cli_clean_defaults_keep_rejects_and_report(cli, tmp_path):

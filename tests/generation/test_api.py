@@ -1,35 +1,27 @@
 """`method: api`: generate through an OpenAI-compatible chat model, against the real local server
-that speaks the OpenAI API and injects faults (tests/synth/fake_openai.py)."""
+that speaks the OpenAI API and injects faults (tests/fake_openai.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from personadlg.data.synth.client import FatalAPIError
 from personadlg.errors import ConfigError, UsageError
 from personadlg.generation.generate import generate_file
+from personadlg.llm.retries import FatalAPIError
 from tests.conftest import dialogue, read_jsonl, write_jsonl
-from tests.synth.fake_openai import FakeOpenAI, echo_reply
+from tests.fake_openai import echo_reply
 
 KEY = "sk-test-API-GEN-NEVER-WRITE-ME-9191"
 ENV = "PDLG_API_KEY"
 
 
 @pytest.fixture
-def server():
-    s = FakeOpenAI().start()
-    s.reply_for = echo_reply
-    yield s
-    s.stop()
+def server(fake_openai):
+    return fake_openai(reply_for=echo_reply)
 
 
 @pytest.fixture(autouse=True)
@@ -267,7 +259,7 @@ def test_all_combinations_and_unknown_aspects(server, tmp_path, cli):
     assert not (tmp_path / "bad.jsonl").exists()
 
 
-# -- faults, failures, budget, kill -9 ---------------------------------------------------------------
+# -- faults, failures, budget (kill -9: tests/safety/test_exactly_once.py) ---------------------
 
 
 def test_transport_faults_are_retried_and_change_nothing(server, tmp_path):
@@ -358,83 +350,18 @@ def test_auth_error_stops_and_keeps_what_was_answered(server, tmp_path, cli):
     assert_key_never_written(tmp_path)
 
 
-def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path):
-    server = FakeOpenAI(latency=0.15).start()
-    server.reply_for = echo_reply
-    try:
-        records = [
-            dialogue(f"d{i:02d}", f"question {i}?", f"answer {i}.", persona=[f"i like thing {i} ."])
-            for i in range(24)
-        ]
-        test = write_jsonl(tmp_path / "test.jsonl", records)
-        base = [
-            f"client.base_url={server.base_url}",
-            f"client.api_key_env={ENV}",
-            "limits.concurrency=2",
-            "client.timeout=5",
-        ]
-        cmd = [sys.executable, "-m", "personadlg", "-q", "generate", "api/persona", "-i", str(test)]
-        env = {**os.environ, ENV: KEY}
-        full = tmp_path / "full.jsonl"
-        subprocess.run(
-            [*cmd, "-o", str(full), *base], env=env, check=True, capture_output=True, timeout=120
-        )
-        server.log.clear()
-        part = tmp_path / "part.jsonl"
-        proc = subprocess.Popen(
-            [*cmd, "-o", str(part), *base],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        journal = tmp_path / "part.jsonl.cache" / "journal.jsonl"
-        deadline = time.time() + 60
-        while time.time() < deadline and (
-            not journal.exists() or journal.read_text().count('"status": "ok"') < 6
-        ):
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        killed_at = time.monotonic()
-        done_before = {
-            json.loads(x)["name"]
-            for x in journal.read_text().splitlines()
-            if '"status": "ok"' in x and x.endswith("}")
-        }
-        assert 6 <= len(done_before) < 24
-        subprocess.run(
-            [*cmd, "-o", str(part), *base], env=env, check=True, capture_output=True, timeout=120
-        )
-        a = [(r["id"], r["generation"], r["seed"]) for r in read_jsonl(full)]
-        b = [(r["id"], r["generation"], r["seed"]) for r in read_jsonl(part)]
-        assert a == b and len(b) == 24  # the same records, in order, no duplicate
-        after = [
-            r["body"]["messages"][-1]["content"]
-            for r in server.chat_requests()
-            if r["time"] > killed_at
-        ]
-        asked_before = {f"question {int(n[1:3])}?" for n in done_before}
-        assert not asked_before & set(after)  # answered requests are never sent again
-        assert len(after) <= 24 - len(done_before) + 2  # at most those in flight at the kill twice
-        assert_key_never_written(tmp_path)
-    finally:
-        server.stop()
-
-
 # -- usage errors, dry run, key ----------------------------------------------------------------------
+
+
+def cli_generate(server, tmp_path: Path) -> tuple:
+    """`generate api/persona` of `data(tmp_path)` into `tmp_path/g.jsonl`, against SERVER."""
+    out = tmp_path / "g.jsonl"
+    return ("generate", "api/persona", "-i", data(tmp_path), "-o", out, *client_args(server))
 
 
 def test_missing_key_dry_run_and_checkpoint_flags(server, tmp_path, cli, monkeypatch):
     monkeypatch.delenv(ENV)
-    args = (
-        "generate",
-        "api/persona",
-        "-i",
-        data(tmp_path),
-        "-o",
-        tmp_path / "g.jsonl",
-        *client_args(server),
-    )
+    args = cli_generate(server, tmp_path)
     r = cli(*args)
     assert r.code == 2 and f"{ENV} is not set" in r.stderr
     assert not (tmp_path / "g.jsonl").exists() and not (tmp_path / "g.jsonl.cache").exists()
@@ -478,15 +405,7 @@ def test_recipe_errors(server, tmp_path, cli):
 
 
 def test_cli_summary_and_eval_of_an_api_output(server, tmp_path, cli):
-    args = (
-        "generate",
-        "api/persona",
-        "-i",
-        data(tmp_path),
-        "-o",
-        tmp_path / "g.jsonl",
-        *client_args(server),
-    )
+    args = cli_generate(server, tmp_path)
     r = cli(*args)
     assert r.code == 0, r.stderr
     assert "requests sent" in r.stdout and "cost" in r.stdout and KEY not in r.stdout + r.stderr

@@ -8,11 +8,11 @@ import pytest
 
 from personadlg.errors import UsageError
 from personadlg.generation.generate import (
-    all_combinations,
     decoding_config,
     example_seed,
     generate_file,
 )
+from personadlg.generation.inputs import all_combinations
 from personadlg.training.checkpoint import load_checkpoint
 from tests.conftest import read_jsonl
 

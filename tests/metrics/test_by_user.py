@@ -11,8 +11,9 @@ import pytest
 from personadlg.errors import UsageError
 from personadlg.metrics import evaluate_texts
 from personadlg.metrics.base import EvalData
-from personadlg.metrics.catalog import EvalOptions
-from personadlg.metrics.evaluate import compare_files, evaluate_data
+from personadlg.metrics.compare import compare_files
+from personadlg.metrics.evaluate import evaluate_data
+from personadlg.metrics.options import EvalOptions
 from tests.conftest import write_jsonl
 
 WS = {"tokenize": "whitespace"}

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from personadlg.data.synth.client import FatalAPIError
-from personadlg.data.synth.parse import ParseError
 from personadlg.errors import ConfigError, UsageError
+from personadlg.llm.parse import ParseError
+from personadlg.llm.retries import FatalAPIError
 from personadlg.metrics.base import Computed
 from personadlg.metrics.catalog import EvalOptions
 from personadlg.metrics.evaluate import evaluate_data
@@ -20,7 +20,6 @@ from personadlg.metrics.judge import is_judge_recipe, load_judge_recipe
 from personadlg.metrics.judge.agreement import add_agreement, cohen_kappa
 from personadlg.metrics.judge.validate import InvalidJudgement, parse_answer, parse_score
 from tests.conftest import read_jsonl, write_jsonl
-from tests.synth.fake_openai import FakeOpenAI
 
 KEY = "sk-test-JUDGE-NEVER-WRITE-ME-5151"
 JUDGES = ["judge-persona", "judge-attributes", "judge-coherence"]
@@ -72,11 +71,8 @@ def honest(prompt: str) -> str:
 
 
 @pytest.fixture
-def server():
-    s = FakeOpenAI().start()
-    s.content_for = honest
-    yield s
-    s.stop()
+def server(fake_openai):
+    return fake_openai(content_for=honest)
 
 
 @pytest.fixture(autouse=True)
@@ -534,20 +530,19 @@ def test_cli_a_quota_error_exits_1_and_keeps_the_cache(server, tmp_path, cli):
     assert len(server.chat_requests()) == 2 + 2
 
 
-def test_a_server_echoing_the_key_never_gets_it_written(tmp_path):
-    server = FakeOpenAI(echo_auth=True).start()
-    try:
-        server.content_for = honest
-        server.fault_for = lambda prompt: "400" if response_of(prompt) == "It rained." else None
-        r = evaluate(tmp_path, RECORDS, opts(server, tmp_path / "cache"))
-        assert r["metrics"]["judge-persona"]["failed_by"] == {"http_400": 1}
-        failed = [
-            e for e in read_jsonl(tmp_path / "cache" / "journal.jsonl") if e["status"] == "failed"
-        ]
-        assert failed and all("[REDACTED]" in e["error"] for e in failed)
-        assert_key_never_written(tmp_path)
-    finally:
-        server.stop()
+def test_a_server_echoing_the_key_never_gets_it_written(tmp_path, fake_openai):
+    server = fake_openai(
+        echo_auth=True,
+        content_for=honest,
+        fault_for=lambda prompt: "400" if response_of(prompt) == "It rained." else None,
+    )
+    r = evaluate(tmp_path, RECORDS, opts(server, tmp_path / "cache"))
+    assert r["metrics"]["judge-persona"]["failed_by"] == {"http_400": 1}
+    failed = [
+        e for e in read_jsonl(tmp_path / "cache" / "journal.jsonl") if e["status"] == "failed"
+    ]
+    assert failed and all("[REDACTED]" in e["error"] for e in failed)
+    assert_key_never_written(tmp_path)
 
 
 # -- the command line ---------------------------------------------------------------------------------------

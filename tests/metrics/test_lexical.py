@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 
 from personadlg.metrics.base import EvalData, bootstrap_ci
+from personadlg.metrics.catalog import higher_is_better
 from personadlg.metrics.evaluate import evaluate_texts
-from personadlg.metrics.lexical import (
-    CorpusBLEU,
-    Distinct,
-    RougeL,
-    SelfBLEU,
-    SentenceBLEU,
-    TokenSetting,
-)
+from personadlg.metrics.lexical import CorpusBLEU, Distinct, RougeL, SelfBLEU, SentenceBLEU
 from personadlg.metrics.persona import (
     PCo,
     PersonaCopy,
@@ -27,7 +21,7 @@ from personadlg.metrics.persona import (
     words,
 )
 from personadlg.metrics.selfbleu import self_bleu, self_bleu_reference
-from personadlg.metrics.tokenize import get_tokenizer
+from personadlg.metrics.tokenize import TokenSetting, get_tokenizer
 
 
 def value(metric, **cols):
@@ -193,10 +187,8 @@ def test_self_bleu_edge_cases():
     assert self_bleu([[], ["a"]]) == [0.0, 0.0]  # no unigram match → 0
     same = self_bleu([["x", "y", "z", "w"]] * 3)
     assert same == pytest.approx([1.0, 1.0, 1.0])
-    m = SelfBLEU()
-    assert m.higher_is_better is False and value(
-        m, generations=["a b c d", "a b c d"]
-    ) == pytest.approx(100.0)
+    assert higher_is_better("sbleu") is False
+    assert value(SelfBLEU(), generations=["a b c d", "a b c d"]) == pytest.approx(100.0)
 
 
 def test_self_bleu_sampled_variant_is_seeded():

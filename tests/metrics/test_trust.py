@@ -11,7 +11,8 @@ import pytest
 
 from personadlg.metrics import evaluate_texts
 from personadlg.metrics.base import Computed, EvalData, interval_ci, mean_of
-from personadlg.metrics.lexical import Distinct, TokenSetting
+from personadlg.metrics.lexical import Distinct
+from personadlg.metrics.tokenize import TokenSetting
 from tests.conftest import DEMO, write_jsonl
 
 

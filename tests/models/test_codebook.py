@@ -15,7 +15,7 @@ import yaml
 from personadlg.errors import UsageError
 from personadlg.training.checkpoint import load_checkpoint
 from personadlg.training.trainer import train
-from tests.conftest import read_jsonl, read_metrics
+from tests.conftest import read_jsonl, read_metrics, small_recipe
 
 TINY_CODEBOOK = [
     "model.decoder_from_config={model_type: gpt2, n_layer: 2, n_head: 2, n_embd: 32, n_positions: 128}",
@@ -36,18 +36,7 @@ TINY_CODEBOOK = [
 
 
 def codebook_recipe(small_data: dict[str, Path], out: Path, *extra: str):
-    from personadlg.config import load_recipe
-
-    return load_recipe(
-        "codebook/tiny",
-        [
-            *TINY_CODEBOOK,
-            f"data.train={small_data['train']}",
-            f"data.valid={small_data['valid']}",
-            f"train.output_dir={out}",
-            *extra,
-        ],
-    )
+    return small_recipe("codebook/tiny", small_data, out, *extra, settings=TINY_CODEBOOK)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 from personadlg.training.checkpoint import load_checkpoint
 from personadlg.training.trainer import train
-from tests.conftest import read_jsonl, read_metrics, write_jsonl
+from tests.conftest import read_jsonl, read_metrics, small_recipe, write_jsonl
 
 TINY_CVAE = [
     "model.encoder_from_config={model_type: bert, hidden_size: 32, num_hidden_layers: 1, "
@@ -39,18 +39,7 @@ SPACE = {
 
 
 def cvae_recipe(small_data: dict[str, Path], out: Path, *extra: str):
-    from personadlg.config import load_recipe
-
-    return load_recipe(
-        "cvae/tiny",
-        [
-            *TINY_CVAE,
-            f"data.train={small_data['train']}",
-            f"data.valid={small_data['valid']}",
-            f"train.output_dir={out}",
-            *extra,
-        ],
-    )
+    return small_recipe("cvae/tiny", small_data, out, *extra, settings=TINY_CVAE)
 
 
 @pytest.fixture(scope="module")
@@ -489,7 +478,7 @@ def test_worked_example_cvae_against_an_api_model_with_eval_compare(
     """The README's worked example: cvae and api/attributes on the same test set, --all-combinations,
     paired by `eval --compare` (the api model is the local OpenAI-compatible server)."""
     from personadlg.generation.generate import generate_file
-    from tests.synth.fake_openai import FakeOpenAI, echo_reply
+    from tests.fake_openai import FakeOpenAI, echo_reply
 
     server = FakeOpenAI().start()
     server.reply_for = echo_reply

@@ -7,6 +7,7 @@ import typing
 
 import pytest
 
+from personadlg.errors import UsageError
 from personadlg.models.base import OPTIONAL_HOOKS, REQUIRED_MEMBERS, PersonaModel, hook
 from personadlg.registry import METHODS
 
@@ -28,8 +29,11 @@ def test_every_registered_method_matches_the_declared_interface(name):
     if not entry.available:
         pytest.skip(f"method {name} is registered but not implemented yet")
     spec = METHODS.get(name)
-    if entry.meta.get("trained") is False:  # a recipe method (api): no model object to check
-        assert spec.name == name and spec.supports and not hasattr(spec, "build")
+    assert spec.name == name and spec.description
+    if not spec.trained:  # a recipe method (api): no model object to check
+        assert spec.supports and spec.config_cls is None
+        with pytest.raises(UsageError, match="trains nothing"):
+            spec.impl()
         return
     cls = spec.model_cls
     assert cls is not None, f"{name}: SPEC.model_cls is not set"

@@ -24,7 +24,7 @@ from personadlg.models.lora.adapters import adapter_name, read_index
 from personadlg.training.checkpoint import load_checkpoint
 from personadlg.training.data import iter_examples
 from personadlg.training.trainer import train
-from tests.conftest import DEMO, read_jsonl
+from tests.conftest import DEMO, read_jsonl, small_recipe
 
 USERS = ["u-006", "u-007"]
 TINY_LORA = [
@@ -45,16 +45,8 @@ TINY_LORA = [
 
 
 def lora_recipe(small_data: dict[str, Path], out: Path, *extra: str):
-    return load_recipe(
-        "lora/tiny",
-        [
-            *TINY_LORA,
-            f"data.train={small_data['train']}",
-            f"data.valid={small_data['valid']}",
-            f"train.output_dir={out}",
-            "model.users=[u-006,u-007]",
-            *extra,
-        ],
+    return small_recipe(
+        "lora/tiny", small_data, out, "model.users=[u-006,u-007]", *extra, settings=TINY_LORA
     )
 
 
@@ -301,7 +293,7 @@ def test_ls_adapters_and_train_users_flags(cli, lora_run, small_data, tmp_path):
     r = cli("ls", "adapters", tmp_path / "nowhere")
     assert r.code == 2 and "no such file or directory" in r.stderr
     r = cli("train", "finetune/tiny", "--users", "u-1")
-    assert r.code == 2 and "apply to lora recipes" in r.stderr
+    assert r.code == 2 and "--users applies to lora recipes" in r.stderr
     ids = tmp_path / "ids.txt"
     ids.write_text("# users to adapt\nu-007\n")
     out = tmp_path / "flags"
@@ -371,8 +363,12 @@ def test_an_encoder_decoder_base_serves_mixed_user_batches(small_data, tmp_path,
 
 
 def test_validation_holds_out_turns_or_whole_last_dialogues():
-    from personadlg.training.user_adapters import validation_split
+    from functools import partial
 
+    from personadlg.models.lora.users import validation_split as split
+    from personadlg.training.stage_tools import TrainerTools
+
+    validation_split = partial(split, tools=TrainerTools(acc=None))
     ids = ["a"] * 4 + ["b"] * 3 + ["c"] * 3
     keep, held = validation_split(ids, "dialogue", 0.2, seed=0)
     assert [ids[i] for i in held] == ["c"] * 3 and keep == list(range(7))

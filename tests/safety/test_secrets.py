@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from personadlg.data.synth.client import redact
-from tests.synth.fake_openai import FakeOpenAI
+from personadlg.llm.redact import redact
+from tests.fake_openai import FakeOpenAI
 from tests.synth.test_synth import KEY, assert_key_never_written
 
 

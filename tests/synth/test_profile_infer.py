@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,11 +14,10 @@ from personadlg.data.profile import infer, load_profile_recipe
 from personadlg.data.profile.config import ProfileSpec, parse_keys_spec
 from personadlg.data.profile.users import scan_users
 from personadlg.data.profile.validate import InvalidProfile, parse_profile
-from personadlg.data.synth.client import FatalAPIError
-from personadlg.data.synth.parse import ParseError
 from personadlg.errors import ConfigError
+from personadlg.llm.parse import ParseError
+from personadlg.llm.retries import FatalAPIError
 from tests.conftest import dialogue, read_jsonl, write_jsonl
-from tests.synth.fake_openai import FakeOpenAI
 
 KEY = "sk-test-PROFILE-NEVER-WRITE-ME-7373"
 KEYS = {
@@ -32,13 +26,6 @@ KEYS = {
     "occupation": "free",
 }
 USER = re.compile(r"\b(P\d\d) speaking\b")
-
-
-@pytest.fixture
-def server():
-    s = FakeOpenAI().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -349,73 +336,20 @@ def test_a_run_stopped_by_the_api_writes_nothing_and_the_rerun_asks_each_user_on
     assert_key_never_written(tmp_path)
 
 
-def test_kill_9_then_rerun_requests_no_finished_user_again(tmp_path):
-    server = FakeOpenAI(latency=0.15).start()
-    try:
-        n_users = 12
-        records = [rec(i, f"P{i % n_users:02d}") for i in range(2 * n_users)]
-        path = write_jsonl(tmp_path / "in.jsonl", records)
-
-        def truth(u: str) -> dict:
-            k = int(u[1:])
-            return {"age": KEYS["age"][k % 7], "gender": KEYS["gender"][k % 3], "occupation": u}
-
-        server.content_for = lambda prompt: json.dumps(truth(user_of(prompt)))
-        out = tmp_path / "out.jsonl"
-        cmd = [sys.executable, "-m", "personadlg", "-q", "profile", "infer", str(path)]
-        cmd += ["--out", str(out), "profile/infer", f"client.base_url={server.base_url}"]
-        cmd += ["client.api_key_env=PDLG_PROFILE_KEY", "limits.concurrency=2", "client.timeout=5"]
-        env = {**os.environ, "PDLG_PROFILE_KEY": KEY}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        journal = tmp_path / "out.jsonl.cache" / "journal.jsonl"
-        deadline = time.time() + 60
-        while time.time() < deadline and (
-            not journal.exists() or journal.read_text().count('"status": "ok"') < 4
-        ):
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        killed_at = time.monotonic()
-        assert not out.exists()  # written only at the end
-        done = {
-            json.loads(x)["user_id"]
-            for x in journal.read_text().splitlines()
-            if '"status": "ok"' in x and x.endswith("}")
-        }
-        assert 4 <= len(done) < n_users
-        r = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        s = json.loads(r.stdout)
-        assert s["inferred"] == n_users and s["failed"] == 0 and s["pending"] == 0
-        after = [user_of(x["prompt"]) for x in server.chat_requests() if x["time"] > killed_at]
-        assert not done & set(after)  # users finished before the kill were never asked again
-        assert set(after) == {f"P{i:02d}" for i in range(n_users)} - done
-        assert len(after) <= n_users - len(done) + 2  # at most the two in flight at the kill twice
-        per_user = Counter(user_of(x["prompt"]) for x in server.chat_requests())
-        assert all(per_user[u] == 1 for u in done) and max(per_user.values()) <= 2
-        got = read_jsonl(out)
-        assert [x["id"] for x in got] == [x["id"] for x in records]
-        assert all(x["profile"] == truth(x["user_id"]) for x in got)
-        assert_key_never_written(tmp_path)
-    finally:
-        server.stop()
-
-
-def test_a_server_echoing_the_key_never_gets_it_written(corpus, tmp_path):
-    server = FakeOpenAI(echo_auth=True).start()
-    try:
-        path, _ = corpus
-        server.content_for = lambda prompt: json.dumps(
+def test_a_server_echoing_the_key_never_gets_it_written(corpus, tmp_path, fake_openai):
+    server = fake_openai(
+        echo_auth=True,
+        content_for=lambda prompt: json.dumps(
             {"age": "20s", "gender": "male", "occupation": "baker"}
-        )
-        server.fault_for = lambda prompt: "400" if user_of(prompt) == "P04" else None
-        s = infer(recipe(server), path, tmp_path / "o.jsonl")
-        (f,) = s["failed_users"]
-        assert f["user_id"] == "P04" and f["class"] == "http_400" and "[REDACTED]" in f["error"]
-        assert KEY not in json.dumps(s)
-        assert_key_never_written(tmp_path)
-    finally:
-        server.stop()
+        ),
+        fault_for=lambda prompt: "400" if user_of(prompt) == "P04" else None,
+    )
+    path, _ = corpus
+    s = infer(recipe(server), path, tmp_path / "o.jsonl")
+    (f,) = s["failed_users"]
+    assert f["user_id"] == "P04" and f["class"] == "http_400" and "[REDACTED]" in f["error"]
+    assert KEY not in json.dumps(s)
+    assert_key_never_written(tmp_path)
 
 
 # -- the command line ------------------------------------------------------------------------------------

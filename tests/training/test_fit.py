@@ -141,17 +141,17 @@ def test_param_lr_gives_matching_parameters_their_own_learning_rate(small_data, 
     """`train.param_lr`: the first matching glob sets a parameter's peak learning rate (a method's
     new parts can learn faster than its pretrained body); decay stays off biases and norms; a glob
     that matches nothing is a usage error naming the parameter prefixes."""
-    from personadlg.training.fit import _param_groups
+    from personadlg.training.optim import param_groups
 
     module = nn.ModuleDict({"body": nn.Linear(4, 4), "heads": nn.Sequential(nn.Linear(4, 2))})
-    groups = _param_groups(module, 0.1, 1e-4, {"heads.*": 1e-2})
+    groups = param_groups(module, 0.1, 1e-4, {"heads.*": 1e-2})
     by_lr = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in groups}
     assert by_lr == {(1e-4, 0.1): 1, (1e-4, 0.0): 1, (1e-2, 0.1): 1, (1e-2, 0.0): 1}
     with pytest.raises(Exception, match="matches no parameter.*body, heads"):
-        _param_groups(module, 0.0, 1e-4, {"head.*": 1e-2})
+        param_groups(module, 0.0, 1e-4, {"head.*": 1e-2})
     # a frozen part may be named (a stage that freezes it): no error, no group
     module["heads"].requires_grad_(False)
-    assert {g["lr"] for g in _param_groups(module, 0.0, 1e-4, {"heads.*": 1e-2})} == {1e-4}
+    assert {g["lr"] for g in param_groups(module, 0.0, 1e-4, {"heads.*": 1e-2})} == {1e-4}
     # end to end: a recipe's globs reach the optimizer; a typo exits 2 before training
     result = train(
         tiny_recipe(

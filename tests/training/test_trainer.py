@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from personadlg.training import checkpoint as ckpt
-from personadlg.training.fit import _early_stop
+from personadlg.training.fit_state import Progress, early_stop
 from personadlg.training.trainer import train
 from tests.conftest import read_metrics, tiny_recipe
 
@@ -149,8 +149,8 @@ def test_loss_goes_down_when_overfitting_a_few_examples(tmp_path, small_data):
 
 
 def test_early_stopping_rule():
-    state = {"best_valid": None, "bad_evals": 0}
-    assert [_early_stop(state, {"loss": x}, 2) for x in (3.0, 2.0, 2.5, 2.1, 1.0, 1.5, 1.6)] == [
+    progress = Progress()
+    assert [early_stop(progress, {"loss": x}, 2) for x in (3.0, 2.0, 2.5, 2.1, 1.0, 1.5, 1.6)] == [
         False,
         False,
         False,

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from personadlg.config import check
+from personadlg.data.stopwords import STOPWORDS
 from personadlg.registry import FILTERS, did_you_mean
 
 SCRIPTS = ("latin", "cjk", "cyrillic", "greek", "arabic", "hebrew", "devanagari", "thai", "any")
@@ -60,7 +61,7 @@ class CleanConfig:
     lang: str | None = field(
         default=None,
         metadata={
-            "help": "expected language (en, de, fr, es, it, pt, nl); turns the language filter on"
+            "help": f"expected language ({', '.join(STOPWORDS)}); turns the language filter on"
         },
     )
     # persona copying
@@ -120,14 +121,11 @@ class CleanConfig:
                 problems.append(
                     f"--refusal-pattern {pattern!r}: expected a regular expression, got an invalid one ({err})"
                 )
-        if self.lang is not None:
-            from personadlg.data.clean.filters import STOPWORDS
-
-            if self.lang not in STOPWORDS:
-                problems.append(
-                    f"--lang: expected one of {', '.join(STOPWORDS)}, got {self.lang!r}"
-                    f"{did_you_mean(self.lang, list(STOPWORDS))}"
-                )
+        if self.lang is not None and self.lang not in STOPWORDS:
+            problems.append(
+                f"--lang: expected one of {', '.join(STOPWORDS)}, got {self.lang!r}"
+                f"{did_you_mean(self.lang, list(STOPWORDS))}"
+            )
         if not 0 <= self.min_script_share <= 1 or not 0 <= self.persona_copy_max_share <= 1:
             problems.append("min_script_share and persona_copy_max_share must be in [0, 1]")
         check(problems)

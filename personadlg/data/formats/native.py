@@ -1,4 +1,4 @@
-"""personadlg's own JSONL: dialogue records (ARCHITECTURE §2.1) or example records (§2.2)."""
+"""personadlg's own JSONL: dialogue records or example records (README: Data format)."""
 
 from __future__ import annotations
 

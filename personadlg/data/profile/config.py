@@ -1,4 +1,4 @@
-"""Profile-inference recipes: synth's `client`, `limits` and `prices`, plus a `profile:` section.
+"""Profile-inference recipes: the engine's `client`, `limits` and `prices`, plus a `profile:` section.
 
     profile:
       keys: {age: [teens, 20s, 30s], gender: [female, male], occupation: free}
@@ -28,8 +28,8 @@ from personadlg.config import (
     read_yaml,
     resolve_recipe,
 )
-from personadlg.data.synth.config import ClientConfig, LimitsConfig, LiveRequests
 from personadlg.errors import ConfigError
+from personadlg.llm.config import ClientConfig, LimitsConfig, LiveRequests
 
 FREE = "free"
 DEFAULT_RECIPE = "profile/infer"
@@ -108,7 +108,7 @@ def _is_value(v: Any) -> bool:
 
 @dataclass
 class ProfileConfig(LiveRequests):
-    """A profile-inference run: the API (as synth has it) and the `profile:` section."""
+    """A profile-inference run: the API (`personadlg.llm`) and the `profile:` section."""
 
     client: ClientConfig = field(
         default_factory=lambda: ClientConfig(params={"temperature": 0.3, "max_tokens": 200})

@@ -1,6 +1,6 @@
-"""`personadlg profile infer`: one request per user through synth's runner, the profile written into every record of the user.
+"""`personadlg profile infer`: one request per user through the engine (`personadlg.llm`), the profile written into every record of the user.
 
-Exactly once: each request is journalled (`OUTPUT.cache/journal.jsonl`, synth's journal) as `ok`
+Exactly once: each request is journalled (`OUTPUT.cache/journal.jsonl`, the engine's journal) as `ok`
 (with the validated profile) or `failed`; users already `ok` are never requested again, failed ones
 only with `retry_failed`. OUTPUT holds every input record once, in input order: records of
 inferred users with the profile added, all others (no `user_id`, complete profile skipped, failed,
@@ -11,7 +11,6 @@ writes neither, and the same command continues from the journal.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -23,15 +22,18 @@ from typing import Any
 from personadlg import __version__
 from personadlg.data.formats import read_dialogues
 from personadlg.data.jsonl import atomic_outputs, dumps
+from personadlg.data.lock import exclusive_lock
 from personadlg.data.paths import check_outputs
 from personadlg.data.profile.config import ProfileConfig
 from personadlg.data.profile.prompt import UserRequest, build_request, load_template
 from personadlg.data.profile.users import Scan, scan_users
 from personadlg.data.profile.validate import parse_profile
-from personadlg.data.synth.client import Reply, api_key
-from personadlg.data.synth.journal import Journal
-from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs, still_to_send
 from personadlg.errors import DataError
+from personadlg.llm import paths
+from personadlg.llm.client import Reply, api_key
+from personadlg.llm.cost import estimate
+from personadlg.llm.resume import resume, still_to_send
+from personadlg.llm.runner import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +53,7 @@ class Plan:
 
 def report_file(output: str | Path) -> Path:
     """`OUT.jsonl` → `OUT.report.json`, beside the output."""
-    p = Path(output)
-    return p.with_name(p.name.removesuffix(".jsonl") + ".report.json")
-
-
-def cache_dir(cfg: ProfileConfig, output: str | Path) -> Path:
-    p = Path(output)
-    return Path(cfg.cache_dir) if cfg.cache_dir else p.with_name(p.name + ".cache")
+    return paths.beside(output, ".report.json")
 
 
 def check_paths(cfg: ProfileConfig, input_path: str | Path, output: str | Path) -> None:
@@ -106,9 +102,15 @@ def dry_run(
     keep_existing: bool = True,
     retry_failed: bool = False,
 ) -> dict[str, Any]:
-    """Users, requests still to send, estimated tokens and cost (synth's estimator); sends nothing, needs no key."""
+    """Users, requests still to send, estimated tokens and cost (the engine's estimator); sends nothing, needs no key."""
     p = plan(cfg, input_path, output, fmt=fmt, keep_existing=keep_existing)
-    todo = still_to_send(p.requests, cache_dir(cfg, output), retry_failed=retry_failed, what=WHAT)
+    todo = still_to_send(
+        p.requests,
+        paths.cache_dir(output, cfg.cache_dir),
+        retry_failed=retry_failed,
+        what=WHAT,
+        lock=exclusive_lock,
+    )
     return {
         "records": p.scan.records,
         "records_without_user": p.scan.without_user,
@@ -168,44 +170,32 @@ def infer(
             },
         }
 
-    journal = Journal(cache_dir(cfg, output), what=WHAT)
-    try:
-        todo = pending(p.requests, journal, retry_failed)
-        stats = Stats(total=len(p.requests), already_done=len(p.requests) - len(todo))
-        logger.info("%d users to infer, %d requests to send", len(p.requests), len(todo))
-        if todo:
-            asyncio.run(
-                run_jobs(
-                    cfg,
-                    iter(todo),
-                    journal,
-                    stats,
-                    accept=accept,
-                    failed_fields=lambda req: {"user_id": req.user_id},
-                    max_invalid=cfg.profile.max_invalid,
-                    on_progress=on_progress,
-                    what=WHAT,
-                )
-            )
-        results = _results(journal, p.requests)
+    with resume(
+        p.requests,
+        paths.cache_dir(output, cfg.cache_dir),
+        what=WHAT,
+        lock=exclusive_lock,
+        retry_failed=retry_failed,
+    ) as run:
+        logger.info("%d users to infer, %d requests to send", len(p.requests), len(run.todo))
+        run.send(
+            cfg,
+            accept=accept,
+            failed_fields=lambda req: {"user_id": req.user_id},
+            max_invalid=cfg.profile.max_invalid,
+            on_progress=on_progress,
+        )
         return _write(
             cfg,
             p,
-            results,
-            stats,
+            run.journal.final(r.key for r in p.requests),
+            run.stats,
             input_path=input_path,
             output=output,
             fmt=fmt,
             keep_existing=keep_existing,
             started=started,
         )
-    finally:
-        journal.close()
-
-
-def _results(journal: Journal, requests: list[UserRequest]) -> dict[str, dict[str, Any]]:
-    """Request key → its final journal entry: the first `ok`, else the last `failed`."""
-    return journal.final(r.key for r in requests)
 
 
 def _write(

@@ -14,8 +14,8 @@ from string import Template
 from typing import Any
 
 from personadlg.data.profile.config import FREE, ProfileConfig
-from personadlg.data.synth.prompts import load_template as _load_template
-from personadlg.data.synth.prompts import request_params
+from personadlg.llm.config import request_params
+from personadlg.llm.template import load_template as _load_template
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "assets" / "prompts" / "profile_infer.txt"
 PLACEHOLDERS = ("keys", "utterances", "count", "example")
@@ -23,7 +23,7 @@ PLACEHOLDERS = ("keys", "utterances", "count", "example")
 
 @dataclass(frozen=True)
 class UserRequest:
-    """One user's request (a synth runner job)."""
+    """One user's request (a `personadlg.llm` job)."""
 
     key: str
     user_id: str

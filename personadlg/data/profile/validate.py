@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from personadlg.data.profile.config import FREE
-from personadlg.data.synth.parse import ParseError, json_candidates
 from personadlg.errors import describe_value
+from personadlg.llm.parse import ParseError, json_candidates
 
 FREE_MAX_CHARS = 100
 

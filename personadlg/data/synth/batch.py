@@ -16,12 +16,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from personadlg.data.synth.client import FatalAPIError, Reply, classify, make_client, redact
+from personadlg.data.lock import exclusive_lock
 from personadlg.data.synth.config import SynthConfig
-from personadlg.data.synth.journal import Journal
-from personadlg.data.synth.parse import ParseError, check_dialogue, parse_reply
-from personadlg.data.synth.prompts import Unit, request_params
-from personadlg.data.synth.runner import Stats, finish, pending, plan, price, record_for
+from personadlg.data.synth.parse import check_dialogue, parse_reply
+from personadlg.data.synth.prompts import Unit
+from personadlg.data.synth.runner import WHAT, finish, plan, record_for
+from personadlg.llm.client import Reply, make_client
+from personadlg.llm.config import request_params
+from personadlg.llm.cost import price
+from personadlg.llm.journal import Journal
+from personadlg.llm.parse import ParseError
+from personadlg.llm.redact import redact
+from personadlg.llm.resume import resume
+from personadlg.llm.retries import FatalAPIError, classify
+from personadlg.llm.runner import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +66,17 @@ async def _call(coro: Any) -> Any:
     except Exception as err:
         kind = classify(err)
         if kind.action == "stop":
-            raise FatalAPIError(f"synth stopped: {kind.message}") from None
+            raise FatalAPIError(f"{WHAT} stopped: {kind.message}") from None
         raise
 
 
 def submit(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
     """Upload request files for the pending units and create batches; record them in the journal."""
     units, _ = plan(cfg)
-    journal = Journal(cfg.cache_path)
-    todo = pending(units, journal, retry_failed)
-    stats = Stats(total=len(units), already_done=len(units) - len(todo))
     started = time.perf_counter()
     created = []
 
-    async def go() -> None:
+    async def go(journal: Journal, todo: list[Unit]) -> None:
         client = make_client(cfg.client)
         try:
             for i, (group, data) in enumerate(chunks(cfg, todo)):
@@ -101,11 +106,14 @@ def submit(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
         finally:
             await client.close()
 
-    try:
-        if todo:
-            asyncio.run(go())
-    finally:
-        summary = finish(cfg, journal, stats, started)
+    with resume(
+        units, cfg.cache_path, what=WHAT, lock=exclusive_lock, retry_failed=retry_failed
+    ) as run:
+        try:
+            if run.todo:
+                asyncio.run(go(run.journal, run.todo))
+        finally:
+            summary = finish(cfg, run.journal, run.stats, started)
     summary["batches_created"] = created
     return summary
 
@@ -114,12 +122,11 @@ def collect(cfg: SynthConfig) -> dict[str, Any]:
     """Check the recorded batches (polling until they finish or `batch.collect_timeout`) and merge their results."""
     units, tag = plan(cfg)
     by_key = {u.key: u for u in units}
-    journal = Journal(cfg.cache_path)
     stats = Stats(total=len(units))
     started = time.perf_counter()
     report: dict[str, str] = {}
 
-    async def go() -> None:
+    async def go(journal: Journal) -> None:
         client = make_client(cfg.client)
         try:
             deadline = time.monotonic() + cfg.batch.collect_timeout
@@ -139,13 +146,14 @@ def collect(cfg: SynthConfig) -> dict[str, Any]:
         finally:
             await client.close()
 
-    try:
-        if journal.batches:
-            asyncio.run(go())
-    finally:
-        summary = finish(cfg, journal, stats, started)
-    summary["batches"] = report
-    summary["batches_open"] = sum(1 for b in journal.batches.values() if not b.get("done"))
+    with Journal(cfg.cache_path, what=WHAT, lock=exclusive_lock) as journal:
+        try:
+            if journal.batches:
+                asyncio.run(go(journal))
+        finally:
+            summary = finish(cfg, journal, stats, started)
+        summary["batches"] = report
+        summary["batches_open"] = sum(1 for b in journal.batches.values() if not b.get("done"))
     return summary
 
 

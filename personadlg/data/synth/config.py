@@ -1,7 +1,9 @@
 """Synth recipes: the client, limits, attribute space, targets, topics and output of a synthesis run.
 
 A synth recipe is YAML with the sections below (no `method:` key). `load_synth_recipe` applies
-dotted overrides and validates like training recipes do.
+dotted overrides and validates like training recipes do. The `client:` and `limits:` sections are
+the engine's (`personadlg.llm.config`); the aspect format (`AspectSpec`) and `request_problems` are
+shared with the other API recipes (method api, the judge).
 """
 
 from __future__ import annotations
@@ -9,109 +11,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from personadlg.config import apply_overrides, build_config, check, read_yaml, resolve_recipe
 from personadlg.errors import ConfigError
-
-
-@dataclass
-class ClientConfig:
-    """Any OpenAI-compatible endpoint, through the official `openai` client."""
-
-    base_url: str | None = field(
-        default=None,
-        metadata={"help": "API base URL (OpenAI, a gateway, vLLM, Ollama ...); default: OpenAI"},
-    )
-    model: str = field(default="gpt-4o-mini", metadata={"help": "model name"})
-    api_key_env: str | None = field(
-        default="OPENAI_API_KEY",
-        metadata={
-            "help": "environment variable holding the API key (null: no key, e.g. a local server)"
-        },
-    )
-    timeout: float = field(
-        default=120.0, metadata={"help": "seconds before a request times out (it is then retried)"}
-    )
-    max_retries: int = field(
-        default=5,
-        metadata={
-            "help": "retries per unit for rate limits, 5xx, timeouts, dropped connections and unparseable replies"
-        },
-    )
-    backoff_base: float = field(
-        default=1.0, metadata={"help": "first back-off in seconds (doubling, with jitter)"}
-    )
-    backoff_max: float = field(default=60.0, metadata={"help": "longest back-off in seconds"})
-    json_mode: bool = field(default=True, metadata={"help": "ask for response_format json_object"})
-    params: dict[str, Any] = field(
-        default_factory=lambda: {"temperature": 1.0, "max_tokens": 1200},
-        metadata={"help": "sampling parameters sent with every request"},
-    )
-
-    def __post_init__(self) -> None:
-        problems = []
-        if (
-            self.timeout <= 0
-            or self.max_retries < 0
-            or self.backoff_base < 0
-            or self.backoff_max < self.backoff_base
-        ):
-            problems.append(
-                "client.timeout must be > 0, client.max_retries >= 0, 0 <= client.backoff_base <= client.backoff_max"
-            )
-        check(problems)
-
-
-@dataclass
-class LimitsConfig:
-    concurrency: int = field(default=8, metadata={"help": "requests in flight at once"})
-    rpm: int = field(default=0, metadata={"help": "requests per minute (0 = no limit)"})
-    tpm: int = field(
-        default=0,
-        metadata={"help": "tokens per minute, reserving max_tokens per request (0 = no limit)"},
-    )
-    max_cost: float = field(
-        default=0.0,
-        metadata={
-            "help": "stop starting new requests once the run has cost this much (0 = no limit)"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        check(
-            []
-            if self.concurrency >= 1 and self.rpm >= 0 and self.tpm >= 0 and self.max_cost >= 0
-            else [
-                "limits.concurrency must be >= 1 and limits.rpm, limits.tpm, limits.max_cost >= 0"
-            ]
-        )
-
-
-class ApiRecipe(Protocol):
-    """What the request machinery (client, limits, prices, estimator) needs from a recipe.
-
-    SynthConfig has it; so does any other recipe that sends requests through synth's runner
-    (`personadlg profile infer`)."""
-
-    @property
-    def client(self) -> ClientConfig: ...
-    @property
-    def limits(self) -> LimitsConfig: ...
-    @property
-    def prices(self) -> dict[str, dict[str, float]]: ...
-    @property
-    def mode(self) -> str: ...
-    @property
-    def completion_tokens_estimate(self) -> int: ...
-
-
-class LiveRequests:
-    """A recipe whose requests go live through synth's runner (the Batch API is synth's only)."""
-
-    @property
-    def mode(self) -> str:
-        return "live"
+from personadlg.llm.config import ClientConfig, LimitsConfig
+from personadlg.llm.paths import cache_dir
 
 
 def request_problems(
@@ -268,11 +173,7 @@ class SynthConfig:
 
     @property
     def cache_path(self) -> Path:
-        return (
-            Path(self.cache_dir)
-            if self.cache_dir
-            else self.output_path.with_name(self.output_path.name + ".cache")
-        )
+        return cache_dir(self.output_path, self.cache_dir)
 
 
 SYNTH_KEYS = (

@@ -7,14 +7,12 @@ block, and plain transcripts whose lines start with `PersonA:` / `PersonB:`, `[P
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from personadlg.data.synth.config import TurnsConfig
+from personadlg.llm.parse import ParseError, json_candidates
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 _SPEAKER = re.compile(
     r"^\s*(?:\*\*)?\[?\s*(person\s*a|person\s*b|user|assistant|a|b)\s*\]?(?:\*\*)?\s*[:：]\s*(.*)$",
     re.IGNORECASE,
@@ -30,12 +28,6 @@ _ROLE = {
     "gpt": "assistant",
 }
 MAX_WORDS = 150
-
-
-class ParseError(ValueError):
-    """The reply is not a usable dialogue (the unit is retried, then recorded as failed)."""
-
-    kind = "unparseable"  # the class retries and failures are counted under
 
 
 def _from_json(obj: Any) -> list[dict[str, str]] | None:
@@ -65,19 +57,6 @@ def _from_transcript(text: str) -> list[dict[str, str]] | None:
         elif out and line.strip():
             out[-1]["content"] = (out[-1]["content"] + " " + line.strip()).strip()
     return out or None
-
-
-def json_candidates(text: str) -> Iterator[Any]:
-    """The JSON values in a reply, most likely first: the whole text, fenced code blocks, the outermost {...}."""
-    candidates = [text.strip(), *(m.group(1).strip() for m in _FENCE.finditer(text))]
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    for c in candidates:
-        try:
-            yield json.loads(c)
-        except json.JSONDecodeError:
-            continue
 
 
 def parse_reply(text: str | None) -> list[dict[str, str]]:

@@ -17,8 +17,10 @@ from typing import Any
 
 from personadlg.data.attributes import target_key
 from personadlg.data.jsonl import Bad, check_nonempty, iter_text_lines
-from personadlg.data.synth.config import ApiRecipe, SynthConfig
-from personadlg.errors import DataError, UsageError
+from personadlg.data.synth.config import SynthConfig
+from personadlg.errors import DataError
+from personadlg.llm.config import request_params
+from personadlg.llm.template import load_template as _load_template
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "assets" / "prompts" / "synth_dialogue.txt"
 PLACEHOLDERS = ("topic", "style", "description", "examples", "aspects", "min_turns", "max_turns")
@@ -47,27 +49,9 @@ class Unit:
         return f"t{self.topic_index:05d}|{target_key(self.target)}|{self.index}"
 
 
-def load_template(
-    path: str | Path | None,
-    *,
-    default: Path = DEFAULT_TEMPLATE,
-    placeholders: tuple[str, ...] = PLACEHOLDERS,
-) -> tuple[Template, str]:
-    """The template (PATH, else DEFAULT) and its version tag `sha256:<first 16 hex>`; only PLACEHOLDERS may appear."""
-    p = Path(path) if path else default
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise UsageError(f"template {p}: {err.strerror}") from None
-    unknown = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(text)} - {
-        None,
-        *placeholders,
-    }
-    if unknown:
-        raise UsageError(
-            f"template {p}: unknown placeholder(s) {sorted(unknown)}; available: {', '.join('$' + n for n in placeholders)}"
-        )
-    return Template(text), "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+def load_template(path: str | Path | None) -> tuple[Template, str]:
+    """The synth template (PATH, else the bundled one) and its tag `sha256:<first 16 hex>`."""
+    return _load_template(path, default=DEFAULT_TEMPLATE, placeholders=PLACEHOLDERS)
 
 
 def load_topics(path: str | Path | None) -> list[Topic]:
@@ -125,13 +109,6 @@ def render_prompt(
         min_turns=cfg.turns.min,
         max_turns=cfg.turns.max,
     )
-
-
-def request_params(cfg: ApiRecipe) -> dict[str, Any]:
-    params = dict(cfg.client.params)
-    if cfg.client.json_mode:
-        params["response_format"] = {"type": "json_object"}
-    return params
 
 
 def unit_key(

@@ -1,6 +1,6 @@
 """LLM judge metrics for `personadlg eval --judge RECIPE`: judge-persona, judge-attributes, judge-coherence.
 
-Requests go through synth's runner and journal (`personadlg.data.synth`): concurrent, rate-limited,
+Requests go through the engine's runner and journal (`personadlg.llm`): concurrent, rate-limited,
 retried, budgeted and cached, so judging the same generation again costs nothing.
 """
 

@@ -1,4 +1,4 @@
-"""Judge recipes: synth's `client`, `limits` and `prices`, plus a `judge:` section and an optional attribute space.
+"""Judge recipes: the engine's `client`, `limits` and `prices`, plus a `judge:` section and an optional attribute space.
 
     judge:
       templates: {persona: null, attributes: null, coherence: null}   # null = the bundled rubric
@@ -21,14 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.config import apply_overrides, build_config, check, read_yaml, resolve_recipe
-from personadlg.data.synth.config import (
-    AspectSpec,
-    ClientConfig,
-    LimitsConfig,
-    LiveRequests,
-    request_problems,
-)
+from personadlg.data.synth.config import AspectSpec, request_problems
 from personadlg.errors import ConfigError
+from personadlg.llm.config import ClientConfig, LimitsConfig, LiveRequests
 
 DEFAULT_RECIPE = "judge/default"
 KINDS = ("persona", "attributes", "coherence")
@@ -83,7 +78,7 @@ class JudgeSpec:
 
 @dataclass
 class JudgeConfig(LiveRequests):
-    """An LLM judge: the API (as synth has it), the rubrics, the attribute space and the cache."""
+    """An LLM judge: the API (`personadlg.llm`), the rubrics, the attribute space and the cache."""
 
     client: ClientConfig = field(
         default_factory=lambda: ClientConfig(params={"temperature": 0, "max_tokens": 150})

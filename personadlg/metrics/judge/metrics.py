@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from personadlg.data.synth.prompts import request_params
+from personadlg.llm.config import request_params
 from personadlg.metrics.base import Computed, EvalData, mean_of, pairs_computed, signature
 from personadlg.metrics.judge.config import JudgeConfig
 from personadlg.metrics.judge.prompts import (

@@ -16,8 +16,8 @@ from string import Template
 from typing import Any
 
 from personadlg.data.synth.config import AspectSpec
-from personadlg.data.synth.prompts import load_template as _load_template
-from personadlg.data.synth.prompts import request_params
+from personadlg.llm.config import request_params
+from personadlg.llm.template import load_template as _load_template
 from personadlg.metrics.judge.config import KINDS, JudgeConfig
 
 PROMPTS = Path(__file__).resolve().parents[2] / "assets" / "prompts"
@@ -34,7 +34,7 @@ CUT = "…"
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One request to the judge (a synth runner job)."""
+    """One request to the judge (a `personadlg.llm` job)."""
 
     key: str
     name: str

@@ -1,6 +1,6 @@
-"""Sending the judge's requests through synth's runner, with a cache that makes every judgement a one-time cost.
+"""Sending the judge's requests through the engine (`personadlg.llm`), with a cache that makes every judgement a one-time cost.
 
-The cache is a synth journal (`CACHE_DIR/journal.jsonl`, append-only, held exclusively while a
+The cache is the engine's journal (`CACHE_DIR/journal.jsonl`, append-only, held exclusively while a
 metric runs): each request is journalled `ok` (the validated judgement) or `failed`. A request
 already `ok` is never sent again, whichever file or metric asks for it; a `failed` one is retried
 by the next eval. All pending requests of a metric go out concurrently in one `run_jobs` call,
@@ -10,7 +10,6 @@ run (FatalAPIError, exit 1) with what was judged kept in the cache.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personadlg.data.synth.client import Reply, api_key
-from personadlg.data.synth.journal import Journal
-from personadlg.data.synth.runner import Stats, estimate, pending, run_jobs, still_to_send
+from personadlg.data.lock import exclusive_lock
+from personadlg.llm.client import Reply, api_key
+from personadlg.llm.cost import estimate
+from personadlg.llm.resume import resume, still_to_send
+from personadlg.llm.runner import Stats
 from personadlg.metrics.judge.config import JudgeConfig
 from personadlg.metrics.judge.prompts import JudgeRequest
 
@@ -54,11 +55,13 @@ def unique(requests: Sequence[JudgeRequest]) -> list[JudgeRequest]:
 
 def count_pending(cache_dir: Path, requests: Sequence[JudgeRequest]) -> list[JudgeRequest]:
     """The requests of REQUESTS (deduplicated) the cache has no `ok` judgement for; sends nothing."""
-    return still_to_send(unique(requests), cache_dir, retry_failed=True, what=WHAT)
+    return still_to_send(
+        unique(requests), cache_dir, retry_failed=True, what=WHAT, lock=exclusive_lock
+    )
 
 
 def plan(cfg: JudgeConfig, cache_dir: Path, requests: Sequence[JudgeRequest]) -> dict[str, Any]:
-    """Requests, those already cached and those to send, with synth's token and cost estimate."""
+    """Requests, those already cached and those to send, with the engine's token and cost estimate."""
     todo = count_pending(cache_dir, requests)
     n = len(unique(requests))
     return {"requests": n, "cached": n - len(todo), "to_send": len(todo), **estimate(cfg, todo)}
@@ -114,32 +117,17 @@ def judge(
             },
         }
 
-    journal = Journal(cache_dir, what=WHAT)
-    try:
-        todo = pending(todo_all, journal, retry_failed=True)
-        stats = Stats(total=len(todo_all), already_done=len(todo_all) - len(todo))
+    with resume(todo_all, cache_dir, what=WHAT, lock=exclusive_lock, retry_failed=True) as run:
         logger.info(
             "%s: %d judge requests, %d cached, %d to send (%s)",
             label,
             len(todo_all),
-            stats.already_done,
-            len(todo),
+            run.stats.already_done,
+            len(run.todo),
             cfg.client.model,
         )
-        if todo:
-            asyncio.run(
-                run_jobs(
-                    cfg,
-                    iter(todo),
-                    journal,
-                    stats,
-                    accept=accept,
-                    max_invalid=cfg.judge.max_invalid,
-                    on_progress=_progress(label),
-                    what=WHAT,
-                )
-            )
-        entries = journal.final(wanted)
-    finally:
-        journal.close()
-    return Judged(entries, len(todo_all), stats.already_done, stats)
+        run.send(
+            cfg, accept=accept, max_invalid=cfg.judge.max_invalid, on_progress=_progress(label)
+        )
+        entries = run.journal.final(wanted)
+    return Judged(entries, len(todo_all), run.stats.already_done, run.stats)

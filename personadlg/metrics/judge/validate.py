@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from personadlg.data.synth.parse import ParseError, json_candidates
 from personadlg.errors import describe_value
+from personadlg.llm.parse import ParseError, json_candidates
 
 SCALE = (1, 5)
 REASON_MAX_CHARS = 300

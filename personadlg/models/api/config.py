@@ -13,7 +13,7 @@ profile and attribute targets. No training; `personadlg generate RECIPE --input 
       attitude: {optimistic: {style: ..., description: ...}, pessimistic: {...}}
     prices: {gpt-4o-mini: {input: 0.15, output: 0.60}}
 
-The client, limits and prices are synth's sections (one request machinery: `data/synth/runner.py`).
+The client, limits and prices are the engine's sections (one request machinery: `personadlg.llm`).
 """
 
 from __future__ import annotations
@@ -24,21 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.config import apply_overrides, build_config, check, read_yaml, resolve_recipe
-from personadlg.data.synth.config import (
-    AspectSpec,
-    ClientConfig,
-    LimitsConfig,
-    LiveRequests,
-    request_problems,
-)
+from personadlg.data.synth.config import AspectSpec, request_problems
 from personadlg.errors import ConfigError
+from personadlg.llm.config import ClientConfig, LimitsConfig, LiveRequests
 
 METHOD = "api"
 
 
 @dataclass
 class ApiClientConfig(ClientConfig):
-    """synth's client section, with plain-text replies and short, conversational sampling defaults."""
+    """The engine's client section, with plain-text replies and short, conversational sampling defaults."""
 
     json_mode: bool = field(
         default=False,

@@ -27,8 +27,10 @@ from typing import Any
 from personadlg.data.attributes import target_key
 from personadlg.data.schema import Example
 from personadlg.data.synth.config import AspectSpec
-from personadlg.data.synth.prompts import load_template as _load_template
-from personadlg.data.synth.prompts import request_params
+from personadlg.errors import ConfigError
+from personadlg.llm.config import request_params
+from personadlg.llm.template import load_template as _load_template
+from personadlg.llm.template import parse_template
 from personadlg.models.api.config import ApiConfig
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "assets" / "prompts" / "api_system.txt"
@@ -47,7 +49,7 @@ PLACEHOLDERS = (
 
 @dataclass(frozen=True)
 class ApiJob:
-    """One (example, target) request: a synth runner job with its own seed."""
+    """One (example, target) request: a `personadlg.llm` job with its own seed."""
 
     key: str
     index: int
@@ -67,24 +69,10 @@ def load_template(cfg: ApiConfig) -> tuple[Template, str]:
     """The system template (inline `prompt.system`, the file `prompt.template`, else the bundled one)
     and its tag `sha256:<first 16 hex>`; unknown placeholders are refused."""
     if cfg.prompt.system is not None:
-        text = cfg.prompt.system
-        _check_placeholders(text, "prompt.system")
-        return Template(text), "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
-    return _load_template(cfg.prompt.template, default=DEFAULT_TEMPLATE, placeholders=PLACEHOLDERS)
-
-
-def _check_placeholders(text: str, where: str) -> None:
-    from personadlg.errors import ConfigError
-
-    unknown = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(text)} - {
-        None,
-        *PLACEHOLDERS,
-    }
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown placeholder(s) {sorted(unknown)}; available: "
-            + ", ".join("$" + n for n in PLACEHOLDERS)
+        return parse_template(
+            cfg.prompt.system, where="prompt.system", placeholders=PLACEHOLDERS, error=ConfigError
         )
+    return _load_template(cfg.prompt.template, default=DEFAULT_TEMPLATE, placeholders=PLACEHOLDERS)
 
 
 def _words(name: str) -> str:

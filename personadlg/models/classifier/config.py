@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from personadlg.config import ModelConfig, check
-from personadlg.models.finetune.config import TokenizerConfig, source_problems
+from personadlg.models.config_parts import TokenizerConfig, source_problems, trust_remote_code_field
 
 
 @dataclass
@@ -40,12 +40,7 @@ class ClassifierConfig(ModelConfig):
         default=128,
         metadata={"help": "longest input in tokens (pairs lose the start of the first text first)"},
     )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={
-            "help": "the backbone needs custom model code; enabled only with --trust-remote-code on the command line"
-        },
-    )
+    trust_remote_code: bool = trust_remote_code_field()
 
     def __post_init__(self) -> None:
         problems = source_problems(

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from personadlg.config import ModelConfig, check
-from personadlg.models.finetune.config import TokenizerConfig, source_problems
+from personadlg.models.config_parts import (
+    TokenizerConfig,
+    length_problems,
+    source_problems,
+    trust_remote_code_field,
+)
 
 STAGES = ("role", "init", "joint")
 """The paper's three stages: role awareness (the decoder learns to use encoded persona segments as
@@ -191,9 +196,8 @@ class CodebookConfig(ModelConfig):
         default_factory=list,
         metadata={"help": "generation: force these M codes for every example (e.g. [3, 17, ...])"},
     )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "the decoder needs custom code; only with --trust-remote-code"},
+    trust_remote_code: bool = trust_remote_code_field(
+        "the decoder needs custom code; only with --trust-remote-code"
     )
 
     def __post_init__(self) -> None:
@@ -254,14 +258,7 @@ class CodebookConfig(ModelConfig):
             problems.append(
                 "need model.init_iterations >= 1, model.init_tol >= 0, model.init_min_variance >= 0"
             )
-        if (
-            self.max_length < 8
-            or self.max_response_tokens < 1
-            or self.max_response_tokens >= self.max_length
-        ):
-            problems.append(
-                "need model.max_length >= 8 and 1 <= model.max_response_tokens < model.max_length"
-            )
+        problems += length_problems(self.max_length, self.max_response_tokens)
         if self.tune_history_encoder and self.history_encoder == "decoder":
             problems.append(
                 "model.tune_history_encoder needs an HF model.history_encoder (with the decoder's states: model.predictor_grad)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from personadlg.config import GenerateConfig
 from personadlg.data.schema import Example
 from personadlg.errors import UsageError
 from personadlg.models.codebook.model import CodebookModel, persona_segments
+from personadlg.models.spec import Block, Table
 
 
 def _usage(counts: Counter[int], n: int) -> dict[str, float]:
@@ -138,3 +139,37 @@ def _predicted_cfg(cfg: Any) -> Any:
     from personadlg.config import replace
 
     return replace(cfg, codes=[], persona_mode="predicted", code_sampling="argmax")
+
+
+def render_inspection(report: dict[str, Any], options: Mapping[str, Any]) -> list[Block]:
+    """`codebook inspect`'s report as the CLI prints it: a summary line, one row per code, and
+    the sample generations of `--code K`."""
+    a, p = report["assigned"], report["predicted"]
+    blocks: list[Block] = [
+        f"{options.get('checkpoint', 'checkpoint')}: {int(a['codes'])} codes; "
+        f"{report['sentences']:,} distinct persona sentences use {int(a['used'])} (usage "
+        f"perplexity {a['usage_ppl']:.1f}); the predictor chooses {int(p['used'])} over "
+        f"{report['examples']:,} histories (perplexity {p['usage_ppl']:.1f})",
+        Table(
+            title="",
+            columns=["code", "persona share %", "predicted %", "nearest persona sentences"],
+            rows=[
+                [
+                    str(row["code"]),
+                    f"{row['assigned_share']:.1f}",
+                    f"{row['predicted_share']:.1f}",
+                    "\n".join(
+                        f"{n['sentence']} ({n['distance']:.2f}"
+                        f"{'' if n['own'] else ', nearer another code'})"
+                        for n in row["nearest"]
+                    ),
+                ]
+                for row in report["codes"]
+            ],
+        ),
+    ]
+    for g in report.get("generations", []):
+        blocks.append(
+            f"{g['id']} user: {g['context']}\n  code {options['code']}: {g['generation']}"
+        )
+    return blocks

@@ -6,11 +6,6 @@ import torch
 import torch.nn.functional as F
 
 
-def nearest_codes(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index (S,) of the Euclidean-nearest row of CODEBOOK (N, D) for each row of Z (S, D)."""
-    return torch.cdist(z.float(), codebook.float()).argmin(-1)
-
-
 def vq_loss(z: torch.Tensor, codes: torch.Tensor, *, beta: float) -> torch.Tensor:
     """L_V = ||sg[z] - e||² + beta ||z - sg[e]||², mean over elements (Z, CODES: (S, D)).
 

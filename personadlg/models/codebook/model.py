@@ -44,7 +44,7 @@ from personadlg.models.backbone import (
     load_tokenizer,
     position_limit,
 )
-from personadlg.models.base import BuildContext, Generations, TokenView
+from personadlg.models.base import BuildContext, Generations, PromptReading, TokenView
 from personadlg.models.codebook.config import GENERATION_FIELDS, CodebookConfig
 from personadlg.models.codebook.network import CodebookNetwork
 from personadlg.models.collate import pad_nested, pad_sequences
@@ -389,6 +389,14 @@ class CodebookModel:
         return out
 
     # -- generation ---------------------------------------------------------------------------------
+
+    def prompt_reading(self, supports: tuple[str, ...]) -> PromptReading:
+        """The context's plain text, within `model.max_length` tokens."""
+        return PromptReading(
+            supports=supports,
+            render=RenderOptions(chat_template="plain"),
+            context_budget=self.cfg.max_length,
+        )
 
     def max_new_tokens_limit(self) -> int | None:
         limit = position_limit(self.net.decoder.config)

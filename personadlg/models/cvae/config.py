@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from personadlg.config import ModelConfig, check
-from personadlg.models.finetune.config import TokenizerConfig
+from personadlg.models.config_parts import (
+    TokenizerConfig,
+    tokenizer_problems,
+    trust_remote_code_field,
+)
 
 SOLVERS = (
     "dopri5",
@@ -197,12 +201,7 @@ class CVAEConfig(ModelConfig):
         metadata={"help": "attribute-homogeneous micro-batches (MIRACLE's sampler)"},
     )
     ode: ODEConfig = field(default_factory=ODEConfig)
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={
-            "help": "the backbone needs custom model code; enabled only with --trust-remote-code on the command line"
-        },
-    )
+    trust_remote_code: bool = trust_remote_code_field()
 
     def __post_init__(self) -> None:
         problems = []
@@ -214,10 +213,9 @@ class CVAEConfig(ModelConfig):
             conf = getattr(self, key)
             if conf and "model_type" not in conf:
                 problems.append(f"model.{key} needs a model_type (bert, gpt2, ...)")
-        if self.decoder_from_config and not self.tokenizer.train and not self.tokenizer.path:
-            problems.append(
-                "a from-scratch decoder needs model.tokenizer.train: true or model.tokenizer.path"
-            )
+        problems += tokenizer_problems(
+            from_config=self.decoder_from_config, tokenizer=self.tokenizer, what="decoder"
+        )
         if self.latent_dim < 1:
             problems.append(f"model.latent_dim must be >= 1, got {self.latent_dim}")
         if self.max_context_tokens < 4 or self.max_response_tokens < 1:

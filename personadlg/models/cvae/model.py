@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from personadlg.config import GenerateConfig, RunConfig, build_config, to_dict
+from personadlg.config import GenerateConfig, RunConfig, to_dict
 from personadlg.data.schema import Example
 from personadlg.errors import DataError, UsageError
 from personadlg.models.backbone import (
@@ -42,7 +42,7 @@ from personadlg.models.backbone import (
     load_tokenizer,
     position_limit,
 )
-from personadlg.models.base import GROUP, BuildContext, Generations, TokenView
+from personadlg.models.base import GROUP, BuildContext, Generations, PromptReading, TokenView
 from personadlg.models.collate import pad_sequences
 from personadlg.models.cvae.config import FIXED_GRID, CVAEConfig, ODEConfig
 from personadlg.models.cvae.losses import beta_at, mutual_information
@@ -499,6 +499,19 @@ class CVAEModel:
 
     # -- generation -------------------------------------------------------------------------------
 
+    def prompt_reading(self, supports: tuple[str, ...]) -> PromptReading:
+        """The context's plain text (with the persona when `model.persona_in_prompt`); the
+        decoder's positions hold it only when `model.decoder_sees_context`."""
+        c = self.cfg
+        if c.persona_in_prompt and "persona" not in supports:
+            supports = ("persona", *supports)
+        return PromptReading(
+            supports=supports,
+            render=RenderOptions(persona=c.persona_in_prompt, chat_template="plain"),
+            context_budget=c.max_context_tokens,
+            decoder_reads_prompt=c.decoder_sees_context,
+        )
+
     def max_new_tokens_limit(self) -> int | None:
         """New tokens the decoder's positions leave room for after the latent prefix and BOS."""
         limit = position_limit(self.net.decoder.config)
@@ -774,8 +787,3 @@ def load(directory: Path, cfg: RunConfig) -> CVAEModel:
             f"(missing: {', '.join(missing) or '-'}; unexpected: {', '.join(unexpected) or '-'})"
         )
     return CVAEModel(net, tok, enc_tok, attributes, mcfg)
-
-
-def ode_config(data: dict[str, Any]) -> ODEConfig:
-    """An ODEConfig from a plain mapping (validated like a recipe section)."""
-    return build_config(ODEConfig, data, path="model.ode")

@@ -24,8 +24,9 @@ from personadlg.models.backbone import (
     load_tokenizer,
     position_limit,
 )
-from personadlg.models.base import BuildContext, TokenView
+from personadlg.models.base import BuildContext, PromptReading, TokenView
 from personadlg.models.collate import pad_sequences
+from personadlg.models.config_parts import PromptLMConfig
 from personadlg.models.decoding import generate_ids
 from personadlg.models.detokenize import decode
 from personadlg.models.finetune.config import FinetuneConfig
@@ -59,7 +60,7 @@ class FinetuneModel:
     tokenizer: Any
     module: nn.Module
 
-    def __init__(self, lm: Any, tokenizer: Any, cfg: FinetuneConfig) -> None:
+    def __init__(self, lm: Any, tokenizer: Any, cfg: PromptLMConfig) -> None:
         self.lm, self.tokenizer, self.cfg = lm, tokenizer, cfg
         self.seq2seq = is_seq2seq(lm.config)
         self.module = LMLoss(lm, causal=not self.seq2seq)
@@ -146,6 +147,28 @@ class FinetuneModel:
         ]
 
     # -- generation ---------------------------------------------------------------------------------
+
+    def prompt_reading(self, supports: tuple[str, ...]) -> PromptReading:
+        """The recipe's prompt lines narrow SUPPORTS (a persona rendered by the profile template
+        counts as a persona); `model.max_length` caps the prompt."""
+        c = self.cfg
+        template = c.profile_template
+        used = {
+            "persona": bool(c.persona_in_prompt)
+            or bool(c.profile_in_prompt and template is not None and template.persona),
+            "profile": bool(c.profile_in_prompt),
+            "attributes": bool(c.attributes_in_prompt),
+        }
+        kept = [s for s in supports if used.get(s, True)]
+        kept += [s for s, on in used.items() if on and s not in kept]
+        return PromptReading(
+            supports=tuple(kept),
+            render=self.opts,
+            prompt_cap=c.max_length,
+            cap_name="model.max_length",
+            context_budget=c.max_length,
+            decoder_reads_prompt=not self.seq2seq,
+        )
 
     def max_new_tokens_limit(self) -> int | None:
         """New tokens the model's positions leave room for: after a 1-token prompt (causal), or

@@ -22,7 +22,10 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from personadlg.models.spec import Table
 
 ADAPTERS_DIR = "adapters"
 INDEX_FILE = "index.json"
@@ -108,3 +111,61 @@ def adapters_of(run_or_checkpoint: str | Path) -> Path:
 def adapter_size(directory: str | Path) -> int:
     """Bytes on disk of one adapter directory."""
     return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
+
+
+_EXPECTED = "a lora run dir (or its final/) whose stage users has run: RUN/adapters/index.json"
+
+
+def _what_it_is(path: Path) -> str:
+    """What PATH is, in words, for an error about what was expected instead."""
+    import yaml
+
+    if not path.exists():
+        return "no such file or directory"
+    if not path.is_dir():
+        return "a file, not a directory"
+    for cfg in (path / "config.yaml", path / "final" / "config.yaml"):
+        if cfg.is_file():
+            try:
+                recipe = yaml.safe_load(cfg.read_text())
+                method = recipe["method"]
+            except (OSError, yaml.YAMLError, KeyError, TypeError):
+                return f"a directory with an unreadable {cfg.name}"
+            where = "a checkpoint" if cfg.parent == path else "a run"
+            if method == "lora":
+                return (
+                    f"{where} of a lora run whose stage users has not run (no adapters/index.json)"
+                )
+            return f"{where} of method {method!r}, not lora"
+    return "a directory that holds no personadlg run (no config.yaml, no final/)"
+
+
+def list_adapters(run: Path) -> Table:
+    """`personadlg ls adapters RUN`: one row per user of RUN's adapters/index.json."""
+    from personadlg.errors import UsageError
+    from personadlg.models.spec import Table
+
+    adapters = adapters_of(run)
+    if not (adapters / INDEX_FILE).is_file():
+        raise UsageError(f"{run}: {_what_it_is(run)}; `ls adapters` expects {_EXPECTED}")
+    index = read_index(adapters)
+    users = index["users"]
+    rows = [
+        [
+            uid,
+            e["dir"],
+            e["examples"],
+            e["steps"],
+            f"{e['valid_loss_before']:.4f}",
+            f"{e['valid_loss_after']:.4f}",
+            f"{e.get('size_bytes', 0) / 1024:,.0f}",
+        ]
+        for uid, e in users.items()
+    ]
+    base = index.get("base") or {}
+    return Table(
+        title=f"{len(users)} adapter(s) in {adapters} (base {base.get('ref', '?')})",
+        columns=["user", "dir", "turns", "steps", "valid loss before", "after", "KiB"],
+        rows=rows,
+        data={"adapters": str(adapters), "base": index.get("base"), "users": users},
+    )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from personadlg.config import check
-from personadlg.models.finetune.config import FinetuneConfig, length_problems, source_problems
+from personadlg.models.config_parts import PromptLMConfig
 from personadlg.models.profile_prompt import ProfileTemplate
 
 STAGES = ("base", "users")
@@ -61,7 +61,7 @@ class LoraSettings:
 
 
 @dataclass
-class LoRAFinetuneConfig(FinetuneConfig):
+class LoRAFinetuneConfig(PromptLMConfig):
     """A causal LM or encoder-decoder trained with the user's profile in the prompt (stage `base`),
     then one LoRA adapter per user on that frozen model (stage `users`)."""
 
@@ -133,17 +133,8 @@ class LoRAFinetuneConfig(FinetuneConfig):
     def __post_init__(self) -> None:
         problems = []
         if "base" in self.stages:  # stage users alone takes its base from model.init_from
-            problems += source_problems(
-                pretrained_key="backbone",
-                pretrained=self.backbone,
-                config_key="from_config",
-                from_config=self.from_config,
-                tokenizer=self.tokenizer,
-                kind="a pretrained model",
-                example="gpt2 or t5",
-                what="model",
-            )
-        problems += length_problems(self.max_length, self.max_response_tokens)
+            problems += self.backbone_problems()
+        problems += self.budget_problems()
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages or len(set(self.stages)) != len(self.stages):
             problems.append(

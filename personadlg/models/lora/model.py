@@ -1,7 +1,7 @@
 """The `lora` model: a profile-aware dialogue LM, and at generation the user's own LoRA adapter.
 
 Stage `base` trains the whole LM exactly as `finetune` does, with the profile rendered into every
-prompt by `model.profile_template` (default `[key: value]` pairs). Stage `users` (training/user_adapters.py) trains
+prompt by `model.profile_template` (default `[key: value]` pairs). Stage `users` (users.py) trains
 one peft adapter per user on that frozen LM. A checkpoint of stage `users` is the base's weights
 plus the run's `adapters/`; `generate` picks each example's adapter by its `user_id`:
 
@@ -22,6 +22,7 @@ import logging
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from personadlg.config import GenerateConfig, RunConfig, to_dict
 from personadlg.data.schema import Example
 from personadlg.errors import UsageError
 from personadlg.models.backbone import load_pretrained, load_tokenizer
-from personadlg.models.base import BuildContext, Generations
+from personadlg.models.base import BuildContext, Generations, PromptReading
 from personadlg.models.finetune.model import FinetuneModel
 from personadlg.models.finetune.model import build as build_finetune
 from personadlg.models.fingerprint import short, weights_fingerprint
@@ -119,6 +120,17 @@ class LoraModel(FinetuneModel):
         """USER_ID's adapter entry of the index (dir, examples, profile, ...), or None."""
         entry = self.users.get(user_id)
         return dict(entry) if entry else None
+
+    def known_users(self) -> list[str]:
+        """The users of the adapters' index, sorted."""
+        return sorted(self.users)
+
+    def prompt_reading(self, supports: tuple[str, ...]) -> PromptReading:
+        """As finetune's; without adapters the user id selects nothing. A reply shows which
+        adapter answered (`adapter`, and `adapter_fallback` when the base did)."""
+        reading = super().prompt_reading(supports)
+        kept = reading.supports if self.users else tuple(s for s in reading.supports if s != "user")
+        return replace(reading, supports=kept, reply_fields=("adapter", "adapter_fallback"))
 
     def adapter_for(self, user_id: str | None) -> str | None:
         """The adapter name serving USER_ID, or None (the base model answers)."""

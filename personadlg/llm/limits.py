@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 
 class SlidingWindowLimiter:
     """At most LIMIT units (requests or tokens) within any WINDOW seconds (0 = no limit)."""
 
-    def __init__(self, limit: int, window: float = 60.0, clock=time.monotonic) -> None:
+    def __init__(
+        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit, self.window, self.clock = limit, window, clock
         self._events: deque[tuple[float, int]] = deque()
         self._used = 0

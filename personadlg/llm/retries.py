@@ -1,26 +1,23 @@
-"""Talking to an OpenAI-compatible API: one request, errors sorted into stop / retry / fail, back-off.
+"""What to do about a failed request: stop the run, retry it after a back-off, or record it as failed.
 
 - authentication, permission and quota errors → stop the whole run (a clear message, exit 1);
 - 429, 5xx, timeouts, dropped connections, malformed responses → retry, after a back-off that
   doubles from `client.backoff_base` with jitter, or exactly the server's `Retry-After`;
-- other 4xx → record the unit as failed.
-The API key is read from the environment and handed to the client; it is never stored or logged,
-and every error text is redacted (`redact`) before it is stored or shown, so a server that echoes
-the key or the Authorization header in an error body cannot leak it into a file or a terminal.
+- other 4xx → record the request as failed.
+Every error message is redacted (`redact`) before it is stored or shown.
 """
 
 from __future__ import annotations
 
 import email.utils
-import os
 import random
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from personadlg.data.synth.config import ClientConfig
-from personadlg.errors import PersonadlgError, UsageError
+from personadlg.errors import PersonadlgError
+from personadlg.llm.config import ClientConfig
+from personadlg.llm.redact import redact
 
 
 class FatalAPIError(PersonadlgError):
@@ -30,58 +27,11 @@ class FatalAPIError(PersonadlgError):
 
 
 @dataclass
-class Reply:
-    text: str | None
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    request_id: str | None
-
-
-@dataclass
 class ErrorKind:
     action: str  # "stop" | "retry" | "fail"
     name: str
     message: str
     retry_after: float | None = None
-
-
-_SECRETS: set[str] = set()
-_AUTH = re.compile(
-    r"(?i)\b(authorization|x-api-key|api[-_]?key)([\"']?\s*[:=]\s*[\"']?)(bearer\s+|basic\s+)?[^\s\"',;}]+"
-)
-_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{6,}")
-REDACTED = "[REDACTED]"
-
-
-def redact(text: str) -> str:
-    """TEXT without any API key read by this process, Authorization / api-key values or bearer tokens."""
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    text = _AUTH.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}{REDACTED}", text)
-    return _BEARER.sub(f"Bearer {REDACTED}", text)
-
-
-def api_key(cfg: ClientConfig) -> str:
-    """The key from `client.api_key_env`; a placeholder when the endpoint needs none (api_key_env: null)."""
-    if not cfg.api_key_env:
-        return "no-key"
-    key = os.environ.get(cfg.api_key_env)
-    if not key:
-        raise UsageError(
-            f"client.api_key_env: the environment variable {cfg.api_key_env} is not set (the key is read from the environment only)"
-        )
-    if len(key) >= 4:
-        _SECRETS.add(key)
-    return key
-
-
-def make_client(cfg: ClientConfig) -> Any:
-    from openai import AsyncOpenAI
-
-    return AsyncOpenAI(
-        api_key=api_key(cfg), base_url=cfg.base_url, timeout=cfg.timeout, max_retries=0
-    )
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -156,37 +106,3 @@ def backoff(
         return retry_after
     base = min(cfg.backoff_max, cfg.backoff_base * 2 ** (attempt - 1))
     return base * (0.5 + (rng or random).random())
-
-
-def _response_class() -> Any:
-    try:  # the openai client is built on httpx (httpx2 in recent releases)
-        import httpx2
-
-        return httpx2.Response
-    except ImportError:
-        import httpx
-
-        return httpx.Response
-
-
-async def chat(client: Any, model: str, messages: Any, params: dict[str, Any]) -> Reply:
-    """One chat completion; raises the openai client's exceptions (and ValueError for a malformed body).
-
-    The request goes through the client's documented raw `post` (its auth, timeouts and error classes),
-    skipping the typed request/response models, which cost more CPU than everything else per request.
-    """
-    body = {"model": model, "messages": list(messages), **params}
-    raw = await client.post("/chat/completions", body=body, cast_to=_response_class())
-    data = raw.json()
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not choices:
-        raise ValueError("the response has no choices")
-    choice = choices[0]
-    usage = data.get("usage") or {}
-    return Reply(
-        text=(choice.get("message") or {}).get("content"),
-        finish_reason=choice.get("finish_reason"),
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        request_id=raw.headers.get("x-request-id") or data.get("id"),
-    )

@@ -1,5 +1,7 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI API (chat completions, files, batches)
-and injects faults on demand. Used by the synth tests and benchmarks.
+and injects faults on demand: the one fake API of the tests of every user of `personadlg.llm`
+(synth, profile infer, method api, the judge; the `fake_openai` fixture of tests/conftest.py
+starts and stops it) and of the benchmarks (`python -m tests.fake_openai`).
 
     server = FakeOpenAI(latency=0.1).start()      # server.base_url == "http://127.0.0.1:PORT/v1"
     server.script.extend(["429:0.5", "500", "drop"])   # faults for the next chat requests, in order
@@ -16,6 +18,10 @@ dialogues in the other accepted shapes).
 
 `FakeOpenAI(echo_auth=True)` is a careless server: every error body repeats the request's
 Authorization header (and so the API key), as some proxies do — the key scan tests use it.
+`content_for`, `reply_for` and `fault_for` may also be given to the constructor.
+
+`kill_9_after` kills a run (a process) once its journal holds some answers, for the tests that a
+killed run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -73,6 +83,9 @@ class FakeOpenAI:
         slow_seconds: float = 3.0,
         batch_polls_before_done: int = 1,
         echo_auth: bool = False,
+        content_for: Callable[[str], str] | None = None,
+        reply_for: Callable[[dict[str, Any]], str] | None = None,
+        fault_for: Callable[[str], str | None] | None = None,
     ) -> None:
         self.echo_auth = echo_auth
         self.latency, self.slow_seconds, self.batch_polls_before_done = (
@@ -81,11 +94,9 @@ class FakeOpenAI:
             batch_polls_before_done,
         )
         self.script: deque[str] = deque()
-        self.fault_for: Callable[[str], str | None] = lambda prompt: None
-        self.content_for: Callable[[str], str] | None = None
-        self.reply_for: Callable[[dict[str, Any]], str] | None = (
-            None  # the reply text from the whole body
-        )
+        self.fault_for: Callable[[str], str | None] = fault_for or (lambda prompt: None)
+        self.content_for = content_for  # the reply text from the prompt
+        self.reply_for = reply_for  # the reply text from the whole body
         self.log: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -403,6 +414,27 @@ class FakeOpenAI:
         b["status"] = "completed"
         b["completed_at"] = int(time.time())
         b["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(errs)}
+
+
+def kill_9_after(
+    proc: subprocess.Popen, journal: Path, ok: int, *, timeout: float = 60.0
+) -> tuple[float, list[dict[str, Any]]]:
+    """SIGKILL PROC once JOURNAL holds OK `ok` entries (or after TIMEOUT seconds): (the monotonic
+    time of the kill, the complete `ok` entries written by then)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and (
+        not journal.exists() or journal.read_text().count('"status": "ok"') < ok
+    ):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = time.monotonic()
+    done = [
+        json.loads(x)
+        for x in journal.read_text().splitlines()
+        if '"status": "ok"' in x and x.endswith("}")
+    ]
+    return killed_at, done
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
-"""The durable record of a synthesis run: an append-only JSONL journal, one line per event.
+"""The durable record of a run of requests: an append-only JSONL journal, one line per event.
 
-Entries: `ok` (the dialogue record, usage, cost, attempts), `failed` (error class and message),
-`submitted` (the unit waits in a batch) and `batch` (a batch's id and units). The last `ok` or
-`failed` entry of a unit is its state; a torn last line (kill -9 during a write) is cut off when
-the journal is reopened. Every line is flushed at once, so a killed process loses at most the unit
-it was writing; the output file is rewritten atomically from the journal.
+Entries: `ok` (the job's result fields, attempts, cost), `failed` (error class and message),
+`submitted` (the job waits in a batch) and `batch` / `batch-done` (a batch's id and units). The
+last `ok` or `failed` entry of a job is its state (an `ok` is final); a torn last line (kill -9
+during a write) is cut off when the journal is reopened. Every line is flushed at once, so a killed
+process loses at most the job it was writing.
 """
 
 from __future__ import annotations
@@ -13,24 +13,37 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
-
-from personadlg.data.jsonl import atomic_outputs, dumps
-from personadlg.data.lock import exclusive_lock
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
 JOURNAL = "journal.jsonl"
 
 
-class Journal:
-    """The journal of one output; held exclusively (an OS lock) from opening until `close()`,
-    so a second synth on the same output is refused naming the first one's pid."""
+class Locker(Protocol):
+    """Holds an exclusive lock on LOCK_FILE for a block, refusing one held by another process (a
+    UsageError naming TARGET, WHAT and its pid): `personadlg.data.lock.exclusive_lock`."""
 
-    def __init__(self, cache_dir: Path, *, what: str = "synth") -> None:
+    def __call__(
+        self, lock_file: Path, *, target: Path, what: str
+    ) -> AbstractContextManager[None]: ...
+
+
+def _line(entry: dict[str, Any]) -> str:
+    """One compact JSON line, UTF-8 kept readable (the format of every personadlg JSONL file)."""
+    return json.dumps(entry, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+
+
+class Journal:
+    """The journal in CACHE_DIR; held exclusively (LOCK, on `CACHE_DIR/.lock`) from opening until
+    `close()`, so a second run on the same cache is refused naming the first one's pid (WHAT words
+    the refusal). A context manager: leaving the block closes it."""
+
+    def __init__(self, cache_dir: Path, *, what: str, lock: Locker) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = exclusive_lock(cache_dir / ".lock", target=cache_dir, what=what)
+        self._lock = lock(cache_dir / ".lock", target=cache_dir, what=what)
         self._lock.__enter__()
         try:
             self._open(cache_dir)
@@ -40,12 +53,18 @@ class Journal:
 
     def _open(self, cache_dir: Path) -> None:
         self.path = cache_dir / JOURNAL
-        self.state: dict[str, str] = {}  # unit key -> ok | failed | submitted
+        self.state: dict[str, str] = {}  # job key -> ok | failed | submitted
         self.batches: dict[str, dict[str, Any]] = {}
         self._repair()
         for entry in self._entries():
             self._apply(entry)
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _repair(self) -> None:
         if not self.path.exists():
@@ -96,7 +115,7 @@ class Journal:
         return out
 
     def append(self, entry: dict[str, Any]) -> None:
-        self._f.write(dumps(entry) + "\n")
+        self._f.write(_line(entry) + "\n")
         self._f.flush()
         self._apply(entry)
 
@@ -109,25 +128,8 @@ class Journal:
             self._lock.__exit__(None, None, None)
 
     def counts(self) -> dict[str, int]:
+        """How many jobs are in each state (ok, failed, submitted)."""
         out: dict[str, int] = {}
         for s in self.state.values():
             out[s] = out.get(s, 0) + 1
         return out
-
-    def write_outputs(self, output: Path, failed: Path) -> tuple[int, int]:
-        """Rewrite OUTPUT (dialogue records of units whose state is ok) and FAILED, atomically; return their sizes."""
-        self._f.flush()
-        ok_written: set[str] = set()
-        failed_last: dict[str, dict[str, Any]] = {}
-        with atomic_outputs(output, failed) as (f_ok, f_fail):
-            assert f_ok is not None and f_fail is not None
-            for entry in self._entries():
-                unit = str(entry.get("unit", ""))
-                if entry["status"] == "ok" and unit not in ok_written:
-                    f_ok.write(dumps(entry["record"]) + "\n")
-                    ok_written.add(unit)
-                elif entry["status"] == "failed" and self.state.get(unit) == "failed":
-                    failed_last[unit] = entry
-            for entry in failed_last.values():
-                f_fail.write(dumps({k: v for k, v in entry.items() if k != "status"}) + "\n")
-        return len(ok_written), len(failed_last)
