@@ -134,6 +134,28 @@ METHODS.register("lora", "personadlg.models.lora:SPEC")
 METHODS.register("api", "personadlg.models.api:SPEC")
 METHODS.register("classifier", "personadlg.models.classifier:SPEC")
 
+ENTRY_POINTS = "personadlg.methods"
+"""The entry-point group through which an installed package adds methods: in its pyproject.toml,
+`[project.entry-points."personadlg.methods"]` with `NAME = "package:SPEC"`."""
+
+
+def register_installed_methods() -> None:
+    """Register the methods installed packages declare (a name personadlg has is kept, and the
+    clash logged)."""
+    import logging
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINTS):
+        if ep.name in METHODS:
+            logging.getLogger(__name__).warning(
+                "method %r of %s is not registered: the name is taken", ep.name, ep.value
+            )
+            continue
+        METHODS.register(ep.name, ep.value)
+
+
+register_installed_methods()
+
 
 def method_facts(name: str) -> dict[str, Any]:
     """What `ls methods` says of method NAME, read from its spec (imports no torch)."""

@@ -108,6 +108,8 @@ def test_every_string_target_is_a_name_its_module_defines():
     bad = []
     for kind, name, target in _string_targets():
         module, attr = target.split(":", 1)
+        if not module.startswith("personadlg."):
+            continue
         f = _module_file(module)
         if f is None or attr not in _top_level_names(f):
             bad.append(f"{kind} {name}: {target}")
@@ -120,6 +122,8 @@ def test_string_targets_keep_the_layers():
     bad = []
     for kind, name, target in _string_targets():
         module = target.split(":", 1)[0]
+        if not module.startswith("personadlg."):
+            continue  # a method an installed package adds (entry points): not our layers
         if kind == "method" and module != f"personadlg.models.{name}":
             bad.append(f"method {name} is declared outside its folder: {target}")
         if _package(module) in ("cli", "training", "generation"):

@@ -93,3 +93,29 @@ def test_nothing_outside_the_folder_names_the_toy_method():
     pkg = Path(__file__).resolve().parents[1] / "personadlg"
     hits = [str(f) for f in pkg.rglob("*.py") if "lastturn" in f.read_text(encoding="utf-8")]
     assert not hits
+
+
+def test_an_installed_package_adds_its_method_through_an_entry_point(tmp_path):
+    """`pip install` of a package declaring `[project.entry-points."personadlg.methods"]` is all
+    the CLI needs: here a dist-info with that entry point, beside the package, on PYTHONPATH."""
+    import json
+    import os
+    import subprocess
+
+    site = tmp_path / "site"
+    shutil.copytree(TOY, site / "lastturn", ignore=shutil.ignore_patterns("__pycache__"))
+    info = site / "lastturn_method-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lastturn-method\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[personadlg.methods]\nlastturn = lastturn:SPEC\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path.cwd())])}
+    r = subprocess.run(
+        [sys.executable, "-m", "personadlg", "ls", "methods", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    methods = {m["name"]: m for m in json.loads(r.stdout)}
+    assert methods["lastturn"]["help"].startswith("toy:") and "finetune" in methods
