@@ -101,6 +101,7 @@ def demo(
       personadlg demo --out-dir runs/demo
       personadlg demo --out-dir /tmp/quick --train train.max_steps=20
       personadlg demo --out-dir runs/demo-tiny --backbone tiny
+      personadlg demo --out-dir /tmp/quick --step-train cvae:train.max_steps=10
     """
     from personadlg.cli._train_view import TrainView
     from personadlg.demo import run_demo

@@ -272,9 +272,7 @@ def echo(
         "user": cond.user,
     }
     first = records[0] if records else {}
-    for i, key in enumerate(served.reading.reply_fields):  # the first always, the others when set
-        if i == 0 or first.get(key):
-            out[key] = first.get(key)
+    out.update({k: first[k] for k in served.reading.reply_fields if k in first})
     out.update(
         seed=base_seed,
         seed_source=seed_source,
