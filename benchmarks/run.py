@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        help="run only these benchmarks (data, train, eval, synth, api, serve, cvae, persona, cvae_seeds, codebook, convai2, users)",
+        help="run only these benchmarks (data, train, eval, synth, api, serve, hostile, cvae, persona, cvae_seeds, codebook, convai2, users)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
     parser.add_argument(
@@ -46,6 +46,7 @@ def main() -> None:
         "synth",
         "api",
         "serve",
+        "hostile",
         "cvae",
         "persona",
         "cvae_seeds",

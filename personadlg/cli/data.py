@@ -117,6 +117,7 @@ def convert(
     """
     from personadlg.data.convert import convert as run
     from personadlg.data.formats import FormatOptions
+    from personadlg.errors import DataError
 
     opts = FormatOptions(
         attributes=parse_attribute_options(attribute, aspects),
@@ -128,17 +129,25 @@ def convert(
     )
     if on_error == "skip" and rejects is None:
         rejects = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".rejects.jsonl")
-    with progress("converting", unit="dialogues") as update:
-        summary = run(
-            input,
-            out_path,
-            fmt=from_,
-            to=to,
-            options=opts,
-            on_error=on_error,
-            rejects=rejects,
-            on_progress=update,
-        )
+    try:
+        with progress("converting", unit="dialogues") as update:
+            summary = run(
+                input,
+                out_path,
+                fmt=from_,
+                to=to,
+                options=opts,
+                on_error=on_error,
+                rejects=rejects,
+                on_progress=update,
+            )
+    except DataError as bad:
+        if on_error == "stop" and bad.line is not None:  # one bad record stopped the run
+            raise DataError(
+                f"{bad}\n  nothing was written; --on-error skip converts the good records and "
+                "writes each bad one, with its line and reason, to --rejects FILE"
+            ) from None
+        raise
     if json_out:
         print_json(summary)
         return

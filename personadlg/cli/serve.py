@@ -40,6 +40,14 @@ def serve(
             help="Most messages one request may hold (more: a 400 error).",
         ),
     ] = 256,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(
+            "--shutdown-timeout",
+            help="Seconds the requests in flight get to finish after SIGTERM / Ctrl-C; then they are "
+            "answered 503 and the server exits (a second signal: at once).",
+        ),
+    ] = 30.0,
     api_key_env: Annotated[
         Optional[str],
         typer.Option(
@@ -54,7 +62,7 @@ def serve(
 
     Any OpenAI client works: persona, profile and attributes go in extra_body, a lora user in `user`.
 
-    The models load in the background (/health answers 503 until they are ready). SIGTERM or Ctrl-C finishes the requests in flight, then exits.
+    The models load in the background (/health answers 503 until they are ready). SIGTERM or Ctrl-C finishes the requests in flight (for at most --shutdown-timeout seconds), then exits; a second signal exits at once.
 
     [bold]Examples[/]
 
@@ -94,6 +102,7 @@ def serve(
         batch_window_ms=batch_window_ms,
         max_batch=max_batch,
         max_messages=max_messages,
+        shutdown_timeout=shutdown_timeout,
         api_key=api_key,
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
@@ -116,6 +125,24 @@ def serve(
         out.file.flush()
 
     run_server(app, host=host, port=port, on_listening=listening)
+    _exit_now_if_still_busy()
+
+
+def _exit_now_if_still_busy() -> None:
+    """End the process at once when a generation (or a load) abandoned at shutdown still runs in
+    its daemon thread: letting the interpreter finalize under a thread inside torch aborts it."""
+    import logging
+    import os
+    import sys
+    import threading
+
+    busy = [t.name for t in threading.enumerate() if t.daemon and t.name.startswith("personadlg-")]
+    if busy:
+        logging.getLogger(__name__).info("exiting with %s still running", ", ".join(busy))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def register(app: typer.Typer) -> None:

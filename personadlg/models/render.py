@@ -63,6 +63,31 @@ def plain_prompt(header: Sequence[str], context: Sequence[Message]) -> str:
     return "\n".join(lines)
 
 
+def prompt_text(
+    example: Example,
+    tokenizer: Any,
+    opts: RenderOptions,
+    *,
+    attributes: dict[str, str] | None = None,
+) -> str:
+    """The whole prompt EXAMPLE renders to (no budget, nothing tokenised): what `render` tokenises
+    before it drops any turn."""
+    header = header_lines(example, opts, attributes)
+    return _prompt_text(header, example.context, tokenizer, uses_chat_template(tokenizer, opts))
+
+
+def _prompt_text(
+    header: Sequence[str], context: Sequence[Message], tokenizer: Any, chat: bool
+) -> str:
+    if chat:
+        return str(
+            tokenizer.apply_chat_template(
+                chat_messages(header, context), tokenize=False, add_generation_prompt=True
+            )
+        )
+    return plain_prompt(header, context)
+
+
 def uses_chat_template(tokenizer: Any, opts: RenderOptions) -> bool:
     return opts.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
 
@@ -125,18 +150,29 @@ def render(
             if tokenizer.eos_token_id is not None:
                 target_ids = [*target_ids, tokenizer.eos_token_id]
     context = list(example.context)
-    while True:
-        if chat:
-            text = tokenizer.apply_chat_template(
-                chat_messages(header, context), tokenize=False, add_generation_prompt=True
-            )
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            text = plain_prompt(header, context)
-            ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
-        if len(ids) <= max_prompt_tokens or not context:
-            break
-        context = context[1:]
+    encoded: dict[int, tuple[str, list[int]]] = {}
+
+    def encode(dropped: int) -> tuple[str, list[int]]:
+        """The prompt's text and ids without the DROPPED oldest turns."""
+        if dropped not in encoded:
+            text = _prompt_text(header, context[dropped:], tokenizer, chat)
+            specials = add_special_tokens and not chat
+            encoded[dropped] = (text, tokenizer(text, add_special_tokens=specials)["input_ids"])
+        return encoded[dropped]
+
+    # the fewest oldest turns to drop so the prompt fits, found by bisection (a prompt loses
+    # tokens as it loses turns), so a long context costs log2(turns) tokenisations, not one per
+    # dropped turn; with every turn dropped the header is kept whatever its length
+    fits_at = 0
+    if len(encode(0)[1]) > max_prompt_tokens and context:
+        too_long, fits_at = 0, len(context)
+        while fits_at - too_long > 1:
+            mid = (too_long + fits_at) // 2
+            if len(encode(mid)[1]) <= max_prompt_tokens:
+                fits_at = mid
+            else:
+                too_long = mid
+    text, ids = encode(fits_at)
     if len(ids) > max_prompt_tokens:
         ids = ids[len(ids) - max_prompt_tokens :]  # the header alone is too long: keep its end
     return Rendered(prompt_ids=list(ids), target_ids=target_ids, prompt_text=text)

@@ -20,6 +20,11 @@ event loop only moves bytes: parsing, validation, tokenising and prompt renderin
 worker thread (`ServerState.prep`, which also keeps the counting tokenizers single-threaded), so
 `/health` answers and SIGTERM is heard while a request is prepared.
 
+Stopping (SIGTERM, SIGINT, `RunningServer.stop`): no new connections; the requests in flight get
+`shutdown_timeout` seconds to finish and be answered, then each one still queued or generating
+is answered 503 `shutting_down` (`ServerState.begin_shutdown`) and the server exits; generation
+runs in daemon threads, so one still under way does not hold the process.
+
 Streaming: the reply is generated whole (in a batch with its neighbours), then sent as chunks of
 about one word each in OpenAI's `chat.completion.chunk` format, ending with `data: [DONE]`.
 """
@@ -27,13 +32,10 @@ about one word each in OpenAI's `chat.completion.chunk` format, ending with `dat
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import functools
 import hmac
 import logging
 import secrets
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,12 +85,15 @@ from personadlg.serving.registry import (
     ServedModel,
     model_names,
 )
+from personadlg.serving.threads import in_daemon_thread
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATIC = Path(__file__).parent / "static"
 """Where `create_app` looks for the web page by default (served at `/` when it has index.html)."""
 FINGERPRINT = f"personadlg-{__version__}"
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+"""Seconds a stopping server waits for its requests in flight (`--shutdown-timeout`)."""
 
 Loader = Callable[[Path, Any], Any]
 """(checkpoint directory, its config) → the loaded model."""
@@ -124,6 +129,33 @@ class ServerState:
     served_requests: int = 0
     on_load_failed: list[Callable[[str], None]] = field(default_factory=list)
     """Called with the error when a checkpoint fails to load (`run_server` stops the server)."""
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    """Seconds the requests in flight get to finish once the server is told to stop."""
+    stopping: asyncio.TimerHandle | None = None
+
+    def begin_shutdown(self) -> None:
+        """The server is stopping (on the event loop; `server.py` calls it): the requests in
+        flight get SHUTDOWN_TIMEOUT seconds, then each one still waiting is answered 503."""
+        if self.stopping is None:
+            loop = asyncio.get_running_loop()
+            when = (
+                f"its shutdown timeout passed ({self.shutdown_timeout:g} s, "
+                "`personadlg serve --shutdown-timeout`)"
+            )
+            self.stopping = loop.call_later(self.shutdown_timeout, self.abandon_requests, when)
+
+    def abandon_requests(self, when: str = "it was told twice to stop") -> None:
+        """Answer every request still queued or generating with 503 (`shutting_down`), saying
+        WHEN the server gave up on it."""
+        err = APIError(
+            503,
+            f"the server is stopping, and this request was still waiting when {when}",
+            type="server_error",
+            code="shutting_down",
+        )
+        failed = sum(b.abandon(err) for b in self.batchers.values())
+        if failed:
+            logger.warning("stopping: %d waiting request(s) answered 503 when %s", failed, when)
 
 
 def create_app(
@@ -133,6 +165,7 @@ def create_app(
     batch_window_ms: float = 10.0,
     max_batch: int = 32,
     max_messages: int = DEFAULT_MAX_MESSAGES,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     api_key: str | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
@@ -142,7 +175,8 @@ def create_app(
     """The FastAPI app serving CHECKPOINTS (see the module docstring).
 
     NAMES: one model name per checkpoint (default: the run names). MAX_MESSAGES: the most
-    messages a request may hold (400 above it). API_KEY: the bearer token
+    messages a request may hold (400 above it). SHUTDOWN_TIMEOUT: seconds the requests in flight
+    get to finish once the server is told to stop (then they are answered 503). API_KEY: the bearer token
     every `/v1` request must carry (None: no auth). LOADER: how a checkpoint's model is loaded
     (default `default_loader(...)` with the two opt-ins), called in a worker thread after the
     server starts listening. STATIC_DIR: a directory whose index.html and files are served at `/`
@@ -157,6 +191,8 @@ def create_app(
         raise UsageError(f"--batch-window-ms: expected >= 0, got {batch_window_ms}")
     if max_messages < 1:
         raise UsageError(f"--max-messages: expected at least 1, got {max_messages}")
+    if not 0 <= shutdown_timeout < float("inf"):
+        raise UsageError(f"--shutdown-timeout: expected seconds >= 0, got {shutdown_timeout}")
     paths = [checkpoint_dir(c).resolve() for c in checkpoints]
     cfgs = [load_config(p) for p in paths]
     for p, cfg in zip(paths, cfgs):
@@ -169,6 +205,7 @@ def create_app(
         batch_window_ms=batch_window_ms,
         max_batch=max_batch,
         max_messages=max_messages,
+        shutdown_timeout=shutdown_timeout,
     )
     load = loader or default_loader(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
@@ -221,6 +258,7 @@ def create_app(
                     "batch_window_ms": state.batch_window_ms,
                     "max_batch": state.max_batch,
                     "max_messages": state.max_messages,
+                    "shutdown_timeout": state.shutdown_timeout,
                 },
                 "batching": {n: b.stats.as_dict() for n, b in state.batchers.items()},
             }
@@ -278,8 +316,10 @@ async def _load_all(state: ServerState, load: Loader) -> None:
     try:
         for name, path, cfg in state.checkpoints:
             t = time.perf_counter()
-            model = await _in_daemon_thread(load, path, cfg)
-            served = await _in_daemon_thread(ServedModel.create, name, path, cfg, model)
+            model = await in_daemon_thread(load, path, cfg, name="personadlg-load")
+            served = await in_daemon_thread(
+                ServedModel.create, name, path, cfg, model, name="personadlg-load"
+            )
             batcher = Batcher(
                 name,
                 _generate_fn(served.model),
@@ -303,29 +343,6 @@ async def _load_all(state: ServerState, load: Loader) -> None:
         logger.error("cannot load %s: %s", name or "the models", reg.error)
         for callback in state.on_load_failed:
             callback(reg.error)
-
-
-async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """FN(*ARGS) in a daemon thread: a server stopped while a large model still loads exits at
-    once instead of waiting for the load (the default executor would be joined at exit)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():
-            (future.set_result if ok else future.set_exception)(value)
-
-    def work() -> None:
-        try:
-            out = (True, context.run(fn, *args))
-        except BaseException as err:
-            out = (False, err)
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(settle, *out)
-
-    threading.Thread(target=work, name="personadlg-load", daemon=True).start()
-    return await future
 
 
 def _generate_fn(model: Any) -> Callable[..., Generations]:

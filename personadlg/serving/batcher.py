@@ -12,7 +12,9 @@ Batching never changes a reply: every example has its own seed and samples from 
 generator (`models/decoding.py`), lora routes each row to its own adapter, and methods that
 solve a stage jointly over their batch (cvae's adaptive ODE, `hook(model, "chunk_size")`) get one
 request per call (`joint`). A failing call with several requests is retried one request at a
-time, so only the bad request fails.
+time, so only the bad request fails. Generation runs in a daemon thread, and `abandon` answers
+every waiting request with an error at once (a server whose shutdown timeout passed), so a long
+generation never holds the process.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from personadlg.config import GenerateConfig
 from personadlg.data.schema import Example
 from personadlg.models.base import Generations
 from personadlg.serving.protocol import APIError
+from personadlg.serving.threads import in_daemon_thread
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +171,8 @@ class Batcher:
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._waiting: set[Job] = set()
+        """Jobs submitted and not answered yet (queued or generating)."""
 
     def start(self) -> None:
         """Start the loop on the running event loop."""
@@ -191,8 +196,26 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         job = Job(examples, seeds, targets, decoding, key, loop.create_future(), loop.time())
+        self._waiting.add(job)
+        job.future.add_done_callback(lambda _: self._waiting.discard(job))
         self._queue.put_nowait(job)
         return await job.future
+
+    @property
+    def waiting(self) -> int:
+        """Requests submitted and not answered yet."""
+        return len(self._waiting)
+
+    def abandon(self, err: BaseException) -> int:
+        """Stop now: every waiting request fails with ERR (queued or generating; a generation
+        under way runs on in its thread, unheard), the loop ends. Returns how many were failed."""
+        self._closing = True
+        failed = list(self._waiting)
+        for job in failed:
+            _fail(job, err)
+        if self._task is not None:
+            self._task.cancel()
+        return len(failed)
 
     async def close(self) -> None:
         """Refuse new requests, finish the queued ones, stop the loop."""
@@ -201,7 +224,7 @@ class Batcher:
         self._closing = True
         self._queue.put_nowait(None)
         if self._task is not None:
-            await self._task
+            await asyncio.wait({self._task})  # returns also when `abandon` cancelled it
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -258,8 +281,13 @@ class Batcher:
         jobs = list(dict.fromkeys(p.job for p in parts))
         started = time.perf_counter()
         try:
-            gens = await asyncio.to_thread(
-                self.generate, examples, parts[0].job.decoding, seeds, targets
+            gens = await in_daemon_thread(
+                self.generate,
+                examples,
+                parts[0].job.decoding,
+                seeds,
+                targets,
+                name=f"personadlg-generate-{self.name}",
             )
             if len(gens.texts) != len(examples):
                 raise RuntimeError(

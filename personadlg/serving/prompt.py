@@ -12,7 +12,10 @@ Before anything is tokenised, the history is cut from the left by characters (`c
 it keeps the newest messages within `CHARS_PER_TOKEN` characters per token the model can read
 (`history_chars`), so a long history costs one bounded rendering, never one per dropped turn.
 The cut is generous (English averages about 4 characters a token): a turn it drops would not
-have fitted the model's tokens anyway, unless its tokens average more than 16 characters.
+have fitted the model's tokens anyway, unless its tokens average more than 16 characters. The
+newest message with the conditioning lines is measured the same way (`check_fits`): longer than
+16 characters per token the model reads is a 413 before it is tokenised. What is left is rendered
+and tokenised a bounded number of times (`render` finds the turns to drop by bisection).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from personadlg.data.schema import Example, Message
-from personadlg.models.render import render
+from personadlg.models.render import prompt_text, render
 from personadlg.serving.protocol import APIError
 from personadlg.serving.registry import ServedModel
 
@@ -106,11 +109,29 @@ def count_prompt(
 def check_fits(
     served: ServedModel, example: Example, target: dict[str, str] | None, max_new_tokens: int
 ) -> None:
-    """413 when the newest message alone, with the conditioning lines, exceeds the prompt room."""
+    """413 when the newest message alone, with the conditioning lines, exceeds what the model
+    reads: first by characters (more than `CHARS_PER_TOKEN` per token of room is refused before
+    anything is tokenised, so its cost is bounded), then by tokens against the prompt room."""
     room, why = prompt_room(served, max_new_tokens)
+    newest = replace(example, context=example.context[-1:])
+    text = prompt_text(newest, served.tokenizer, served.render, attributes=target)
+    tokens = room if room < UNBOUNDED else context_tokens(served, max_new_tokens)
+    most = CHARS_PER_TOKEN * tokens
+    if len(text) > most:
+        reads = (
+            f"has room for {room} tokens ({why})" if room < UNBOUNDED else f"reads {tokens} tokens"
+        )
+        raise APIError(
+            413,
+            f"messages: the last message, with the persona / profile / attribute lines, is "
+            f"{len(text)} characters long; {served.name} {reads}, and the server reads at most "
+            f"{CHARS_PER_TOKEN} characters per token ({most}); shorten it"
+            + (", or ask for fewer max_tokens" if room < UNBOUNDED else ""),
+            param="messages",
+            code="context_length_exceeded",
+        )
     if room >= UNBOUNDED:
         return
-    newest = replace(example, context=example.context[-1:])
     need = len(prompt_ids(served, newest, target, UNBOUNDED))
     if need > room:
         raise APIError(

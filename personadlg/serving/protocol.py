@@ -2,7 +2,7 @@
 
 A request body is read as the CLI reads its JSON inputs (`read_request`): NaN / Infinity and
 lone surrogate escapes are refused (400, naming the field that holds the surrogate), as are more
-messages than the server allows; then pydantic validates it, and a validation error becomes a 400
+messages than the server allows and lists or objects of more than `MAX_ITEMS` items; then pydantic validates it, and a validation error becomes a 400
 in OpenAI's error shape (`{"error": {"message", "type", "param", "code"}}`) naming the field
 (`messages[1].role`), not FastAPI's default 422. Fields beyond OpenAI's are the conditioning the `openai` client sends as
 `extra_body` (they arrive as top-level JSON fields): `persona`, `profile`, `attributes`, plus
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -29,6 +30,9 @@ DEFAULT_MAX_MESSAGES = 256
 """The most messages one request may hold, by default (`personadlg serve --max-messages`)."""
 MAX_BODY_BYTES = 4 * 2**20
 """The largest request body (413 above it)."""
+MAX_ITEMS = 256
+"""The most items any list or object of a request may hold (content parts, persona sentences,
+profile fields, ...), `messages` aside (`DEFAULT_MAX_MESSAGES`)."""
 
 
 class APIError(Exception):
@@ -129,6 +133,8 @@ def _no_constant(name: str) -> Any:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""How a surrogate reaches a parsed body: JSON's escape (UTF-8 text cannot encode one)."""
 
 
 def lone_surrogate(value: Any) -> tuple[str, str] | None:
@@ -150,12 +156,29 @@ def lone_surrogate(value: Any) -> tuple[str, str] | None:
     return None
 
 
+def oversized(value: Any, *, most: int = MAX_ITEMS) -> tuple[str, int] | None:
+    """(the field, its size) of the first list or object in VALUE, a parsed JSON value, holding
+    more than MOST items ('' for VALUE itself); `messages` is left to `--max-messages`."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, (dict, list)) and len(v) > most and path != "messages":
+            return path, len(v)
+        if isinstance(v, dict):
+            stack.extend((f"{path}.{k}" if path else k, item) for k, item in v.items())
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
+    return None
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     """RAW as a JSON object: 400 for invalid JSON (NaN and Infinity included) or a non-object."""
     try:
         value = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
         reason = str(err) if isinstance(err, ValueError) else "nested too deeply"
+        if "integer string conversion" in reason:  # Python's guard against huge integers
+            reason = f"a number has more than {sys.get_int_max_str_digits()} digits"
         raise bad_request(
             f"the request body is not valid JSON: {reason}", code="invalid_json"
         ) from None
@@ -169,8 +192,13 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 def read_request(raw: bytes, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> ChatCompletionRequest:
     """A chat-completions request from its body, checked as the CLI checks its JSON inputs: 400
-    for invalid JSON, more than MAX_MESSAGES messages (before anything else reads them), a lone
-    surrogate in any text (naming the field), or a field pydantic refuses."""
+    for invalid JSON, more than MAX_MESSAGES messages or a list or object of more than MAX_ITEMS
+    items (before anything else reads them), a lone surrogate in any text (naming the field), or
+    a field pydantic refuses.
+
+    Everything before pydantic is Python that yields the GIL as it goes, and pydantic (which
+    holds the GIL while it runs) validates one message at a time: a large body never stalls the
+    event loop's thread for long."""
     data = parse_body(raw)
     messages = data.get("messages")
     if isinstance(messages, list) and len(messages) > max_messages:
@@ -180,18 +208,37 @@ def read_request(raw: bytes, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> Cha
             param="messages",
             code="too_many_messages",
         )
-    if found := lone_surrogate(data):
-        path, char = found
+    if found := oversized(data):
+        path, size = found
+        raise bad_request(
+            f"{path or 'body'}: expected at most {MAX_ITEMS} items, got {size}",
+            param=path or None,
+            code="too_many_items",
+        )
+    escaped = json.detect_encoding(raw) != "utf-8" or _SURROGATE_ESCAPE.search(raw)
+    if escaped and (found_char := lone_surrogate(data)):
+        path, char = found_char
         raise bad_request(
             f"{path or 'body'}: not valid Unicode: the escape \\u{ord(char):04x} is a lone "
             "surrogate, which no UTF-8 text can hold",
             param=path or None,
             code="invalid_unicode",
         )
+    if isinstance(messages, list) and messages:
+        data = {**data, "messages": [_message(m, i) for i, m in enumerate(messages)]}
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as err:
         raise validation_error(list(err.errors())) from None
+
+
+def _message(value: Any, index: int) -> ChatMessage:
+    """`messages[INDEX]` validated on its own (400 naming its field)."""
+    try:
+        return ChatMessage.model_validate(value)
+    except ValidationError as err:
+        errors = [{**e, "loc": ("messages", index, *e["loc"])} for e in err.errors()]
+        raise validation_error(errors) from None
 
 
 # -- requests ---------------------------------------------------------------------------------

@@ -3,14 +3,16 @@
 
 SIGTERM and SIGINT start uvicorn's graceful shutdown: the listening socket closes, requests in
 flight — and whatever the batchers have queued for them — finish and are answered, then the
-lifespan's shutdown drains the batchers and `run_server` returns 0. A second SIGINT forces the
-exit. The socket is bound and listening before the app starts, so the URL (port 0: a free port)
+lifespan's shutdown drains the batchers and `run_server` returns 0. Requests still waiting after
+the app's `shutdown_timeout` are answered 503 (`ServerState.begin_shutdown`); a second SIGINT or
+SIGTERM answers them 503 at once, a third one exits without answering. The socket is bound and listening before the app starts, so the URL (port 0: a free port)
 is known at once and clients that connect while the models load are answered (503) rather than
 refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -51,17 +53,50 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _config(app: Any) -> Any:
+BACKSTOP_S = 5.0
+"""Seconds after the app's shutdown timeout at which uvicorn cancels whatever still runs."""
+
+
+def _server(app: Any) -> Any:
+    """A uvicorn server for APP that tells the app when it starts stopping (so requests in flight
+    get their shutdown timeout), answers what still waits at once on a second SIGINT or SIGTERM,
+    and exits without answering on a third."""
     import uvicorn
 
-    return uvicorn.Config(
+    state = getattr(app.state, "personadlg", None)
+    timeout = getattr(state, "shutdown_timeout", None)
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        loop: asyncio.AbstractEventLoop | None = None
+        told = 0
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().startup(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.told += 1
+            if self.told == 2 and state is not None and self.loop is not None:
+                # told twice: answer what still waits now (503), then stop as usual
+                self.loop.call_soon_threadsafe(state.abandon_requests)
+            elif self.told >= 2:
+                self.force_exit = True
+            super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if state is not None:
+                state.begin_shutdown()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
         app,
         log_config=None,  # personadlg's logging setup stays in charge
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=None,  # in-flight requests always finish
+        timeout_graceful_shutdown=None if timeout is None else timeout + BACKSTOP_S,
         server_header=False,
     )
+    return Server(config)
 
 
 @contextlib.contextmanager
@@ -95,10 +130,8 @@ def run_server(
 
     ON_LISTENING is called with the URL once the socket is bound. Raises PersonadlgError when
     the address is taken or a checkpoint fails to load (the server then stops)."""
-    import uvicorn
-
     sock = bind(host, port)
-    server = uvicorn.Server(_config(app))
+    server = _server(app)
     failed: list[str] = []
 
     def stop_on_failure(message: str) -> None:
@@ -148,10 +181,8 @@ def serve_in_thread(
 ) -> RunningServer:
     """Start APP on HOST:PORT (0: a free port) in a daemon thread; returns once it accepts
     connections (its models may still be loading: poll `/health`)."""
-    import uvicorn
-
     sock = bind(host, port)
-    server = uvicorn.Server(_config(app))
+    server = _server(app)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="personadlg-serve", daemon=True
     )

@@ -115,7 +115,9 @@ def test_stop_names_the_first_bad_row_and_writes_nothing(fifty, tmp_path, cli):
     r = cli("convert", fifty, *BOTH, "--out", out)
     assert r.code == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == (
-        f"error: {fifty}:42: field 'conv': expected a transcript ('Speaker: text' lines), got ''"
+        f"error: {fifty}:42: field 'conv': expected a transcript ('Speaker: text' lines), got ''\n"
+        "  nothing was written; --on-error skip converts the good records and writes each bad "
+        "one, with its line and reason, to --rejects FILE"
     )
     assert out.read_text() == "an earlier output\n"  # untouched, not half-written
     assert _leftovers(tmp_path) == [] and not (tmp_path / "o.rejects.jsonl").exists()
@@ -147,7 +149,7 @@ def persona_chat(tmp_path: Path) -> Path:
 def test_a_public_csv_with_two_bad_rows_converts_with_skip(persona_chat, tmp_path, cli):
     out, rejects = tmp_path / "pc.jsonl", tmp_path / "rej.jsonl"
     r = cli("convert", persona_chat, *PAIRS, "--out", out)
-    assert r.code == 2 and r.stderr.strip() == (
+    assert r.code == 2 and r.stderr.splitlines()[0] == (
         f"error: {persona_chat}:600: expected 3 columns, got 2"  # 2 lines per row before row 300
     )
     assert not out.exists() and _leftovers(tmp_path) == []
@@ -219,7 +221,8 @@ def test_invalid_utf8_spoils_only_its_row(tmp_path, cli):
     r = cli("convert", p, *PAIRS, "--out", tmp_path / "o.jsonl")
     assert r.code == 2
     assert (
-        r.stderr.strip() == f"error: {p}:3: not valid UTF-8: byte 0xff at byte offset 2 of the row"
+        r.stderr.splitlines()[0]
+        == f"error: {p}:3: not valid UTF-8: byte 0xff at byte offset 2 of the row"
     )
     rej = tmp_path / "r.jsonl"
     s = convert(p, tmp_path / "o.jsonl", options=_pairs(), on_error="skip", rejects=rej)
@@ -328,8 +331,11 @@ def _case(fmt: str, d: Path) -> tuple[Path, str, dict]:
         p = _lines_file(
             d / "x.txt", f"1 your persona: a.\n2 hi\tyo\n{raw}\n1 your persona: c.\n2 hey\tsup\n"
         )
-        reason = "line 5: expected 'N text' with a turn number N, got 'no number here'"
-        return p, fmt, {"source": f"{p}:3", "line": 3, "reason": reason, "raw": raw}
+        reason = (
+            "expected 'N text' with a turn number N, got 'no number here' (the episode from "
+            "line 3 is rejected whole)"
+        )  # FILE:LINE names the bad line, not the episode's first
+        return p, fmt, {"source": f"{p}:5", "line": 5, "reason": reason, "raw": raw}
     if fmt == "morpheus":
         bad = {"persona": ["i am x"], "context": "oops", "response": "r"}
         recs = [
@@ -372,7 +378,9 @@ def test_skip_rejects_one_bad_record_in_every_format(fmt, tmp_path, cli):
     out, rej = tmp_path / "out.jsonl", tmp_path / "rejects.jsonl"
     cols = PAIRS if fmt == "tsv" else []
     r = cli("convert", src, "--from", name, *cols, "--out", out)
-    assert r.code == 2 and r.stderr.strip() == f"error: {reject['source']}: {reject['reason']}"
+    assert r.code == 2
+    assert r.stderr.splitlines()[0] == f"error: {reject['source']}: {reject['reason']}"
+    assert "--on-error skip" in r.stderr.splitlines()[1]
     assert not out.exists()
     skip = ["--on-error", "skip", "--rejects", rej]
     r = cli("convert", src, "--from", name, *cols, *skip, "--out", out, "--json")

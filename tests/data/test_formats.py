@@ -58,8 +58,9 @@ def test_parlai_malformed_line_rejects_its_whole_episode(tmp_path):
         "1 your persona: a.\n2 hi\thello\nno number here\n3 ok\tfine\n1 your persona: b.\n2 yo\tsup\n"
     )
     items = list(iter_items(p, "parlai"))
-    assert isinstance(items[0], Bad) and items[0].line == 1
-    assert "line 3: expected 'N text'" in str(items[0].error)
+    assert isinstance(items[0], Bad) and items[0].line == 3  # the bad line
+    assert f"{p}:3: expected 'N text'" in str(items[0].error)
+    assert "(the episode from line 1 is rejected whole)" in str(items[0].error)
     assert items[0].raw.count("\n") == 3  # all four lines of the episode
     assert isinstance(items[1], Ok) and items[1].dialogue.persona == ["b."]
 
@@ -366,7 +367,7 @@ def test_convert_stops_on_bad_record_and_writes_nothing(cli, tmp_path):
     r = cli("convert", src, "--out", out)
     assert r.code == 2
     assert (
-        r.stderr.strip()
+        r.stderr.splitlines()[0]
         == f"error: {src}:2: field 'messages[1].role': expected 'assistant', got 'user' (roles must alternate)"
     )
     assert "Traceback" not in r.stderr and not out.exists()

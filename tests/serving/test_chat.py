@@ -58,7 +58,12 @@ def test_models_and_health_describe_what_is_served(server, client, lora_checkpoi
     health = httpx.get(server.url + "/health").json()
     assert health["status"] == "ok" and health["models"] == ["ft", "lora", "cvae"]
     assert set(health["batching"]) == {"ft", "lora", "cvae"}
-    assert health["settings"] == {"batch_window_ms": 20, "max_batch": 32, "max_messages": 256}
+    assert health["settings"] == {
+        "batch_window_ms": 20,
+        "max_batch": 32,
+        "max_messages": 256,
+        "shutdown_timeout": 30.0,
+    }
 
 
 def test_greedy_reply_equals_chat_and_generate(client, loaded_models, trained_tiny, tmp_path):

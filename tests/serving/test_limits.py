@@ -125,6 +125,59 @@ def test_a_long_history_is_cut_cheaply_and_health_stays_responsive(keyed):
     assert health.polls > 0 and health.failures == 0 and health.slowest < 2
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"messages": [{"role": "user", "content": "tell me about your bees " * 40_000}]},
+        {"messages": HI, "persona": ["i keep bees and sell the honey. " * 100] * 256},
+    ],
+    ids=["a 1M-character message", "256 persona sentences of 3,200 characters"],
+)
+def test_a_huge_last_message_is_413_before_it_is_tokenised(keyed, monkeypatch, extra):
+    from personadlg.serving import prompt
+
+    rendered: list[int] = []  # the characters of every example the server renders to tokens
+    real_render = prompt.render
+
+    def render(example: Any, *args: Any, **kwargs: Any) -> Any:
+        text = [m.content for m in example.context] + list(example.persona)
+        rendered.append(sum(map(len, text)))
+        return real_render(example, *args, **kwargs)
+
+    monkeypatch.setattr(prompt, "render", render)
+    r = post(keyed, {"model": "ft", **extra}, timeout=30)
+    assert r.status_code == 413, r.text
+    err = error_of(r)
+    assert err["param"] == "messages" and err["code"] == "context_length_exceeded"
+    assert "characters long" in err["message"] and "16 characters per token" in err["message"]
+    assert rendered == []  # refused by its length, nothing tokenised
+    monkeypatch.undo()
+    # under the character bound, the tokens decide, as before
+    r = post(keyed, {"model": "ft", "messages": [{"role": "user", "content": "bees " * 200}]})
+    assert r.status_code == 413 and "prompt tokens" in error_of(r)["message"]
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 100_000}]},
+            "messages[0].content",
+        ),
+        ({"messages": HI, "persona": ["i keep bees."] * 257}, "persona"),
+        ({"messages": HI, "profile": {f"k{i}": "v" for i in range(1000)}}, "profile"),
+        ({"messages": HI, **{f"x{i}": 0 for i in range(300)}}, None),
+    ],
+    ids=["100,000 content parts", "257 persona sentences", "1,000 profile fields", "300 fields"],
+)
+def test_a_list_or_object_of_more_than_256_items_is_400(keyed, extra, param):
+    r = post(keyed, {"model": "ft", **extra})
+    assert r.status_code == 400, r.text
+    err = error_of(r)
+    assert err["param"] == param and err["code"] == "too_many_items"
+    assert err["message"].startswith(f"{param or 'body'}: expected at most 256 items, got ")
+
+
 def test_max_messages_is_the_servers_option(start_server, trained_tiny):
     server = start_server([trained_tiny], names=["ft"], max_messages=3)
     assert httpx.get(server.url + "/health").json()["settings"]["max_messages"] == 3

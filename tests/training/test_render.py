@@ -71,6 +71,48 @@ def test_oldest_turns_are_dropped_to_fit(tok):
     assert len(tiny.prompt_ids) == 5  # even the header is cut, from the left
 
 
+class CountingTokenizer:
+    """TOK, counting its calls."""
+
+    def __init__(self, tok: object) -> None:
+        self.tok, self.calls = tok, 0
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        return self.tok(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.tok, name)
+
+
+def linear_render(example: Example, tok: object, budget: int) -> list[int]:
+    """The reference: drop the oldest turn until the prompt fits (or no turn is left)."""
+    context = list(example.context)
+    while True:
+        text = plain_prompt(header_lines(example, RenderOptions(persona=True)), context)
+        ids = tok(text)["input_ids"]  # type: ignore[operator]
+        if len(ids) <= budget or not context:
+            return list(ids[len(ids) - budget :] if len(ids) > budget else ids)
+        context = context[1:]
+
+
+def test_the_turns_to_drop_are_found_in_few_tokenisations(tok):
+    turns = [
+        Message("user" if i % 2 == 0 else "assistant", f"turn {i}: " + "bees and honey " * (i % 5))
+        for i in range(64)
+    ]
+    long = Example(id="l#64", dialogue_id="l", context=turns, persona=["i keep bees ."])
+    counting = CountingTokenizer(tok)
+    full = len(render(long, tok, RenderOptions(persona=True), max_prompt_tokens=10**6).prompt_ids)
+    for budget in [*range(1, 40, 3), *range(40, full + 5, 17)]:
+        counting.calls = 0
+        got = render(
+            long, counting, RenderOptions(persona=True), max_prompt_tokens=budget, with_target=False
+        )
+        assert got.prompt_ids == linear_render(long, tok, budget), budget
+        assert counting.calls <= 1 + 7  # the whole prompt, then a bisection over 64 turns
+
+
 def test_chat_template_is_used_when_the_tokenizer_has_one(tok):
     tok = type(tok).from_pretrained(tok.name_or_path)
     tok.chat_template = (

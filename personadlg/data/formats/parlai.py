@@ -39,6 +39,13 @@ class _Episode:
         self.partner: list[str] = []
         self.messages: list[dict[str, str]] = []
         self.error: str | None = None
+        self.error_line: int | None = None
+        """The line of the episode's first problem (what FILE:LINE names)."""
+
+    def fail(self, line: int | None, error: str) -> None:
+        if self.error is None:
+            self.error = f"{error} (the episode from line {self.line} is rejected whole)"
+            self.error_line = line
 
     def add(self, body: str) -> None:
         text, _, rest = body.partition("\t")
@@ -75,7 +82,7 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
         count += 1
         raw = "\n".join(e.raws)
         if e.error:
-            return bad(name, e.line, raw, e.error)
+            return bad(name, e.error_line or e.line, raw, e.error)
         rec: dict[str, Any] = {
             "id": make_id(prefix, count),
             "messages": e.messages,
@@ -88,7 +95,7 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
     for item in iter_text_lines(path):
         if isinstance(item, Bad):
             if ep is not None:
-                ep.error = ep.error or item.error.detail
+                ep.fail(item.line, item.error.detail)
                 ep.raws.append(item.raw)
             else:
                 yield item
@@ -101,10 +108,7 @@ def read(path: Path, opts: FormatOptions) -> Iterator[Item]:
             if ep is None:
                 ep = _Episode(lineno)
             ep.raws.append(text)
-            ep.error = (
-                ep.error
-                or f"line {lineno}: expected 'N text' with a turn number N, got {text[:40]!r}"
-            )
+            ep.fail(lineno, f"expected 'N text' with a turn number N, got {text[:40]!r}")
             continue
         n = int(m.group(1))
         if ep is None or n <= prev_n:
