@@ -42,16 +42,17 @@ HOSTILE: dict[str, Callable[[], dict[str, Any]]] = {
     "one message of 4 million characters": lambda: {
         "messages": [{"role": "user", "content": "bees " * 800_000}]
     },
-    "140,000 content parts": lambda: {
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 140_000}]
+    "120,000 content parts": lambda: {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 120_000}]
     },
-    "256 messages of 256 content parts": lambda: {
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 256}] * 256
+    "256 messages of 64 content parts": lambda: {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 64}] * 256
     },
-    "300,000 profile fields": lambda: {
+    "250,000 profile fields": lambda: {
         "messages": HI,
-        "profile": {f"k{i}": "v" for i in range(300_000)},
+        "profile": {f"k{i}": "v" for i in range(250_000)},
     },
+    "a body of 5 MB": lambda: {"messages": [{"role": "user", "content": "bees " * 1_000_000}]},
     "a lone surrogate in 2 MB": lambda: {
         "messages": [{"role": "user", "content": "bees " * 400_000 + "\ud800"}]
     },
@@ -64,7 +65,11 @@ def _checkpoint(tmp: Path) -> Path:
 
     cfg = load_recipe(
         "finetune/tiny",
-        [f"train.output_dir={tmp / 'bench-hostile'}", "train.max_steps=20", "train.eval_every=1000"],
+        [
+            f"train.output_dir={tmp / 'bench-hostile'}",
+            "train.max_steps=20",
+            "train.eval_every=1000",
+        ],
     )
     return train(cfg).final_dir
 
@@ -72,9 +77,9 @@ def _checkpoint(tmp: Path) -> Path:
 def _start(checkpoint: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     import httpx2 as httpx
 
+    command = [sys.executable, "-m", "personadlg", "serve", str(checkpoint), "--port", "0"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "personadlg", "serve", str(checkpoint), "--port", "0"]
-        + ["--name", "m", *extra],
+        [*command, "--name", "m", *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -113,10 +118,14 @@ def _median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2] if xs else float("nan")
 
 
+BASELINE = "(none: the ordinary client alone)"
+
+
 def _under_load(url: str, name: str, seconds: float) -> dict[str, Any]:
     import httpx2 as httpx
 
-    hostile = json.dumps({"model": "m", **HOSTILE[name]()}).encode()
+    attackers = 0 if name == BASELINE else 3
+    hostile = json.dumps({"model": "m", **(HOSTILE[name]() if attackers else {})}).encode()
     ordinary = json.dumps(ORDINARY).encode()
     stop = threading.Event()
     answers: list[tuple[int, float]] = []
@@ -138,7 +147,8 @@ def _under_load(url: str, name: str, seconds: float) -> dict[str, Any]:
             health.append(time.monotonic() - t if ok else float("inf"))
             stop.wait(0.05)
 
-    threads = [threading.Thread(target=f) for f in (attack, attack, attack, serve_ordinary, probe)]
+    jobs = [*[attack] * attackers, serve_ordinary, probe]
+    threads = [threading.Thread(target=f) for f in jobs]
     for t in threads:
         t.start()
     time.sleep(seconds)
@@ -147,10 +157,11 @@ def _under_load(url: str, name: str, seconds: float) -> dict[str, Any]:
         t.join()
     return {
         "request": name,
-        "body_bytes": len(hostile),
+        "body_bytes": len(hostile) if attackers else 0,
         "status": sorted({s for s, _ in answers}),
         "hostile_sent": len(answers),
         "hostile_median_s": _median([s for _, s in answers]),
+        "attackers": attackers,
         "health_polls": len(health),
         "health_max_s": max(health),
         "ordinary_ok": sum(s == 200 for s, _ in replies),
@@ -194,7 +205,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         checkpoint = _checkpoint(Path(tmp))
         proc, url = _start(checkpoint)
         try:
-            rows = [_under_load(url, name, seconds) for name in HOSTILE]
+            rows = [_under_load(url, name, seconds) for name in [BASELINE, *HOSTILE]]
         finally:
             proc.terminate()
             proc.wait(60)

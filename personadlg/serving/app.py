@@ -17,8 +17,9 @@ the page stay open.
 A chat request's cost is bounded before it reaches the model: the body's size (MAX_BODY_BYTES),
 its number of messages (`max_messages`) and the history's characters (`prompt.cut_history`). The
 event loop only moves bytes: parsing, validation, tokenising and prompt rendering run in one
-worker thread (`ServerState.prep`, which also keeps the counting tokenizers single-threaded), so
-`/health` answers and SIGTERM is heard while a request is prepared.
+worker thread (`ServerState.prep`, which also keeps the counting tokenizers single-threaded),
+smallest body first (`prep.py`), so `/health` answers and SIGTERM is heard while a request is
+prepared, and ordinary requests do not queue behind a flood of large bodies.
 
 Stopping (SIGTERM, SIGINT, `RunningServer.stop`): no new connections; the requests in flight get
 `shutdown_timeout` seconds to finish and be answered, then each one still queued or generating
@@ -32,13 +33,11 @@ about one word each in OpenAI's `chat.completion.chunk` format, ending with `dat
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,6 +57,7 @@ from personadlg.models.base import Generations, as_generations
 from personadlg.models.decoding import decoding_dict
 from personadlg.serving import conditioning
 from personadlg.serving.batcher import Batcher, JobResult
+from personadlg.serving.prep import PrepWorker
 from personadlg.serving.prompt import (
     check_fits,
     count_completion,
@@ -122,8 +122,8 @@ class ServerState:
     max_batch: int
     max_messages: int = DEFAULT_MAX_MESSAGES
     batchers: dict[str, Batcher] = field(default_factory=dict)
-    prep: ThreadPoolExecutor | None = None
-    """The worker thread that parses and prepares requests (started with the app)."""
+    prep: PrepWorker | None = None
+    """The worker thread that parses and prepares requests, cheapest first (started with the app)."""
     started: float = field(default_factory=time.time)
     in_flight: int = 0
     served_requests: int = 0
@@ -211,7 +211,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="personadlg-prep")
+        state.prep = PrepWorker()
         task = asyncio.create_task(_load_all(state, load), name="personadlg-load")
         try:
             yield
@@ -220,7 +220,7 @@ def create_app(
                 task.cancel()
             for b in list(state.batchers.values()):
                 await b.close()  # finish whatever is queued
-            state.prep.shutdown(wait=False, cancel_futures=True)
+            state.prep.stop()
 
     app = FastAPI(
         title="personadlg serve",
@@ -281,8 +281,9 @@ def create_app(
         try:
             check_content_type(request.headers.get("content-type"))
             raw = await _read_body(request, limit=MAX_BODY_BYTES)
-            body = await _off_loop(state, read_request, raw, max_messages=state.max_messages)
-            return await _complete(state, body)
+            cost = len(raw)
+            body = await _off_loop(state, cost, read_request, raw, max_messages=state.max_messages)
+            return await _complete(state, body, cost=cost)
         finally:
             state.in_flight -= 1
 
@@ -360,11 +361,12 @@ def _generate_fn(model: Any) -> Callable[..., Generations]:
 
 
 async def _off_loop(
-    state: ServerState, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    state: ServerState, cost: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
 ) -> Any:
-    """FN(*ARGS, **KWARGS) in the prep thread, so the event loop stays free for other requests."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(state.prep, functools.partial(fn, *args, **kwargs))
+    """FN(*ARGS, **KWARGS) in the prep thread, so the event loop stays free for other requests;
+    COST (the request body's bytes) orders the queue, cheapest first."""
+    assert state.prep is not None, "the app's lifespan starts the prep worker"
+    return await state.prep.run(cost, fn, *args, **kwargs)
 
 
 async def _read_body(request: Request, *, limit: int) -> bytes:
@@ -432,10 +434,10 @@ def _prepare(req: ChatCompletionRequest, served: ServedModel, *, max_batch: int)
     )
 
 
-async def _complete(state: ServerState, req: ChatCompletionRequest) -> Response:
+async def _complete(state: ServerState, req: ChatCompletionRequest, *, cost: int) -> Response:
     """One chat completion: validate everything, wait for the batch, shape the reply."""
     served = state.registry.get(req.model)
-    p: _Prepared = await _off_loop(state, _prepare, req, served, max_batch=state.max_batch)
+    p: _Prepared = await _off_loop(state, cost, _prepare, req, served, max_batch=state.max_batch)
     try:
         result: JobResult = await state.batchers[served.name].submit(
             [p.example] * req.n,
@@ -460,7 +462,9 @@ async def _complete(state: ServerState, req: ChatCompletionRequest) -> Response:
             code="generation_failed",
         ) from None
     state.served_requests += 1
-    bodies: list[dict[str, Any]] = await _off_loop(state, _reply_bodies, req, served, p, result)
+    bodies: list[dict[str, Any]] = await _off_loop(
+        state, cost, _reply_bodies, req, served, p, result
+    )
     if not req.stream:
         return JSONResponse(bodies[0])
 

@@ -30,7 +30,7 @@ DEFAULT_MAX_MESSAGES = 256
 """The most messages one request may hold, by default (`personadlg serve --max-messages`)."""
 MAX_BODY_BYTES = 4 * 2**20
 """The largest request body (413 above it)."""
-MAX_ITEMS = 256
+MAX_ITEMS = 64
 """The most items any list or object of a request may hold (content parts, persona sentences,
 profile fields, ...), `messages` aside (`DEFAULT_MAX_MESSAGES`)."""
 
@@ -162,12 +162,15 @@ def oversized(value: Any, *, most: int = MAX_ITEMS) -> tuple[str, int] | None:
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         path, v = stack.pop()
-        if isinstance(v, (dict, list)) and len(v) > most and path != "messages":
+        if len(v) > most and path != "messages":
             return path, len(v)
-        if isinstance(v, dict):
-            stack.extend((f"{path}.{k}" if path else k, item) for k, item in v.items())
-        elif isinstance(v, list):
-            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
+        items = v.items() if isinstance(v, dict) else enumerate(v)
+        for key, item in items:
+            if isinstance(item, (dict, list)):  # only containers are visited
+                if isinstance(key, int):
+                    stack.append((f"{path}[{key}]", item))
+                else:
+                    stack.append((f"{path}.{key}" if path else key, item))
     return None
 
 

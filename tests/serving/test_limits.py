@@ -129,9 +129,9 @@ def test_a_long_history_is_cut_cheaply_and_health_stays_responsive(keyed):
     "extra",
     [
         {"messages": [{"role": "user", "content": "tell me about your bees " * 40_000}]},
-        {"messages": HI, "persona": ["i keep bees and sell the honey. " * 100] * 256},
+        {"messages": HI, "persona": ["i keep bees and sell the honey. " * 100] * 64},
     ],
-    ids=["a 1M-character message", "256 persona sentences of 3,200 characters"],
+    ids=["a 1M-character message", "64 persona sentences of 3,200 characters"],
 )
 def test_a_huge_last_message_is_413_before_it_is_tokenised(keyed, monkeypatch, extra):
     from personadlg.serving import prompt
@@ -164,18 +164,18 @@ def test_a_huge_last_message_is_413_before_it_is_tokenised(keyed, monkeypatch, e
             {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 100_000}]},
             "messages[0].content",
         ),
-        ({"messages": HI, "persona": ["i keep bees."] * 257}, "persona"),
+        ({"messages": HI, "persona": ["i keep bees."] * 65}, "persona"),
         ({"messages": HI, "profile": {f"k{i}": "v" for i in range(1000)}}, "profile"),
         ({"messages": HI, **{f"x{i}": 0 for i in range(300)}}, None),
     ],
-    ids=["100,000 content parts", "257 persona sentences", "1,000 profile fields", "300 fields"],
+    ids=["100,000 content parts", "65 persona sentences", "1,000 profile fields", "300 fields"],
 )
-def test_a_list_or_object_of_more_than_256_items_is_400(keyed, extra, param):
+def test_a_list_or_object_of_more_than_64_items_is_400(keyed, extra, param):
     r = post(keyed, {"model": "ft", **extra})
     assert r.status_code == 400, r.text
     err = error_of(r)
     assert err["param"] == param and err["code"] == "too_many_items"
-    assert err["message"].startswith(f"{param or 'body'}: expected at most 256 items, got ")
+    assert err["message"].startswith(f"{param or 'body'}: expected at most 64 items, got ")
 
 
 def test_max_messages_is_the_servers_option(start_server, trained_tiny):
