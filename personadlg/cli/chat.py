@@ -91,6 +91,7 @@ def chat(
         decoding=decoding,
         method=method,
         supports=METHODS.get(method).supports,
+        method_commands=METHODS.get(method).chat_commands,
         attribute_space=space,
         persona=list(persona or []),
         attributes=targets,

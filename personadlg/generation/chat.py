@@ -6,6 +6,7 @@ The CLI reads lines and prints replies; the session turns each user message into
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from personadlg.data.attributes import format_pairs, parse_pairs, parse_targets
 from personadlg.data.schema import Example, Message
 from personadlg.generation.inputs import check_targets, example_seed
 from personadlg.models.base import as_generations, hook
+from personadlg.models.surface import ChatCommand
 
 HELP = """commands:
   /reset                      forget the conversation (persona and attributes stay)
@@ -27,9 +29,9 @@ HELP = """commands:
   /profile                    show the profile
   /profile age=20s,gender=f   set the profile (profile-aware methods)
   /profile clear              no profile
-  /codes                      the persona codes chosen for the last reply (codebook)
   /help                       this text
   /quit                       leave (or end of input)"""
+"""The commands every chat has; a method adds its own (`MethodSpec.chat_commands`)."""
 
 
 def parse_profile(text: str) -> dict[str, str]:
@@ -56,6 +58,17 @@ class ChatSession:
     """What the method recorded about the last reply (e.g. cvae's ODE settings and NFE)."""
     last_record: dict[str, Any] = field(default_factory=dict)
     """What the method recorded for the last reply's example alone (codebook: its codes)."""
+    method_commands: Mapping[str, ChatCommand] = field(default_factory=dict)
+    """The method's own /commands (its spec's `chat_commands`)."""
+
+    def help_text(self) -> str:
+        """HELP, with the method's own commands before /help."""
+        head, _, tail = HELP.partition("\n  /help")
+        extra = [
+            f"  {(c.usage or '/' + name):<28}{c.help} ({self.method})"
+            for name, c in self.method_commands.items()
+        ]
+        return "\n".join([head, *extra]) + "\n  /help" + tail
 
     def reply(self, text: str) -> str:
         """Add the user's message, generate the assistant's reply, add it to the history, return it."""
@@ -110,7 +123,9 @@ class ChatSession:
         name, _, arg = line[1:].strip().partition(" ")
         arg = arg.strip()
         if name == "help":
-            return HELP
+            return self.help_text()
+        if name in self.method_commands:
+            return self.method_commands[name].run(self, arg)
         if name == "reset":
             self.history.clear()
             return "(conversation reset)"
@@ -142,14 +157,6 @@ class ChatSession:
                 else f" (note: this {self.method} model does not use attributes)"
             )
             return f"(attributes: {arg}){note}"
-        if name == "codes":
-            if "codes" in self.last_record:
-                mode = (self.last_info.get("codebook") or {}).get("persona_mode", "")
-                codes = " ".join(str(c) for c in self.last_record["codes"])
-                return f"codes of the last reply: {codes}" + (f" ({mode})" if mode else "")
-            if "history" not in self.supports:
-                return f"(this {self.method} model has no persona codes)"
-            return "(no reply yet: the codes are predicted from the history when you write)"
         if name == "user":
             return self.set_user(arg or None)
         if name == "profile":

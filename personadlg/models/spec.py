@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING
 
 from personadlg.models.demo_step import DemoBlock, DemoKit, DemoRun, DemoStep, EvalView
 from personadlg.models.stage import Event, StageOutcome, StageRun, StageRunner, StageTools
-from personadlg.models.surface import Block, Command, CommandKit, Flag, Listing, Option, Table
+from personadlg.models.surface import (
+    Block,
+    ChatCommand,
+    ChatView,
+    Command,
+    CommandKit,
+    Flag,
+    Listing,
+    Option,
+    Table,
+)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -28,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Block",
+    "ChatCommand",
+    "ChatView",
     "Command",
     "CommandKit",
     "DemoBlock",
@@ -90,6 +102,8 @@ class MethodSpec:
     """{name: Listing}: what `personadlg ls NAME DIR` shows for its runs."""
     commands: Mapping[str, Command] = field(default_factory=dict)
     """{name: Command}: `personadlg METHOD NAME ...` (codebook: inspect)."""
+    chat_commands: Mapping[str, ChatCommand] = field(default_factory=dict)
+    """{name: ChatCommand}: `/NAME` in `personadlg chat` with its models (codebook: codes)."""
     demo: DemoStep | None = None
     """Its step of `personadlg demo` (after the baseline and the classifiers), or None."""
 

@@ -1,6 +1,7 @@
 """What a method adds to the command line, declared in its spec: options on generic commands
-(`Flag`), what `ls` lists for it (`Listing`), its own commands (`Command`), and the tables and text
-it asks the CLI to print (`Block`). Light: no torch."""
+(`Flag`), what `ls` lists for it (`Listing`), its own commands (`Command`) and `/commands` in
+`personadlg chat` (`ChatCommand`), and the tables and text it asks the CLI to print (`Block`).
+Light: no torch."""
 
 from __future__ import annotations
 
@@ -89,3 +90,25 @@ class Command:
     render: Callable[[dict[str, Any], Mapping[str, Any]], list[Block]]
     options: Mapping[str, Option] = field(default_factory=dict)
     examples: tuple[str, ...] = ()
+
+
+class ChatView(Protocol):
+    """What a chat `/command` of a method sees of the conversation (`generation/chat.py`)."""
+
+    method: str
+    supports: tuple[str, ...]
+    last_record: dict[str, Any]
+    """What the method recorded for the last reply's example (codebook: its codes); {} before."""
+    last_info: dict[str, Any]
+    """What the method recorded about the last reply's generate call."""
+
+
+@dataclass(frozen=True)
+class ChatCommand:
+    """`/NAME ARG` in `personadlg chat` for this method's models: `run(view, arg)` returns the
+    text to show (codebook: `/codes`, the persona codes chosen for the last reply)."""
+
+    help: str
+    run: Callable[[ChatView, str], str]
+    usage: str = ""
+    """How `/help` shows it, e.g. `/codes` (default: `/NAME`)."""

@@ -247,7 +247,7 @@ def test_chat_over_stdin(trained_tiny, monkeypatch, capsys):
 
     from personadlg.cli import main
 
-    script = "/persona i keep bees.\nhello there\n/attributes attitude=optimistic\nhow are you?\n/attributes attitude=happy\n/reset\n/nope\nbye\n/quit\nnever read\n"
+    script = "/persona i keep bees.\nhello there\n/attributes attitude=optimistic\nhow are you?\n/attributes attitude=happy\n/reset\n/nope\n/codes\nbye\n/quit\nnever read\n"
     monkeypatch.setattr("sys.stdin", io.StringIO(script))
     with pytest.raises(SystemExit) as e:
         main(["chat", str(trained_tiny), "max_new_tokens=8"])
@@ -260,7 +260,8 @@ def test_chat_over_stdin(trained_tiny, monkeypatch, capsys):
     assert lines[4].startswith("error: --attributes: unknown aspect 'happy' of attitude")
     assert lines[5] == "(conversation reset)"
     assert lines[6] == "unknown command /nope; /help lists the commands"
-    assert lines[7].startswith("bot> ") and len(lines) == 8  # /quit ends before the last line
+    assert lines[7] == "unknown command /codes; /help lists the commands"  # codebook's command
+    assert lines[8].startswith("bot> ") and len(lines) == 9  # /quit ends before the last line
 
 
 def test_generate_writes_what_the_method_records_per_record(trained_tiny, tmp_path, small_data):

@@ -502,6 +502,7 @@ def test_inspect_reports_usage_nearest_sentences_and_samples(codebook_run, small
 def test_chat_shows_the_codes_of_the_last_reply(codebook_run):
     from personadlg.config import GenerateConfig
     from personadlg.generation.chat import ChatSession
+    from personadlg.registry import METHODS
 
     _, model = load_checkpoint(codebook_run.final_dir)
     s = ChatSession(
@@ -509,7 +510,9 @@ def test_chat_shows_the_codes_of_the_last_reply(codebook_run):
         decoding=GenerateConfig(max_new_tokens=5),
         method="codebook",
         supports=("history",),
+        method_commands=METHODS.get("codebook").chat_commands,
     )
+    assert "  /codes" in s.command("/help") and "(codebook)" in s.command("/help")
     assert "no reply yet" in s.command("/codes")
     s.reply("hi, what do you do for fun?")
     shown = s.command("/codes")

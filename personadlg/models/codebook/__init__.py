@@ -10,6 +10,8 @@ from personadlg.models.codebook.config import CodebookConfig
 from personadlg.models.codebook.demo import DEMO
 from personadlg.models.spec import (
     Block,
+    ChatCommand,
+    ChatView,
     Command,
     CommandKit,
     Flag,
@@ -46,6 +48,15 @@ def render_inspect(report: dict[str, Any], options: Mapping[str, Any]) -> list[B
     return render_inspection(report, options)
 
 
+def show_codes(view: ChatView, arg: str) -> str:
+    """`/codes` in `personadlg chat`: the persona codes chosen for the last reply."""
+    if "codes" in view.last_record:
+        mode = (view.last_info.get("codebook") or {}).get("persona_mode", "")
+        codes = " ".join(str(c) for c in view.last_record["codes"])
+        return f"codes of the last reply: {codes}" + (f" ({mode})" if mode else "")
+    return "(no reply yet: the codes are predicted from the history when you write)"
+
+
 SPEC = MethodSpec(
     name="codebook",
     description="MORPHEUS: persona codebook, EM init, VQ + contrastive + code prediction "
@@ -68,6 +79,9 @@ SPEC = MethodSpec(
                 help="force these M codes for every example, e.g. --codes 3,17,17,40",
             ),
         },
+    },
+    chat_commands={
+        "codes": ChatCommand(help="the persona codes chosen for the last reply", run=show_codes),
     },
     commands={
         "inspect": Command(
