@@ -67,7 +67,6 @@ class _Judge:
 
     cfg: JudgeConfig
     cache_dir: str | None = None
-    higher_is_better: bool = True
 
     kind = ""
 
