@@ -203,10 +203,12 @@ def clean(
         Optional[list[str]],
         typer.Option("--enable", help="Filters to turn on that are off by default."),
     ] = None,
-    min_words: Annotated[int, typer.Option(help="[length] Shortest message in words.")] = 1,
-    max_words: Annotated[int, typer.Option(help="[length] Longest message in words.")] = 256,
+    min_words: Annotated[int, typer.Option(help="[length] Shortest message in words (>= 0).")] = 1,
+    max_words: Annotated[
+        int, typer.Option(help="[length] Longest message in words (>= --min-words, >= 1).")
+    ] = 256,
     min_assistant_turns: Annotated[
-        int, typer.Option(help="[min_turns] Fewest assistant messages.")
+        int, typer.Option(help="[min_turns] Fewest assistant messages (>= 0).")
     ] = 1,
     refusal_pattern: Annotated[
         Optional[list[str]],
@@ -214,7 +216,9 @@ def clean(
     ] = None,
     max_word_run: Annotated[
         int,
-        typer.Option(help="[repetition] A word repeated this many times in a row is degenerate."),
+        typer.Option(
+            help="[repetition] A word repeated this many times in a row is degenerate (>= 2)."
+        ),
     ] = 5,
     script: Annotated[
         str,
@@ -223,7 +227,7 @@ def clean(
         ),
     ] = "latin",
     min_script_share: Annotated[
-        float, typer.Option(help="[script] Share of letters that must be in that script.")
+        float, typer.Option(help="[script] Share of letters that must be in that script (0-1).")
     ] = 0.8,
     lang: Annotated[
         Optional[str],
@@ -232,11 +236,14 @@ def clean(
         ),
     ] = None,
     persona_copy_ngram: Annotated[
-        int, typer.Option(help="[persona_copy] Words copied in a row that count as a copy.")
+        int,
+        typer.Option(help="[persona_copy] Words copied in a row that count as a copy (>= 2)."),
     ] = 8,
     persona_copy_max_share: Annotated[
         float,
-        typer.Option(help="[persona_copy] Reject above this share of copying assistant messages."),
+        typer.Option(
+            help="[persona_copy] Reject above this share of copying assistant messages (0-1)."
+        ),
     ] = 0.5,
     attribute: Annotated[
         Optional[list[str]],
@@ -253,10 +260,22 @@ def clean(
         ),
     ] = None,
     near_dup_threshold: Annotated[
-        float, typer.Option(help="[near_dup] Estimated Jaccard similarity of word shingles.")
+        float,
+        typer.Option(help="[near_dup] Estimated Jaccard similarity of word shingles (0-1, > 0)."),
     ] = 0.8,
-    num_perm: Annotated[int, typer.Option(help="[near_dup] MinHash permutations.")] = 128,
-    shingle_size: Annotated[int, typer.Option(help="[near_dup] Words per shingle.")] = 3,
+    num_perm: Annotated[
+        int,
+        typer.Option(
+            help="[near_dup] MinHash permutations, 8-1024: the estimate's error is ~1/sqrt(N) "
+            "(3% at 1,024); more only costs time, memory and disk per record."
+        ),
+    ] = 128,
+    shingle_size: Annotated[
+        int,
+        typer.Option(
+            help="[near_dup] Words per shingle, 1-32 (longer shingles match only verbatim text)."
+        ),
+    ] = 3,
     strip_prefixes: Annotated[
         bool,
         typer.Option(
@@ -275,6 +294,8 @@ def clean(
             "--tag-attribute", help="For MIRACLE input: the tag attribute NAME or NAME=a,b."
         ),
     ] = None,
+    column: ColumnOpt = None,
+    assistant: AssistantOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Validate, normalize, filter and dedup dialogues. Every input unit ends in OUT or in REJECTS.
@@ -288,6 +309,7 @@ def clean(
       personadlg clean raw.jsonl --out clean.jsonl
       personadlg clean a.jsonl b.txt --out clean.jsonl --rejects rejects.jsonl --report report.json --lang en
       personadlg clean synth.jsonl --out clean.jsonl --attribute language_style=plain,lyrical --disable near_dup
+      personadlg clean pairs.csv --column context=prompt --column response=reply --out clean.jsonl
     """
     from personadlg.data.clean import CleanConfig
     from personadlg.data.clean import clean as run
@@ -314,9 +336,15 @@ def clean(
         num_perm=num_perm,
         shingle_size=shingle_size,
     )
-    rejects = rejects or out_path.with_name(out_path.name.removesuffix(".jsonl") + ".rejects.jsonl")
-    report = report or out_path.with_name(out_path.name.removesuffix(".jsonl") + ".report.json")
-    opts = FormatOptions(attributes=parse_attribute_options(attr_tags))
+    if out_path.name:  # (an empty --out is refused, by name, before anything is read)
+        stem = out_path.name.removesuffix(".jsonl")
+        rejects = rejects or out_path.with_name(stem + ".rejects.jsonl")
+        report = report or out_path.with_name(stem + ".report.json")
+    opts = FormatOptions(
+        attributes=parse_attribute_options(attr_tags),
+        columns=parse_columns(column),
+        assistant=assistant,
+    )
     with progress("cleaning", unit="dialogues") as update:
         rep = run(
             inputs,
@@ -351,13 +379,18 @@ def split(
         Path,
         typer.Option("--out-dir", "-o", help="Writes train.jsonl, valid.jsonl, test.jsonl here."),
     ],
-    valid: Annotated[float, typer.Option(help="Share of dialogues for validation.")] = 0.05,
-    test: Annotated[float, typer.Option(help="Share of dialogues for test.")] = 0.05,
+    valid: Annotated[
+        float, typer.Option(help="Share of dialogues for validation, in [0, 1).")
+    ] = 0.05,
+    test: Annotated[
+        float, typer.Option(help="Share of dialogues for test, in [0, 1); with --valid below 1.")
+    ] = 0.05,
     by: Annotated[
         str,
         typer.Option(
             help="Group by dialogue, user, persona, or any field path (e.g. meta.conversation); "
-            "a group never spans two splits."
+            "a group never spans two splits. A record without the key is a group of its own; "
+            "a key no record has is an error."
         ),
     ] = "dialogue",
     persona_overlap: Annotated[
@@ -369,6 +402,8 @@ def split(
     ] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the group order.")] = 0,
     from_: FromOpt = "auto",
+    column: ColumnOpt = None,
+    assistant: AssistantOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Split dialogues into train / valid / test, deterministically and without leakage.
@@ -378,9 +413,12 @@ def split(
       personadlg split clean.jsonl --out-dir data/ --valid 0.05 --test 0.05
       personadlg split clean.jsonl --out-dir data/ --by persona --seed 1   # unseen roles at test time (MORPHEUS)
       personadlg split both.jsonl --out-dir data/ --by meta.conversation    # both speakers' views together
+      personadlg split chats.csv --column "transcript=dialogue" --assistant both --out-dir data/ --by meta.conversation
     """
+    from personadlg.data.formats import FormatOptions
     from personadlg.data.split import split as run
 
+    opts = FormatOptions(columns=parse_columns(column), assistant=assistant)
     with progress("splitting", unit="dialogues") as update:
         rep = run(
             input,
@@ -391,6 +429,7 @@ def split(
             persona_overlap=persona_overlap,
             seed=seed,
             fmt=from_,
+            format_options=opts,
             on_progress=update,
         )
     if json_out:
@@ -426,6 +465,8 @@ def stats(
         typer.Argument(help="Dialogue file (any supported format) or example/generation file."),
     ],
     from_: FromOpt = "auto",
+    column: ColumnOpt = None,
+    assistant: AssistantOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
     """Counts, lengths, attributes, users and personas of a data file. Stops at the first bad record (exit 2).
@@ -434,11 +475,14 @@ def stats(
 
       personadlg stats clean.jsonl
       personadlg stats ../shared/data/convai2/valid_self_original_no_cands.txt --json
+      personadlg stats pairs.parquet --column context=prompt --column response=reply
     """
+    from personadlg.data.formats import FormatOptions
     from personadlg.data.stats import stats as run
 
+    opts = FormatOptions(columns=parse_columns(column), assistant=assistant)
     with progress("reading", unit="dialogues") as update:
-        s = run(file, fmt=from_, on_progress=update)
+        s = run(file, fmt=from_, format_options=opts, on_progress=update)
     if json_out:
         print_json(s)
         return

@@ -3,6 +3,7 @@ typed by the method's own config class."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,28 @@ def _trained_method(data: Mapping[str, Any], problems: list[str], source: str | 
     return method
 
 
+def stage_train_problems(model: Any, train: TrainConfig) -> list[str]:
+    """Each `model.stage_train.<stage>` applied to the `train:` section (as the stage driver does
+    when the stage starts) must make a valid train section: the same names, types and ranges,
+    checked when the recipe loads rather than after the earlier stages have trained."""
+    from personadlg.config.dump import to_dict
+
+    stage_train = getattr(model, "stage_train", None)
+    if not isinstance(stage_train, Mapping):
+        return []
+    problems: list[str] = []
+    base = to_dict(train)
+    for stage, over in stage_train.items():
+        if not isinstance(over, Mapping) or not over:
+            continue  # the method's own checks name a stage_train entry that is not a mapping
+        path = f"model.stage_train.{stage}"
+        found: list[str] = []
+        build_section(TrainConfig, {**base, **over}, path, found)
+        # TrainConfig's range checks name `train.x`: name the stage's override instead
+        problems += [re.sub(r"(?<![\w.])train\.", f"{path}.", p) for p in found]
+    return problems
+
+
 def build_run_config(data: Mapping[str, Any], *, source: str | None = None) -> RunConfig:
     """Build a RunConfig from an already-parsed recipe mapping."""
     problems: list[str] = []
@@ -94,6 +117,8 @@ def build_run_config(data: Mapping[str, Any], *, source: str | None = None) -> R
     lineage = data.get("lineage") or {}
     if not isinstance(lineage, dict):
         problems.append("lineage: expected a mapping (written by `train` with model.init_from)")
+    if not problems:
+        problems += stage_train_problems(sections["model"], sections["train"])
     if problems:
         raise ConfigError(problems, source=source)
     return RunConfig(

@@ -136,8 +136,9 @@ class TrainConfig:
             problems.append(f"train.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_steps < 0 or self.epochs < 0:
-            problems.append("train.max_steps and train.epochs must be >= 0")
+        for name in ("max_steps", "epochs"):
+            if getattr(self, name) < 0:
+                problems.append(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps == 0 and self.epochs == 0:
             problems.append("set train.max_steps or train.epochs")
         if not 0 <= self.seed < 2**32:
@@ -146,10 +147,9 @@ class TrainConfig:
             problems.append(
                 f"train.keep_last must be >= 1 (0 would delete every step checkpoint), got {self.keep_last}"
             )
-        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.save_every_minutes < 0:
-            problems.append(
-                "train.weight_decay, train.max_grad_norm and train.save_every_minutes must be >= 0"
-            )
+        for name in ("weight_decay", "max_grad_norm", "save_every_minutes"):
+            if getattr(self, name) < 0:
+                problems.append(f"train.{name} must be >= 0, got {getattr(self, name)}")
         for name in (
             "log_every",
             "eval_every",

@@ -8,7 +8,10 @@ with `FILE:LINE: ...` and `clean` can route the line to its rejects file instead
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import logging
+import math
 import os
 import re
 import secrets
@@ -19,7 +22,20 @@ from typing import IO, Any
 
 from personadlg.errors import DataError, UsageError
 
-MAX_LINE_BYTES = int(os.environ.get("PERSONADLG_MAX_LINE_BYTES", 16 * 1024 * 1024))
+logger = logging.getLogger(__name__)
+
+
+def _env_bytes(name: str, default: int) -> int:
+    """The environment variable NAME as a positive number of bytes (DEFAULT when unset)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise UsageError(f"{name}: expected a number of bytes (at least 1), got {raw!r}")
+    return int(raw)
+
+
+MAX_LINE_BYTES = _env_bytes("PERSONADLG_MAX_LINE_BYTES", 16 * 1024 * 1024)
 RAW_KEEP_CHARS = (
     100_000  # raw text kept for a rejected line (longer lines are truncated in the rejects file)
 )
@@ -106,10 +122,90 @@ def iter_text_lines(
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_BAD_BYTE = re.compile("[\udc80-\udcff]")  # an invalid UTF-8 byte, decoded with surrogateescape
+_WS = " \t\r\n"
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+class JsonValueError(ValueError):
+    """A parsed JSON value that cannot be kept (NaN, a number out of range, a lone surrogate)."""
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(f"field '{field}': {detail}" if field else detail)
+        self.detail, self.field = detail, field
+
+
+class _Unfit:
+    """Stands in for a number JSON text may spell but no record can hold, so parsing goes on."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+class _Parser:
+    """A JSON decoder that parses NaN, Infinity and out-of-range numbers as `_Unfit` markers, and
+    counts them, so a strict caller can refuse the value (naming its field) yet find its end."""
+
+    def __init__(self) -> None:
+        self.unfit = 0
+        self.decoder = json.JSONDecoder(
+            parse_constant=self._constant, parse_float=self._float, parse_int=self._int
+        )
+
+    def _mark(self, problem: str) -> _Unfit:
+        self.unfit += 1
+        return _Unfit(problem)
+
+    def _constant(self, name: str) -> Any:
+        return self._mark(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+    def _float(self, text: str) -> Any:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        return self._mark(f"{text[:40]} is a number out of range (beyond a 64-bit float)")
+
+    def _int(self, text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:  # more digits than int() converts
+            return self._mark(f"a number out of range (an integer of {len(text)} digits)")
+
+    def decode(self, text: str, pos: int = 0) -> tuple[Any, int]:
+        """(value, end) of the JSON value at POS; json.JSONDecodeError when it is not JSON."""
+        self.unfit = 0
+        return self.decoder.raw_decode(text, pos)
+
+    def parse(self, text: str) -> Any:
+        """TEXT as one JSON value, refused (ValueError) as `parse_json` says."""
+        value, end = self.decode(text, len(text) - len(text.lstrip(_WS)))
+        rest = text[end:]
+        if rest.strip(_WS):
+            raise json.JSONDecodeError("Extra data", text, len(text) - len(rest.lstrip(_WS)))
+        self.check(text, value)
+        return value
+
+    def check(self, raw: str, value: Any) -> None:
+        """Raise JsonValueError for a marker or a lone surrogate in VALUE (parsed from RAW)."""
+        if self.unfit:
+            field, marker = _first_unfit(value)
+            raise JsonValueError(marker.problem, field)
+        check_json_value(raw, value)
+
+
+def _first_unfit(value: Any) -> tuple[str | None, _Unfit]:
+    """The first `_Unfit` marker in VALUE (document order) and the field path to it."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, _Unfit):
+            return path or None, v
+        if isinstance(v, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), x) for k, x in reversed(v.items()))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", v[i]) for i in range(len(v) - 1, -1, -1))
+    raise AssertionError("no _Unfit marker")
 
 
 def _lone_surrogate(value: Any) -> str | None:
@@ -134,16 +230,15 @@ def check_json_value(raw: str, value: Any) -> None:
     if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
         bad = _lone_surrogate(value)
         if bad is not None:
-            raise ValueError(
+            raise JsonValueError(
                 f"not valid Unicode: the escape \\u{ord(bad):04x} is a lone surrogate, which no UTF-8 text can hold"
             )
 
 
 def parse_json(text: str) -> Any:
-    """json.loads that refuses NaN / Infinity and lone surrogate escapes (ValueError)."""
-    value = json.loads(text, parse_constant=_no_constants)
-    check_json_value(text, value)
-    return value
+    """json.loads that refuses NaN / Infinity, numbers out of range and lone surrogate escapes
+    (ValueError; JsonValueError names the field)."""
+    return _Parser().parse(text)
 
 
 def iter_json_lines(
@@ -151,6 +246,7 @@ def iter_json_lines(
 ) -> Iterator[tuple[int, str, Any] | Bad]:
     """Yield (line number, raw text, parsed JSON value) or Bad for each non-blank line of a JSONL file."""
     name = str(path)
+    parser = _Parser()
     for item in iter_text_lines(path, max_line_bytes=max_line_bytes):
         if isinstance(item, Bad):
             yield item
@@ -159,7 +255,7 @@ def iter_json_lines(
         if not text.strip():
             continue
         try:
-            value = parse_json(text)
+            value = parser.parse(text)
         except json.JSONDecodeError as err:
             yield Bad(
                 name,
@@ -184,7 +280,18 @@ def iter_json_lines(
             yield lineno, text, value
 
 
-_WS = " \t\r\n"
+def _readable(text: str) -> str:
+    """TEXT with its invalid UTF-8 bytes (surrogate escapes) shown as U+FFFD, fit to be written."""
+    if not _BAD_BYTE.search(text):
+        return text
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+def _shown(ch: str) -> str:
+    """A character for an error message (an invalid UTF-8 byte as its hex value)."""
+    if _BAD_BYTE.match(ch):
+        return f"the byte 0x{ord(ch) - 0xDC00:02x} (not valid UTF-8)"
+    return repr(ch)
 
 
 def iter_json_array(
@@ -192,13 +299,17 @@ def iter_json_array(
 ) -> Iterator[tuple[int, str, Any] | Bad]:
     """Stream the elements of a top-level JSON list: (line where the element starts, raw text, value) or Bad.
 
-    Constant memory in the file size (one element at a time). After a syntax error the rest of the
-    file cannot be resynchronised, so it is reported as one Bad item and reading stops.
+    Constant memory in the file size (one element at a time). An element that parses but cannot be
+    kept (invalid UTF-8 inside a string, NaN, a number out of range, a lone surrogate escape) is
+    one Bad and reading goes on. After a syntax error the rest of the file cannot be
+    resynchronised, so it is reported as one Bad item and reading stops; anything but whitespace
+    after the closing ']' is a DataError.
     """
     name = str(path)
     limit = max_record_bytes or MAX_LINE_BYTES
-    decoder = json.JSONDecoder(parse_constant=_no_constants)
-    with open(path, encoding="utf-8-sig", errors="strict") as f:
+    parser = _Parser()
+    # surrogateescape: an invalid UTF-8 byte becomes one character, so it spoils only its element
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
         buf, pos, eof = "", 0, False
         line, counted = 1, 0  # line number at buf[counted]
 
@@ -206,10 +317,7 @@ def iter_json_array(
             nonlocal buf, pos, counted, eof, line
             if eof:
                 return False
-            try:
-                chunk = f.read(1 << 20)
-            except UnicodeDecodeError as err:
-                raise DataError(f"not valid UTF-8 ({err.reason})", path=name) from None
+            chunk = f.read(1 << 20)
             if not chunk:
                 eof = True
                 return False
@@ -233,12 +341,21 @@ def iter_json_array(
             counted = p
             return line
 
+        def bad_byte(at: int) -> str:
+            """Where the invalid UTF-8 byte buf[AT] is: its line and byte offset in that line."""
+            bol = buf.rfind("\n", 0, at) + 1
+            offset = len(buf[bol:at].encode("utf-8", errors="surrogateescape"))
+            return (
+                f"not valid UTF-8: byte 0x{ord(buf[at]) - 0xDC00:02x} "
+                f"at byte offset {offset} of line {line_at(at)}"
+            )
+
         skip_ws()
         if pos >= len(buf):
             raise DataError("empty file: expected a JSON list of records", path=name)
         if buf[pos] != "[":
             raise DataError(
-                f"expected a JSON list ('['), got {buf[pos]!r}; is this a JSONL file?",
+                f"expected a JSON list ('['), got {_shown(buf[pos])}; is this a JSONL file?",
                 path=name,
                 line=line_at(pos),
             )
@@ -251,11 +368,21 @@ def iter_json_array(
                     "unexpected end of file inside the JSON list", path=name, line=line_at(pos)
                 )
             if buf[pos] == "]":
+                close = line_at(pos)
+                pos += 1
+                skip_ws()
+                if pos < len(buf):
+                    raise DataError(
+                        f"unexpected content after the list's closing ] (line {close}), "
+                        f"got {_shown(buf[pos])}; a JSON file holds one list",
+                        path=name,
+                        line=line_at(pos),
+                    )
                 return
             if not first:
                 if buf[pos] != ",":
                     raise DataError(
-                        f"expected ',' or ']' between list elements, got {buf[pos]!r}",
+                        f"expected ',' or ']' between list elements, got {_shown(buf[pos])}",
                         path=name,
                         line=line_at(pos),
                     )
@@ -265,7 +392,7 @@ def iter_json_array(
             start_line = line_at(pos)
             while True:
                 try:
-                    value, end = decoder.raw_decode(buf, pos)
+                    value, end = parser.decode(buf, pos)
                     break
                 except RecursionError:
                     raise DataError(
@@ -274,24 +401,31 @@ def iter_json_array(
                 except json.JSONDecodeError as err:
                     if (len(buf) - pos) < limit and more():
                         continue
-                    raw = buf[pos : pos + RAW_KEEP_CHARS]
+                    if err.pos < len(buf) and _BAD_BYTE.match(buf[err.pos]):
+                        why = bad_byte(err.pos)
+                    else:
+                        why = (
+                            f"not valid JSON: {err.msg} "
+                            f"(line {err.lineno - buf.count(chr(10), 0, pos)} of the element)"
+                        )
                     yield Bad(
                         name,
                         start_line,
-                        raw,
+                        _readable(buf[pos : pos + RAW_KEEP_CHARS]),
                         DataError(
-                            f"not valid JSON: {err.msg} (line {err.lineno - buf.count(chr(10), 0, pos)} of the element); "
-                            "the rest of the file cannot be read",
+                            f"{why}; the rest of the file cannot be read",
                             path=name,
                             line=start_line,
                         ),
                     )
                     return
-                except ValueError as err:  # NaN / Infinity: the element's end is unknown
+                except (
+                    ValueError
+                ) as err:  # not expected from the parser: the element's end is unknown
                     yield Bad(
                         name,
                         start_line,
-                        buf[pos : pos + RAW_KEEP_CHARS],
+                        _readable(buf[pos : pos + RAW_KEEP_CHARS]),
                         DataError(
                             f"{err}; the rest of the file cannot be read",
                             path=name,
@@ -300,9 +434,24 @@ def iter_json_array(
                     )
                     return
             raw = buf[pos:end]
+            m = _BAD_BYTE.search(raw)
+            if m:
+                why = bad_byte(pos + m.start())
+                pos = end
+                yield Bad(
+                    name,
+                    start_line,
+                    _readable(raw[:RAW_KEEP_CHARS]),
+                    DataError(
+                        why,
+                        path=name,
+                        line=start_line,
+                    ),
+                )
+                continue
             pos = end
             try:
-                check_json_value(raw, value)
+                parser.check(raw, value)
             except ValueError as err:
                 yield Bad(
                     name,
@@ -342,6 +491,8 @@ class AtomicWriter:
     """
 
     def __init__(self, path: str | Path, *, mode: str = "w") -> None:
+        if str(path) in ("", ".") or not Path(path).name:
+            raise UsageError(f"expected a file to write, got {str(path)!r}")
         self.path = Path(path)
         self.tmp = self.path.with_name(
             f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
@@ -352,7 +503,14 @@ class AtomicWriter:
     def open(self) -> IO[Any]:
         if self.path.is_dir():
             raise UsageError(f"{self.path}: is a directory; expected a file to write")
+        if self.path.exists() and not self.path.is_file():
+            # a FIFO, a device (/dev/null): the rename would replace it by a regular file
+            raise UsageError(
+                f"{self.path}: exists and is not a regular file (a device, a FIFO or a socket); "
+                "expected a file to write"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
         if "b" in self.mode:
             self._f = open(self.tmp, self.mode)  # noqa: SIM115
         else:
@@ -403,6 +561,32 @@ class AtomicWriter:
             self.commit()
         else:
             self.abort()
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove PATH's temporary files left by writers that were killed (`kill -9`, a power cut):
+    `.NAME.tmp-PID-*` whose process no longer runs. Returns what was removed."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.tmp-*-*"):
+        pid = tmp.name[len(path.name) + 6 :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    if removed:
+        logger.info("removed %d temporary file(s) of killed writers of %s", len(removed), path)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process PID exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,14 @@ from personadlg.data.persona import group_personas, persona_identity
 from personadlg.data.schema import Dialogue
 from personadlg.data.unique import IdTracker
 from personadlg.errors import UsageError
+from personadlg.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 GroupBy = str  # "dialogue" | "user" | "persona" | a field path such as "meta.conversation"
 _FIELD = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*$")
+_MAX_PATHS = 1000  # field paths remembered for a did-you-mean
 
 
 def check_by(by: str) -> None:
@@ -56,6 +58,33 @@ def field_value(d: Dialogue, path: str) -> Any:
     return node
 
 
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def field_paths(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Dotted paths of the non-empty values of a record (objects are walked, lists are not)."""
+    for key, value in node.items():
+        path = prefix + str(key)
+        if isinstance(value, dict):
+            yield from field_paths(value, path + ".")
+        if not _empty(value):
+            yield path
+
+
+def _no_key(by: str, paths: set[str]) -> str:
+    """The error when no record has the group key of BY."""
+    if by in ("user", "persona"):
+        what = "a user_id" if by == "user" else "a persona"
+        return f"--by {by}: no record has {what}, so every dialogue would be a group of its own"
+    names = sorted(paths)
+    hint = did_you_mean(by, names)
+    if hint:
+        return f"--by {by}: no record has this field{hint}"
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return f"--by {by}: no record has this field; fields the records have: {shown or 'none'}"
+
+
 def group_key(d: Dialogue, by: str) -> str | None:
     """The leakage group of a dialogue, or None when the record has no such key (persona groups
     are resolved separately: see `PersonaGroups`)."""
@@ -67,7 +96,7 @@ def group_key(d: Dialogue, by: str) -> str | None:
         ident = persona_identity(d.persona)
         return "p:" + "\n".join(sorted(ident)) if ident else None
     value = field_value(d, by)
-    if value is None or value == "" or value == [] or value == {}:
+    if _empty(value):
         return None
     return f"f:{by}=" + json.dumps(value, sort_keys=True, ensure_ascii=False)
 
@@ -173,11 +202,14 @@ def split(
 
     Raises:
         DataError: on the first invalid record (`FILE:LINE: ...`), or a repeated id.
-        UsageError: on bad fractions or grouping.
+        UsageError: on bad fractions or grouping, or a group key that no record has.
     """
-    if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
+    for name, share in (("--valid", valid), ("--test", test)):
+        if not 0 <= share < 1:  # NaN included
+            raise UsageError(f"{name}: expected a share in [0, 1), got {share}")
+    if valid + test >= 1:
         raise UsageError(
-            f"--valid and --test must be in [0, 1) with a sum below 1, got {valid} and {test}"
+            f"--valid and --test: expected shares with a sum below 1, got {valid} and {test}"
         )
     check_by(by)
     if persona_overlap < 0:
@@ -192,12 +224,17 @@ def split(
         return personas.key(d) if personas is not None else group_key(d, by)
 
     sizes: Counter[str] = Counter()
-    ungrouped = 0
+    seen = ungrouped = 0
+    fields: set[str] = set()  # while no record has the field BY: the fields they have
+    by_field = by not in ("dialogue", "user", "persona")
 
     def count(d: Dialogue) -> None:
-        nonlocal ungrouped
+        nonlocal seen, ungrouped
         k = key_of(d)
+        seen += 1
         ungrouped += k is None
+        if by_field and ungrouped == seen and len(fields) < _MAX_PATHS:
+            fields.update(field_paths(d.to_dict()))
         sizes[k if k is not None else "d:" + d.id] += 1
 
     for n, item in enumerate(iter_items(input, fmt, format_options), 1):
@@ -217,6 +254,8 @@ def split(
         n_groups = personas.resolve()
         for d in read_dialogues(input, fmt, format_options):
             count(d)
+    if by != "dialogue" and ungrouped and ungrouped == seen:
+        raise UsageError(_no_key(by, fields))
     if len(sizes) < 2 and (valid > 0 or test > 0):
         raise UsageError(f"{input}: only {len(sizes)} {by} group(s); cannot split")
     where = assign_groups(dict(sizes), valid=valid, test=test, seed=seed)

@@ -9,6 +9,7 @@ Rerunning on an existing output skips the pairs already there.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -27,10 +28,17 @@ from personadlg.errors import UsageError
 from personadlg.generation.api import generate_api
 from personadlg.generation.inputs import example_seed, load_examples, targets_to_generate
 from personadlg.generation.options import GenerateOptions
-from personadlg.generation.output import claimed, done_keys, file_sha256, iter_records, sidecar_path
+from personadlg.generation.output import (
+    check_resumable,
+    claimed,
+    done_keys,
+    file_sha256,
+    iter_records,
+    sidecar_path,
+)
 from personadlg.metrics.collapse import collapse_report
 from personadlg.models.base import as_generations, hook
-from personadlg.models.decoding import decoding_dict
+from personadlg.models.decoding import check_decoding_settings, decoding_dict
 from personadlg.models.fingerprint import weights_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -52,7 +60,9 @@ def decoding_config(base: GenerateConfig, overrides: Sequence[str]) -> GenerateC
             f"unknown override section(s): {', '.join(unknown)}; generate takes generate.* keys "
             "(and model.* keys a method lets change at generation, e.g. model.ode.guidance_scale)"
         )
-    return build_config(GenerateConfig, data["generate"], path="generate")
+    decoding = build_config(GenerateConfig, data["generate"], path="generate")
+    check_decoding_settings(decoding)
+    return decoding
 
 
 def model_settings(cfg: Any, overrides: Sequence[str]) -> Any:
@@ -81,7 +91,57 @@ def configure_model(cfg: Any, model: Any, overrides: Sequence[str]) -> None:
 def check_decoding(model: Any, decoding: GenerateConfig) -> None:
     """Refuse decoding settings the model cannot run (before any output is written)."""
     limit_of = hook(model, "max_new_tokens_limit")
-    limit = limit_of() if limit_of is not None else None
+    _check_new_tokens(limit_of() if limit_of is not None else None, decoding)
+
+
+# (model config file under the checkpoint, positions taken before the new tokens) per method, as
+# their `max_new_tokens_limit` hooks count them; other methods are checked once loaded
+_POSITIONS_FILE = {
+    "finetune": ("config.json", lambda m: 1),
+    "lora": ("config.json", lambda m: 1),
+    "cvae": ("decoder/config.json", lambda m: 2),
+    "codebook": ("decoder/config.json", lambda m: int(m.slots) + 1),
+}
+
+
+def config_new_tokens_limit(checkpoint: str | Path, cfg: Any) -> int | None:
+    """The model's `max_new_tokens_limit` read from the checkpoint's model config file (no
+    weights loaded); None when unbounded or not known before loading."""
+    entry = _POSITIONS_FILE.get(cfg.method)
+    if entry is None:
+        return None
+    path = Path(checkpoint) / entry[0]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # checked once the model is loaded
+    if not isinstance(data, dict):
+        return None
+    for key in ("n_positions", "max_position_embeddings"):
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return int(value - entry[1](cfg.model))
+    return None
+
+
+def check_before_loading(
+    checkpoint: str | Path, cfg: Any, decoding: GenerateConfig, model_overrides: Sequence[str]
+) -> None:
+    """The checks of `check_decoding` and `configure_model` that need only the checkpoint's config
+    files, so that a bad setting is refused before the weights are loaded."""
+    _check_new_tokens(config_new_tokens_limit(checkpoint, cfg), decoding)
+    if cfg.method == "cvae" and model_overrides:
+        from personadlg.models.cvae.model import META_FILE, check_ode_weights
+
+        try:
+            meta = json.loads((Path(checkpoint) / META_FILE).read_text(encoding="utf-8"))
+            attributes = dict(meta["attributes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # checked once the model is loaded
+        check_ode_weights(model_settings(cfg, model_overrides).ode, attributes)
+
+
+def _check_new_tokens(limit: int | None, decoding: GenerateConfig) -> None:
     if limit is not None and decoding.max_new_tokens > limit:
         raise UsageError(
             f"generate.max_new_tokens: expected at most {limit} (the model has {limit} positions left "
@@ -190,19 +250,17 @@ def generate_file(
     model_settings(cfg, model_overrides)
     space = cfg.data.attributes
     target_list = targets_to_generate(space, targets=targets, combinations=combinations)
+    if not loaded:
+        check_before_loading(checkpoint, cfg, decoding, model_overrides)
+    settings = output_settings(cfg, checkpoint, decoding, model_overrides, in_path, turns)
+    if not overwrite:  # an output that cannot be appended to is refused before loading too
+        check_resumable(out_path, settings, unknown=("served_sha256",))
     model = loaded[1] if loaded else load_model(checkpoint, cfg)
     configure_model(cfg, model, model_overrides)
     check_decoding(model, decoding)
     served = hook(model, "served_fingerprint")
-    settings = output_settings(
-        cfg,
-        checkpoint,
-        decoding,
-        model_overrides,
-        in_path,
-        turns,
-        served=served() if served else "",
-    )
+    if served is not None and (fingerprint := served()):
+        settings = {**settings, "served_sha256": fingerprint}
     with claimed(out_path, settings, overwrite=overwrite):
         return _generate_into(
             out_path, cfg, model, checkpoint, examples, target_list, decoding, on_progress

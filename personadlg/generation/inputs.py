@@ -13,6 +13,7 @@ from personadlg.data.formats import FormatOptions, iter_any_examples
 from personadlg.data.jsonl import Bad, check_nonempty
 from personadlg.data.schema import Example
 from personadlg.errors import UsageError
+from personadlg.metrics.read import check_columns_apply
 from personadlg.registry import did_you_mean
 
 
@@ -70,6 +71,7 @@ def load_examples(
 ) -> list[Example]:
     """Examples of a dialogue or example file in any readable format (strict)."""
     check_nonempty(path)
+    check_columns_apply(path, fmt, opts)
     out = []
     for item in iter_any_examples(path, fmt=fmt, opts=opts, turns=turns):
         if isinstance(item, Bad):

@@ -65,10 +65,15 @@ def write_sidecar(out: Path, settings: dict[str, Any]) -> None:
         )
 
 
-def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable `field: old -> new` for every compared setting that differs."""
+def differences(
+    old: dict[str, Any], new: dict[str, Any], *, unknown: Sequence[str] = ()
+) -> list[str]:
+    """Human-readable `field: old -> new` for every compared setting that differs (UNKNOWN: keys
+    not known yet, left out)."""
     out = []
     for key in COMPARED:
+        if key in unknown:
+            continue
         a, b = flatten(old.get(key), key), flatten(new.get(key), key)
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
@@ -76,8 +81,9 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def check_resumable(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse to append to OUT unless it is empty/absent or an earlier output of the same settings."""
+def check_resumable(out: Path, settings: dict[str, Any], *, unknown: Sequence[str] = ()) -> None:
+    """Refuse to append to OUT unless it is empty/absent or an earlier output of the same settings
+    (UNKNOWN: settings not known yet, e.g. before the model is loaded, not compared)."""
     has_data = out.is_file() and out.stat().st_size > 0
     old = read_sidecar(out)
     if old is None:
@@ -87,7 +93,7 @@ def check_resumable(out: Path, settings: dict[str, Any]) -> None:
                 f"{sidecar_path(out).name}); pass --overwrite to replace it, or choose another --out"
             )
         return
-    diff = differences(old, settings)
+    diff = differences(old, settings, unknown=unknown)
     if diff and has_data:
         raise UsageError(
             f"--out {out} holds generations made with other settings, so appending would mix two runs: "

@@ -421,5 +421,83 @@ def check_model_types(model_cfg: Any) -> None:
                     f"model.{f.name}.model_type: expected a transformers model type (gpt2, llama, bert, t5, ...), "
                     f"got {mt!r}{did_you_mean(str(mt), known)}"
                 )
+            else:
+                problems += from_config_problems(
+                    f"model.{f.name}", value, positions=_positions_needed(model_cfg, f.name)
+                )
     if problems:
         raise ConfigError(problems)
+
+
+def _positions_needed(model_cfg: Any, config_key: str) -> tuple[int, str] | None:
+    """The positions a model built from MODEL_CFG's CONFIG_KEY must have, and why: the longest
+    training sequence (`model.max_length`), after the codebook decoder's prefix slots (None: not
+    known)."""
+    max_length = getattr(model_cfg, "max_length", None)
+    if not isinstance(max_length, int) or isinstance(max_length, bool):
+        return None
+    slots = getattr(model_cfg, "slots", None)
+    if config_key == "decoder_from_config" and isinstance(slots, int):
+        return max_length + slots, f"model.max_length {max_length} + model.slots {slots}"
+    if config_key == "from_config":
+        return max_length, f"model.max_length {max_length}"
+    return None
+
+
+def from_config_problems(
+    where: str, from_config: dict[str, Any], *, positions: tuple[int, str] | None = None
+) -> list[str]:
+    """What `build_from_config` would fail on (or build unusable), found without building:
+    WHERE (e.g. `model.from_config`) with non-positive sizes, a width not divisible by the
+    number of heads, or fewer absolute positions than POSITIONS (the number, and where it comes
+    from). Sizes are named as the recipe
+    writes them (`n_embd` for gpt2, `hidden_size` for bert, ...)."""
+    from transformers import AutoConfig
+
+    kwargs = {k: v for k, v in from_config.items() if k != "model_type"}
+    try:
+        config = AutoConfig.for_model(from_config["model_type"], **kwargs)
+    except Exception as err:  # a transformers config's own checks: ValueError, TypeError, ...
+        return [f"{where}: {' '.join(str(err).split())}"]
+    attribute_map: dict[str, str] = dict(getattr(config, "attribute_map", {}) or {})
+
+    def name_of(standard: str) -> str:
+        actual = attribute_map.get(standard, standard)
+        for key in kwargs:
+            if attribute_map.get(key, key) == actual:
+                return key
+        return actual
+
+    problems: list[str] = []
+    sizes: dict[str, int] = {}
+    for standard in (
+        "num_hidden_layers",
+        "num_attention_heads",
+        "hidden_size",
+        "max_position_embeddings",
+    ):
+        actual = attribute_map.get(standard, standard)
+        if not hasattr(config, actual):
+            continue
+        value = getattr(config, actual)
+        if value is None and standard == "max_position_embeddings":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(
+                f"{where}.{name_of(standard)}: expected a positive integer, got {value!r}"
+            )
+        else:
+            sizes[standard] = value
+    heads, width = sizes.get("num_attention_heads"), sizes.get("hidden_size")
+    if heads and width and width % heads:
+        problems.append(
+            f"{where}.{name_of('hidden_size')}: expected a multiple of "
+            f"{name_of('num_attention_heads')} ({heads}), got {width}"
+        )
+    limit = sizes.get("max_position_embeddings")
+    if limit is not None and positions is not None and limit < positions[0]:
+        problems.append(
+            f"{where}.{name_of('max_position_embeddings')}: expected at least {positions[0]} "
+            f"positions (the longest training sequence: {positions[1]}), got {limit}"
+        )
+    return problems

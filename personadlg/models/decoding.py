@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from personadlg.config import GenerateConfig
+from personadlg.errors import UsageError
 
 CANDIDATES = 1024
 """Tokens a top-k / top-p step considers before sorting the whole vocabulary (a row whose nucleus
@@ -101,6 +102,17 @@ class PerRowSampler(LogitsProcessor):
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, choice, 0.0)
         return out
+
+
+def check_decoding_settings(cfg: GenerateConfig) -> None:
+    """Refuse decoding settings personadlg cannot honour together (UsageError): beam search with
+    sampling (`PerRowSampler` draws one token per row; it does not sample beams), which would
+    otherwise silently decode with one beam."""
+    if cfg.do_sample and cfg.num_beams > 1:
+        raise UsageError(
+            f"num_beams: beam search (num_beams={cfg.num_beams}) cannot be combined with "
+            "do_sample=true in personadlg; use one"
+        )
 
 
 def decoding_dict(cfg: GenerateConfig) -> dict[str, Any]:

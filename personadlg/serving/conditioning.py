@@ -158,7 +158,7 @@ def decoding_for(
 ) -> GenerateConfig:
     """The checkpoint's `generate:` defaults with the request's settings: `max_tokens` →
     max_new_tokens (at most the model's limit), `temperature` 0 → greedy and > 0 → sampling at
-    that temperature, `top_p` (< 1 alone also turns sampling on), `top_k`, `min_tokens`,
+    that temperature (one beam: personadlg does not sample beams), `top_p` (< 1 alone also turns sampling on), `top_k`, `min_tokens`,
     `repetition_penalty`, `no_repeat_ngram_size`."""
     d = to_dict(served.cfg.generate)
     new = req.new_tokens()
@@ -191,6 +191,8 @@ def decoding_for(
         d["top_p"] = req.top_p
         if req.temperature is None and req.top_p < 1:
             d["do_sample"] = True
+    if d.get("do_sample") and d.get("num_beams", 1) > 1:
+        d["num_beams"] = 1  # the request asks to sample: the checkpoint's default beams give way
     if req.top_k is not None:
         d["top_k"] = max(req.top_k, 0)  # vLLM's -1 = off
     if req.repetition_penalty is not None:

@@ -13,6 +13,7 @@ vLLM's sampling extras `top_k`, `min_tokens` and `repetition_penalty`, and `gene
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -132,6 +133,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range (beyond a 64-bit float)")
+    return value
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 """How a surrogate reaches a parsed body: JSON's escape (UTF-8 text cannot encode one)."""
@@ -177,7 +185,7 @@ def oversized(value: Any, *, most: int = MAX_ITEMS) -> tuple[str, int] | None:
 def parse_body(raw: bytes) -> dict[str, Any]:
     """RAW as a JSON object: 400 for invalid JSON (NaN and Infinity included) or a non-object."""
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
         reason = str(err) if isinstance(err, ValueError) else "nested too deeply"
         if "integer string conversion" in reason:  # Python's guard against huge integers

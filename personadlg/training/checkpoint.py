@@ -18,9 +18,11 @@ import errno
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ import torch
 import yaml
 
 from personadlg.config import RunConfig, build_run_config, read_yaml
-from personadlg.errors import PersonadlgError, UsageError
+from personadlg.errors import DataError, PersonadlgError, UsageError
 from personadlg.models.fingerprint import weights_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def load_rng(directory: Path, rank: int) -> None:
             rank,
         )
         return
-    tensors = torch.load(path, weights_only=True)
+    tensors = load_tensors(path)
     state = json.loads((directory / f"rng_state_{rank}.json").read_text())
     state["torch"] = tensors["torch"]
     if tensors.get("cuda"):
@@ -119,6 +121,43 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """UsageError when OUTPUT_DIR, or a folder it would be made in, exists as something other
+    than a directory (`train.output_dir=afile`, `afile/sub`)."""
+    for p in (output_dir, *output_dir.parents):
+        if p.exists() and not p.is_dir():
+            where = "" if p == output_dir else f" ({p} is not a directory)"
+            raise UsageError(
+                f"train.output_dir: expected a directory to write the run in, got {str(output_dir)!r}"
+                f"{where or ', a file'}"
+            )
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """Every checkpoint directory in OUTPUT_DIR (step-* and final/), complete or not."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in output_dir.iterdir()
+        if p.is_dir() and (_STEP.match(p.name) or p.name == FINAL_DIR)
+    )
+
+
+def check_fresh_start(output_dir: Path) -> None:
+    """UsageError when OUTPUT_DIR holds checkpoints of an earlier run, complete or not (a fresh run
+    would overwrite them)."""
+    found = checkpoint_dirs(output_dir)
+    if not found:
+        return
+    broken = [p.name for p in found if not (p / STATE_FILE).is_file()]
+    note = f" ({', '.join(broken)} incomplete: no {STATE_FILE})" if broken else ""
+    raise UsageError(
+        f"{output_dir} already holds checkpoints of an earlier run{note}; pass --resume auto to "
+        "continue it, or choose another train.output_dir (or delete this one) to start over"
+    )
+
+
 def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
     """`--resume auto` → the newest complete checkpoint (step-* or final/), None if there is none; a dir → itself."""
     if resume is None:
@@ -134,6 +173,13 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
             if best is None or fstep >= read_state(best)["step"]:
                 best = final
         if best is None:
+            if broken := [p.name for p in checkpoint_dirs(output_dir)]:
+                raise UsageError(
+                    f"--resume auto: {output_dir} holds {', '.join(broken)} but no complete "
+                    f"checkpoint (no {STATE_FILE}: files removed, or written by another tool); "
+                    "nothing to continue, and starting afresh would overwrite them: delete them or "
+                    "choose another train.output_dir"
+                )
             logger.info("--resume auto: no checkpoint in %s yet; starting from scratch", output_dir)
         return best
     path = Path(resume)
@@ -206,8 +252,52 @@ def load_model(directory: str | Path, cfg: RunConfig) -> Any:
     spec = METHODS.get(cfg.method)
     try:
         return spec.load(Path(directory), cfg)
-    except (OSError, ValueError) as err:
-        raise PersonadlgError(f"{directory}: cannot load the {cfg.method} model: {err}") from err
+    except PersonadlgError:
+        raise
+    except Exception as err:
+        if not _unreadable_file(err):
+            raise
+        raise DataError(
+            f"cannot load the {cfg.method} model: {type(err).__name__}: {_first_line(err)} "
+            "(a damaged or foreign file in the checkpoint)",
+            path=str(directory),
+        ) from err
+
+
+def load_tensors(path: Path) -> Any:
+    """`torch.load(PATH, weights_only=True)`; a damaged file, or one holding more than tensors
+    and plain values (a pickle that would run code), is a DataError naming it."""
+    try:
+        with warnings.catch_warnings():  # torch warns about what it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise DataError("missing from the checkpoint", path=str(path)) from None
+    except pickle.UnpicklingError:
+        raise DataError(
+            "holds objects other than tensors and plain values; refused (unpickling them could "
+            "run code): a damaged or foreign file in the checkpoint",
+            path=str(path),
+        ) from None
+    except Exception as err:  # a truncated or foreign file
+        raise DataError(
+            f"cannot be read as tensors ({type(err).__name__}: {_first_line(err)}): a damaged or "
+            "foreign file in the checkpoint",
+            path=str(path),
+        ) from None
+
+
+def _unreadable_file(err: BaseException) -> bool:
+    """Whether ERR says a checkpoint file is damaged or foreign (not a bug of ours)."""
+    kinds = {c.__name__ for c in type(err).__mro__}
+    return bool(
+        kinds & {"SafetensorError", "OSError", "ValueError", "UnpicklingError", "JSONDecodeError"}
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else "no details"
 
 
 def write_checkpoint(
@@ -321,8 +411,8 @@ def load_training_state(
     directory: Path, optimizer: Any, scheduler: Any, rank: int
 ) -> dict[str, Any]:
     """Restore optimizer, scheduler and this process's RNG from a checkpoint; return trainer_state."""
-    optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=True))
-    scheduler.load_state_dict(torch.load(directory / SCHEDULER_FILE, weights_only=True))
+    optimizer.load_state_dict(load_tensors(directory / OPTIMIZER_FILE))
+    scheduler.load_state_dict(load_tensors(directory / SCHEDULER_FILE))
     load_rng(directory, rank)
     return read_state(directory)
 

@@ -116,11 +116,7 @@ def train_stages(
     dirs = stage_dirs(cfg)
     if resume is None:
         for d in dirs:
-            if ckpt.complete_checkpoints(d) or (d / ckpt.FINAL_DIR / ckpt.STATE_FILE).is_file():
-                raise UsageError(
-                    f"{d} already holds checkpoints of an earlier run; pass --resume auto to continue "
-                    "it, or choose another train.output_dir (or delete this one) to start over"
-                )
+            ckpt.check_fresh_start(d)
     emit: Event = on_event if (on_event and acc.is_main_process) else (lambda kind, payload: None)
     from personadlg.registry import METHODS
 

@@ -73,6 +73,7 @@ def train(
     check_data(cfg)
     acc = make_accelerator(cfg.train.mixed_precision)
     out = Path(cfg.train.output_dir)
+    ckpt.check_output_dir(out)
     lock: AbstractContextManager[None] = nullcontext()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -287,13 +288,8 @@ def resume_point(out: Path, resume: str | None) -> Path | None:
         UsageError: when starting afresh (RESUME None) in an OUT that holds checkpoints.
     """
     start = ckpt.resolve_resume(out, resume)
-    if resume is None and (
-        ckpt.complete_checkpoints(out) or (out / ckpt.FINAL_DIR / ckpt.STATE_FILE).is_file()
-    ):
-        raise UsageError(
-            f"{out} already holds checkpoints of an earlier run; pass --resume auto to continue it, "
-            "or choose another train.output_dir (or delete this one) to start over"
-        )
+    if resume is None:
+        ckpt.check_fresh_start(out)
     return start
 
 

@@ -253,6 +253,11 @@ def test_a_body_must_be_json(keyed):
     assert r.status_code == 200, r.text
     r = post(keyed, content=b'{"model": "ft", "messages": [], "temperature": NaN}')
     assert r.status_code == 400 and "NaN is not a JSON value" in error_of(r)["message"]
+    huge = (
+        b'{"model": "ft", "messages": [{"role": "user", "content": "hi"}], "profile": {"a": 1e400}}'
+    )
+    r = post(keyed, content=huge)  # a float beyond 64 bits is no number either (it was inf)
+    assert r.status_code == 400 and "1e400 is out of range" in error_of(r)["message"]
     r = post(keyed, content=b'["ft"]')
     assert r.status_code == 400 and "must be a JSON object" in error_of(r)["message"]
     r = post(keyed, content=b" " * (5 * 2**20))

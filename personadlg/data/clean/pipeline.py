@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import shutil
 import tempfile
 import time
 from array import array
@@ -30,7 +32,7 @@ from personadlg.data.clean.config import CleanConfig
 from personadlg.data.clean.filters import dialogue_words
 from personadlg.data.clean.normalize import normalize_dialogue
 from personadlg.data.formats import FormatOptions, detect_format, iter_items
-from personadlg.data.jsonl import Bad, atomic_outputs, dumps
+from personadlg.data.jsonl import Bad, atomic_outputs, dumps, pid_alive
 from personadlg.data.paths import check_outputs
 from personadlg.data.schema import Dialogue
 from personadlg.data.unique import id_key
@@ -134,7 +136,8 @@ def clean(
 
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".clean-", dir=out_path.parent) as tmp:
+    remove_stale_workdirs(out_path.parent)
+    with tempfile.TemporaryDirectory(prefix=f".clean-{os.getpid()}-", dir=out_path.parent) as tmp:
         spool_path = Path(tmp) / "spool.txt"
         keys = array("q")  # 8-byte exact keys, one per eligible record
         id_keys = array("q")
@@ -293,3 +296,17 @@ def _check(
         if reason is not None:
             return reason, name
     return None, ""
+
+
+def remove_stale_workdirs(directory: Path) -> list[Path]:
+    """Remove the spool folders (`.clean-PID-*`) that cleans killed in DIRECTORY left behind: those
+    whose process no longer runs. Returns what was removed."""
+    removed = []
+    for work in directory.glob(".clean-*-*"):
+        pid = work.name.split("-")[1]
+        if work.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+    if removed:
+        logger.info("removed %d spool folder(s) of killed cleans in %s", len(removed), directory)
+    return removed

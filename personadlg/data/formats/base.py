@@ -33,6 +33,9 @@ class Ok:
     line: int | None
     n_raw: int = 1
     raw: str = ""
+    generated_id: bool = False
+    """True when the reader made the id up (a record without one) in a format that can also
+    carry ids, so a clash with a record's own id can be explained."""
 
     @property
     def source(self) -> str:
@@ -49,6 +52,8 @@ class BadRecords(Bad):
 Item = Ok | Bad
 
 REST_UNREADABLE = "the rest of the file cannot be read"
+SYSTEM_SEP = "\n\n"
+"""Several system messages of one record are kept in `meta.system` as one text, joined by this."""
 
 
 def records_of(item: Item) -> int:
@@ -129,6 +134,7 @@ def validate(
     raw: str,
     opts: FormatOptions,
     n_raw: int = 1,
+    generated_id: bool = False,
 ) -> Item:
     """Validate a dialogue dict built by a reader → Ok, or Bad with the location."""
     try:
@@ -138,7 +144,7 @@ def validate(
         if n_raw == 1:
             return Bad(path, line, raw, located)
         return BadRecords(path, line, raw, located, n_raw=n_raw)
-    return Ok(dialogue, path, line, n_raw=n_raw, raw=raw)
+    return Ok(dialogue, path, line, n_raw=n_raw, raw=raw, generated_id=generated_id)
 
 
 def bad(path: str, line: int | None, raw: str, message: str | None = None, **kw: Any) -> Bad:
@@ -278,12 +284,15 @@ def read_converted(
             continue
         line, raw, obj = item
         n += 1
+        fallback = make_id(prefix, n)
         try:
-            rec = convert(obj, make_id(prefix, n))
+            rec = convert(obj, fallback)
         except DataError as err:
             yield Bad(name, line, raw, err.at(path=name, line=line))
             continue
-        yield validate(rec, name, line, raw, opts)
+        own = obj.get("id") if isinstance(obj, dict) else None
+        generated = rec.get("id") == fallback and own != fallback
+        yield validate(rec, name, line, raw, opts, generated_id=generated)
 
 
 def split_persona(text: str, sep: str) -> list[str]:

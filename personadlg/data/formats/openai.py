@@ -1,7 +1,8 @@
 """OpenAI chat fine-tuning JSONL: `{"messages": [{"role": "system"|"user"|"assistant", "content": ...}]}`.
 
-A leading system message goes to `meta.system`. Content may be a string or a list of content parts
-(the text parts are joined). Ids are generated (`<file stem>-<n>`) unless the line has an `id`.
+The leading system (or developer) messages go to `meta.system`, several joined by a blank line.
+Content may be a string or a list of content parts (the text parts are joined). Ids are generated
+(`<file stem>-<n>`) unless the line has an `id`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.data.formats.base import (
+    SYSTEM_SEP,
     Format,
     FormatOptions,
     Item,
@@ -43,6 +45,7 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
         raise DataError(field="messages", expected="a list of messages", got=msgs)
     meta = dict(obj["meta"]) if isinstance(obj.get("meta"), dict) else {}
     out: list[dict[str, Any]] = []
+    systems: list[str] = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
             raise DataError(
@@ -57,9 +60,15 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
                     expected="'user' or 'assistant' (system only first)",
                     got=role,
                 )
-            meta["system"] = content
+            if content is None or content == "":
+                continue
+            if not isinstance(content, str):
+                raise DataError(field=f"messages[{i}].content", expected="a string", got=content)
+            systems.append(content)
             continue
         out.append({"role": role, "content": content})
+    if systems:
+        meta["system"] = SYSTEM_SEP.join(systems)
     rid = obj.get("id")
     rec: dict[str, Any] = {
         "id": rid if isinstance(rid, str) and rid else fallback_id,

@@ -1,9 +1,9 @@
 """ShareGPT conversations (as used by FastChat, axolotl, LLaMA-Factory): JSON list or JSONL.
 
 `{"id": "...", "conversations": [{"from": "human"|"gpt"|"system", "value": "..."}], "system": "..."}`.
-A system turn (or `system` key) goes to `meta.system`. personadlg's own fields (`persona`,
-`attributes`, `user_id`, `profile`, `topic`, `meta`) are read and written as extra keys, so a round
-trip through ShareGPT loses nothing.
+The `system` key and the system turns go to `meta.system` (several joined by a blank line).
+personadlg's own fields (`persona`, `attributes`, `user_id`, `profile`, `topic`, `meta`) are read
+and written as extra keys, so a round trip through ShareGPT loses nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from personadlg.data.formats.base import (
+    SYSTEM_SEP,
     Format,
     FormatOptions,
     Item,
@@ -45,7 +46,7 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
         raise DataError(field=key, expected="a list of {from, value} turns", got=conv)
     messages: list[dict[str, Any]] = []
     meta = dict(obj.get("meta") or {}) if isinstance(obj.get("meta"), dict) else {}
-    system = obj.get("system")
+    systems = [obj["system"]] if obj.get("system") else []
     for i, turn in enumerate(conv):
         if not isinstance(turn, dict):
             raise DataError(
@@ -54,7 +55,11 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
         who = turn.get("from", turn.get("role"))
         value = turn.get("value", turn.get("content"))
         if who == "system":
-            system = value
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                raise DataError(field=f"{key}[{i}].value", expected="a string", got=value)
+            systems.append(value)
             continue
         if who in USER:
             role = "user"
@@ -63,8 +68,12 @@ def _convert(obj: Any, fallback_id: str) -> dict[str, Any]:
         else:
             raise DataError(field=f"{key}[{i}].from", expected="one of human, gpt, system", got=who)
         messages.append({"role": role, "content": value})
-    if system:
-        meta["system"] = system
+    if len(systems) == 1:
+        meta["system"] = systems[0]
+    elif systems:
+        if not all(isinstance(x, str) for x in systems):
+            raise DataError(field="system", expected="a string", got=obj["system"])
+        meta["system"] = SYSTEM_SEP.join(systems)
     rid = obj.get("id")
     rec: dict[str, Any] = {
         "id": rid if isinstance(rid, str) and rid else fallback_id,

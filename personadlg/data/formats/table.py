@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import sys
 from collections import Counter
@@ -109,7 +110,21 @@ class _Row:
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
 
 
-def _rows_delimited(path: Path, delimiter: str) -> Iterator[_Row]:
+def _check_header(names: list[str], used: set[str], path: Path, line: int | None) -> None:
+    """A column the mapping uses must appear once: with two, which one is meant is unknown."""
+    for col in dict.fromkeys(n for n in names if n in used):
+        where = [i + 1 for i, n in enumerate(names) if n == col]
+        if len(where) > 1:
+            raise DataError(
+                f"column {col!r} appears {len(where)} times in the header (columns "
+                f"{', '.join(map(str, where[:-1]))} and {where[-1]}); --column cannot tell which "
+                "is meant: rename one",
+                path=str(path),
+                line=line,
+            )
+
+
+def _rows_delimited(path: Path, delimiter: str, used: set[str]) -> Iterator[_Row]:
     """The rows of a CSV/TSV file, each with the exact text of its lines. Blank lines are no rows.
 
     The text is decoded with surrogate escapes so that an invalid UTF-8 byte spoils only its row.
@@ -132,6 +147,7 @@ def _rows_delimited(path: Path, delimiter: str) -> Iterator[_Row]:
             raise DataError(f"malformed header row: {err}", path=str(path), line=1) from None
         if _BAD_BYTE.search("".join(consumed)):
             raise DataError("header row: not valid UTF-8", path=str(path), line=1)
+        _check_header(header, used, path, 1)
         start = reader.line_num + 1
         while True:
             consumed.clear()
@@ -162,16 +178,35 @@ def _rows_delimited(path: Path, delimiter: str) -> Iterator[_Row]:
             yield _Row(here, None if problem else dict(zip(header, row or ())), raw, problem)
 
 
-def _rows_parquet(path: Path) -> Iterator[_Row]:
+def _rows_parquet(path: Path, used: set[str]) -> Iterator[_Row]:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise UsageError(
             f"{path}: reading Parquet needs pyarrow (pip install pyarrow, or personadlg[parquet])"
         ) from None
+
+    def unreadable(err: Exception, after: int) -> DataError:
+        where = f" after row {after}" if after else ""
+        return DataError(f"not a readable Parquet file{where} ({err})", path=str(path))
+
+    try:
+        table = pq.ParquetFile(str(path))
+        _check_header(list(table.schema_arrow.names), used, path, None)
+        batches = table.iter_batches(batch_size=1024)
+    except (pa.ArrowException, OSError) as err:
+        raise unreadable(err, 0) from None
     n = 0
-    for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
+    while True:
+        try:
+            batch = next(batches, None)
+            rows = [] if batch is None else batch.to_pylist()
+        except (pa.ArrowException, OSError) as err:
+            raise unreadable(err, n) from None
+        if batch is None:
+            return
+        for row in rows:
             n += 1
             raw = json.dumps(row, ensure_ascii=False, default=str)[:RAW_KEEP_CHARS]
             yield _Row(n, row, raw)
@@ -243,6 +278,8 @@ def _fields(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
         ):  # an empty generation is still one
             rec[key] = _text(value).strip()
         elif key.startswith(PREFIXED) and _text(value).strip():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DataError(field=col, expected="a finite number", got=value)
             section, name = key.split(".", 1)
             rec.setdefault(section, {})[name] = (
                 value if isinstance(value, (int, float, bool)) else _text(value).strip()
@@ -308,10 +345,11 @@ def read_table(path: Path, opts: FormatOptions, kind: str) -> Iterator[Item]:
     columns, assistant = dict(opts.columns), opts.assistant
     check_columns(columns, assistant)
     name = str(path)
+    used = set(columns.values())
     rows = (
-        _rows_parquet(path)
+        _rows_parquet(path, used)
         if kind == "parquet"
-        else _rows_delimited(path, "\t" if kind == "tsv" else ",")
+        else _rows_delimited(path, "\t" if kind == "tsv" else ",", used)
     )
     prefix = default_prefix(path, opts)
     personas = {m.group(1): col for key, col in columns.items() if (m := _PERSONA_OF.match(key))}
@@ -331,19 +369,20 @@ def read_table(path: Path, opts: FormatOptions, kind: str) -> Iterator[Item]:
         counts: Counter[str] = Counter()
         try:
             views = _conversation(row, columns, assistant, counts)
+            rec = _fields(row, columns)
         except DataError as err:
             yield Bad(name, line, raw, err.at(path=name, line=line))
             continue
         base = _text(row.get(columns["id"])).strip() if "id" in columns else ""
+        generated = not base
         base = base or make_id(prefix, n)
-        rec = _fields(row, columns)
         items: list[Item] = []
         for speaker, messages in views:
             d = {**rec, "id": base, "messages": messages}
             if "transcript" not in columns:
                 if "persona" in columns:
                     d["persona"] = _lines(row.get(columns["persona"]))
-                items.append(validate(d, name, line, raw, opts))
+                items.append(validate(d, name, line, raw, opts, generated_id=generated))
                 continue
             if assistant == "both":
                 d["id"] = f"{base}-{re.sub(r'[^0-9A-Za-z]+', '-', speaker).strip('-').lower()}"
@@ -351,7 +390,7 @@ def read_table(path: Path, opts: FormatOptions, kind: str) -> Iterator[Item]:
             col = personas.get(speaker) or (columns.get("persona") if assistant != "both" else None)
             if col is not None:
                 d["persona"] = _lines(row.get(col))
-            items.append(validate(d, name, line, raw, opts))
+            items.append(validate(d, name, line, raw, opts, generated_id=generated))
         failed = next((i for i in items if isinstance(i, Bad)), None)
         if failed is not None:
             yield failed
