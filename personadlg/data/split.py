@@ -23,7 +23,13 @@ from typing import Any
 
 from personadlg import __version__
 from personadlg.config import to_dict
-from personadlg.data.formats import Bad, FormatOptions, iter_items, read_dialogues
+from personadlg.data.formats import (
+    Bad,
+    FormatOptions,
+    check_table_options,
+    iter_items,
+    read_dialogues,
+)
 from personadlg.data.jsonl import atomic_outputs, dumps
 from personadlg.data.paths import check_outputs
 from personadlg.data.persona import group_personas, persona_identity
@@ -212,6 +218,7 @@ def split(
             f"--valid and --test: expected shares with a sum below 1, got {valid} and {test}"
         )
     check_by(by)
+    check_table_options([Path(input)], fmt, format_options)
     if persona_overlap < 0:
         raise UsageError(
             f"--persona-overlap: expected a number of sentences >= 0, got {persona_overlap}"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from personadlg.data.formats import FormatOptions, detect_format, iter_items
+from personadlg.data.formats import FormatOptions, check_table_options, detect_format, iter_items
 from personadlg.data.formats.native import iter_examples
 from personadlg.data.jsonl import Bad, iter_json_lines
 from personadlg.data.persona import persona_identity
@@ -86,6 +86,7 @@ def dialogue_stats(
     profile_keys: Counter[str] = Counter()
     first_role: Counter[str] = Counter()
     ids = IdTracker()  # repeated ids are an error here as in convert, split and train
+    check_table_options([Path(path)], fmt, format_options)
     for item in iter_items(path, fmt, format_options):
         if isinstance(item, Bad):
             raise item.error

@@ -40,24 +40,35 @@ class IdTracker:
         line = self._lines[i]
         return self._paths[self._files[i]], (None if line < 0 else line)
 
-    def check(self) -> None:
-        """Raise DataError at the second occurrence of the earliest repeated id."""
+    def first_repeat(self) -> tuple[tuple[str, int | None], tuple[str, int | None]] | None:
+        """Where the earliest repeated id was first seen and seen again, as (path, line) pairs;
+        None when every id is unique."""
         keys = np.frombuffer(self._keys, dtype=np.int64)
         if len(keys) < 2:
-            return
+            return None
         order = np.argsort(keys, kind="stable")
         k = keys[order]
         same = np.nonzero(k[1:] == k[:-1])[0]
         if len(same) == 0:
-            return
+            return None
         later = order[same + 1]
         j = int(later.min())
         first = int(order[same[np.argmin(later)]])
-        fpath, fline = self._where(first)
-        path, line = self._where(j)
-        where = f"{fpath}:{fline}" if fline is not None else fpath
+        return self._where(first), self._where(j)
+
+    def check(self) -> None:
+        """Raise DataError at the second occurrence of the earliest repeated id."""
+        repeat = self.first_repeat()
+        if repeat is None:
+            return
+        (fpath, fline), (path, line) = repeat
         raise DataError(
-            f"field 'id': this id is already used by the record at {where}; ids must be unique (run `personadlg clean`)",
+            f"field 'id': this id is already used by the record at {where(fpath, fline)}; ids must be unique (run `personadlg clean`)",
             path=path,
             line=line,
         )
+
+
+def where(path: str, line: int | None) -> str:
+    """`PATH:LINE`, or PATH when the line is unknown."""
+    return f"{path}:{line}" if line is not None else path

@@ -9,11 +9,10 @@ import itertools
 from pathlib import Path
 
 from personadlg.data.attributes import target_key
-from personadlg.data.formats import FormatOptions, iter_any_examples
+from personadlg.data.formats import FormatOptions, check_table_options, iter_any_examples
 from personadlg.data.jsonl import Bad, check_nonempty
 from personadlg.data.schema import Example
 from personadlg.errors import UsageError
-from personadlg.metrics.read import check_columns_apply
 from personadlg.registry import did_you_mean
 
 
@@ -71,7 +70,7 @@ def load_examples(
 ) -> list[Example]:
     """Examples of a dialogue or example file in any readable format (strict)."""
     check_nonempty(path)
-    check_columns_apply(path, fmt, opts)
+    check_table_options([path], fmt, opts)
     out = []
     for item in iter_any_examples(path, fmt=fmt, opts=opts, turns=turns):
         if isinstance(item, Bad):

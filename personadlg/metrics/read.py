@@ -7,23 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from personadlg.data.attributes import target_key
-from personadlg.data.formats import FormatOptions, detect_format, iter_any_examples
+from personadlg.data.formats import FormatOptions, check_table_options, iter_any_examples
 from personadlg.data.jsonl import Bad, check_nonempty
-from personadlg.errors import DataError, UsageError
+from personadlg.errors import DataError
 from personadlg.metrics.base import EvalData
-
-TABLE_FORMATS = ("csv", "tsv", "parquet")
-
-
-def check_columns_apply(path: Path, fmt: str, opts: FormatOptions | None) -> None:
-    """`--column` maps a table's columns: refuse it (UsageError) on an input of another format,
-    where it would be silently ignored."""
-    if opts is None or not opts.columns:
-        return
-    name = fmt if fmt != "auto" else detect_format(path)
-    if name not in TABLE_FORMATS:
-        label = "JSONL" if name == "jsonl" else name
-        raise UsageError(f"--column: applies to CSV / TSV / Parquet inputs; {path} is {label}")
 
 
 def read_generations(
@@ -34,7 +21,7 @@ def read_generations(
     `--column generation=COL`)."""
     p = Path(path)
     check_nonempty(p)
-    check_columns_apply(p, fmt, opts)
+    check_table_options([p], fmt, opts)
     gens, refs, personas, contexts, targets, ids = [], [], [], [], [], []
     users: list[str | None] = []
     profiles: list[dict[str, Any]] = []

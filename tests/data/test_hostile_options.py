@@ -71,6 +71,31 @@ def test_a_table_without_column_mapping_says_what_to_map(cli, tmp_path):
     assert r.code == 2 and "--column response=COLUMN" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        (["stats"], ["--column", "context=prompt"]),
+        (["convert", "--out", "{tmp}/o.jsonl"], ["--column", "response=reply"]),
+        (["clean", "--out", "{tmp}/o.jsonl"], ["--column", "context=prompt"]),
+        (["split", "--out-dir", "{tmp}/o"], ["--assistant", "both"]),
+    ],
+)
+def test_table_options_on_jsonl_are_an_error_not_ignored(cli, tmp_path, command, flag):
+    src = write_jsonl(tmp_path / "d.jsonl", [dialogue("a", "hi", "yo"), dialogue("b", "hey", "ho")])
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command[1:]]
+    r = cli(command[0], src, *args, *flag)
+    _one_error_line(r, f"{flag[0]}: applies to CSV / TSV / Parquet inputs; {src} is JSONL")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]  # nothing written
+
+
+def test_clean_with_a_table_among_its_inputs_takes_the_column_mapping(cli, tmp_path):
+    src = write_jsonl(tmp_path / "d.jsonl", [dialogue("a", "hi", "yo")])
+    out = tmp_path / "clean.jsonl"
+    r = cli("clean", src, _table(tmp_path), *PAIRS, "--out", out, "--disable", "near_dup", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["clean"] == 11
+
+
 # -- 2. split --by a field no record has ---------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ from personadlg.data.clean import dedup
 from personadlg.data.clean.config import CleanConfig
 from personadlg.data.clean.filters import dialogue_words
 from personadlg.data.clean.normalize import normalize_dialogue
-from personadlg.data.formats import FormatOptions, detect_format, iter_items
+from personadlg.data.formats import FormatOptions, check_table_options, detect_format, iter_items
 from personadlg.data.jsonl import Bad, atomic_outputs, dumps, pid_alive
 from personadlg.data.paths import check_outputs
 from personadlg.data.schema import Dialogue
@@ -122,6 +122,7 @@ def clean(
         {"--out": out, "--rejects": rejects, "--report": report},
         {f"input {p}": p for p in inputs},
     )
+    check_table_options([Path(p) for p in inputs], fmt, format_options)
     cfg = config or CleanConfig()
     enabled = cfg.enabled()
     record_filters = [(name, FILTERS.get(name)) for name in _RECORD_FILTER_ORDER if name in enabled]

@@ -22,6 +22,7 @@ __all__ = [
     "FormatOptions",
     "Item",
     "Ok",
+    "check_table_options",
     "detect_format",
     "get_format",
     "iter_any_examples",
@@ -71,6 +72,23 @@ def detect_format(path: str | Path) -> str:
     raise UsageError(
         f"{p}: cannot detect the data format; pass --from ({', '.join(FORMATS.names())})"
     )
+
+
+TABLE_FORMATS = ("csv", "tsv", "parquet")
+
+
+def check_table_options(paths: list[Path], fmt: str, opts: FormatOptions | None) -> None:
+    """`--column` and `--assistant` map a table's columns: refuse them (UsageError) when none of
+    PATHS is a CSV / TSV / Parquet table, where they would be silently ignored."""
+    if opts is None or not (opts.columns or opts.assistant):
+        return
+    names = [detect_format(p) if fmt == "auto" else fmt for p in paths]
+    if any(n in TABLE_FORMATS for n in names):
+        return
+    flag = "--column" if opts.columns else "--assistant"
+    label = "JSONL" if names[0] == "jsonl" else names[0]
+    what = f"{paths[0]} is {label}" if len(paths) == 1 else "no input is a table"
+    raise UsageError(f"{flag}: applies to CSV / TSV / Parquet inputs; {what}")
 
 
 def iter_items(
