@@ -32,7 +32,8 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 
 def check_outputs(outputs: PathMap, inputs: PathMap | None = None) -> None:
-    """Refuse (exit 2) outputs that are directories, the same file as another output, or an input.
+    """Refuse (exit 2) outputs that are directories, devices or FIFOs (a write would replace them by a
+    regular file), the same file as another output, or an input.
 
     OUTPUTS and INPUTS map what the user calls each path (`--out`, `--rejects`, `input`) to the
     path; None entries are ignored. Input directories (e.g. an RCDG folder) are not compared.
@@ -42,6 +43,11 @@ def check_outputs(outputs: PathMap, inputs: PathMap | None = None) -> None:
     for name, path in outs:
         if path.is_dir():
             raise UsageError(f"{name} {path}: is a directory; expected a file to write")
+        if path.exists() and not path.is_file():
+            raise UsageError(
+                f"{name} {path}: exists and is not a regular file (a device, a FIFO or a socket); "
+                "expected a file to write"
+            )
     for i, (name_a, a) in enumerate(outs):
         for name_b, b in outs[i + 1 :]:
             if same_file(a, b):

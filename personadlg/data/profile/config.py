@@ -13,6 +13,7 @@ YAML mapping `{age: [teens, 20s], occupation: free}`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from personadlg.config import (
     read_yaml,
     resolve_recipe,
 )
+from personadlg.data.synth.config import request_problems
 from personadlg.errors import ConfigError
 from personadlg.llm.config import ClientConfig, LimitsConfig, LiveRequests
 
@@ -65,9 +67,17 @@ class ProfileSpec:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.sample_utterances < 1 or self.max_chars < 10 or self.max_invalid < 0:
+        if not 1 <= self.sample_utterances <= 1_000:
             problems.append(
-                "profile.sample_utterances must be >= 1, profile.max_chars >= 10 and profile.max_invalid >= 0"
+                f"profile.sample_utterances: expected 1 to 1,000 messages, got {self.sample_utterances}"
+            )
+        if not 10 <= self.max_chars <= 100_000:
+            problems.append(
+                f"profile.max_chars: expected 10 to 100,000 characters, got {self.max_chars}"
+            )
+        if not 0 <= self.max_invalid <= 100:
+            problems.append(
+                f"profile.max_invalid: expected 0 to 100 retries, got {self.max_invalid}"
             )
         if not 0 <= self.seed < 2**32:
             problems.append(f"profile.seed must be in [0, 2**32), got {self.seed}")
@@ -103,6 +113,9 @@ class ProfileSpec:
 
 
 def _is_value(v: Any) -> bool:
+    """An allowed value: a non-empty string or a finite number (written as text)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return False
     return isinstance(v, (str, int, float)) and not isinstance(v, bool) and bool(str(v).strip())
 
 
@@ -127,13 +140,12 @@ class ProfileConfig(LiveRequests):
     source: str | None = field(default=None, metadata={"help": "(set by the loader)"})
 
     def __post_init__(self) -> None:
-        check(
-            []
-            if self.profile.keys
-            else [
+        problems = request_problems({}, self.completion_tokens_estimate, self.prices)
+        if not self.profile.keys:
+            problems.append(
                 "profile.keys: declare at least one key, e.g. {age: [teens, 20s, 30s], occupation: free}"
-            ]
-        )
+            )
+        check(problems)
 
 
 def is_profile_recipe(data: dict[str, Any]) -> bool:

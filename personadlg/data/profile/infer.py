@@ -22,7 +22,7 @@ from typing import Any
 from personadlg import __version__
 from personadlg.data.formats import read_dialogues
 from personadlg.data.jsonl import atomic_outputs, dumps
-from personadlg.data.lock import exclusive_lock
+from personadlg.data.lock import exclusive_lock, lock_path_for
 from personadlg.data.paths import check_outputs
 from personadlg.data.profile.config import ProfileConfig
 from personadlg.data.profile.prompt import UserRequest, build_request, load_template
@@ -32,6 +32,7 @@ from personadlg.errors import DataError
 from personadlg.llm import paths
 from personadlg.llm.client import Reply, api_key
 from personadlg.llm.cost import estimate
+from personadlg.llm.journal import JOURNAL
 from personadlg.llm.resume import resume, still_to_send
 from personadlg.llm.runner import Stats
 
@@ -58,8 +59,13 @@ def report_file(output: str | Path) -> Path:
 
 def check_paths(cfg: ProfileConfig, input_path: str | Path, output: str | Path) -> None:
     """Refuse (exit 2) an output or report that is a directory, the input or the template."""
+    cache = paths.cache_dir(output, cfg.cache_dir)
     check_outputs(
-        {"--out": output, "the report": report_file(output)},
+        {
+            "--out": output,
+            "the report": report_file(output),
+            "the journal": cache / JOURNAL,
+        },
         {"input": input_path, "template": cfg.profile.template},
     )
 
@@ -170,13 +176,16 @@ def infer(
             },
         }
 
-    with resume(
-        p.requests,
-        paths.cache_dir(output, cfg.cache_dir),
-        what=WHAT,
-        lock=exclusive_lock,
-        retry_failed=retry_failed,
-    ) as run:
+    with (
+        exclusive_lock(lock_path_for(output), target=output, what=WHAT),
+        resume(
+            p.requests,
+            paths.cache_dir(output, cfg.cache_dir),
+            what=WHAT,
+            lock=exclusive_lock,
+            retry_failed=retry_failed,
+        ) as run,
+    ):
         logger.info("%d users to infer, %d requests to send", len(p.requests), len(run.todo))
         run.send(
             cfg,

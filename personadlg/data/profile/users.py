@@ -64,7 +64,7 @@ def scan_users(path: str | Path, *, spec: ProfileSpec, fmt: str = "auto") -> Sca
     records = without_user = 0
     for ordinal, d in enumerate(read_dialogues(path, fmt)):
         records += 1
-        if d.user_id is None:
+        if d.user_id is None or not d.user_id.strip():  # a blank id names no one
             without_user += 1
             continue
         user = users.setdefault(d.user_id, User(d.user_id))

@@ -16,12 +16,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from personadlg.data.lock import exclusive_lock
+from personadlg.data.lock import exclusive_lock, lock_path_for
 from personadlg.data.synth.config import SynthConfig
 from personadlg.data.synth.parse import check_dialogue, parse_reply
 from personadlg.data.synth.prompts import Unit
-from personadlg.data.synth.runner import WHAT, finish, plan, record_for
-from personadlg.llm.client import Reply, make_client
+from personadlg.data.synth.runner import WHAT, check_fresh_output, finish, plan, record_for
+from personadlg.llm.client import Reply, api_key, make_client
 from personadlg.llm.config import request_params
 from personadlg.llm.cost import price
 from personadlg.llm.journal import Journal
@@ -73,6 +73,8 @@ async def _call(coro: Any) -> Any:
 def submit(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
     """Upload request files for the pending units and create batches; record them in the journal."""
     units, _ = plan(cfg)
+    check_fresh_output(cfg)
+    api_key(cfg.client)  # a missing key stops the run before anything is created
     started = time.perf_counter()
     created = []
 
@@ -106,14 +108,18 @@ def submit(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
         finally:
             await client.close()
 
-    with resume(
-        units, cfg.cache_path, what=WHAT, lock=exclusive_lock, retry_failed=retry_failed
-    ) as run:
+    out = cfg.output_path
+    with (
+        exclusive_lock(lock_path_for(out), target=out, what=WHAT),
+        resume(
+            units, cfg.cache_path, what=WHAT, lock=exclusive_lock, retry_failed=retry_failed
+        ) as run,
+    ):
         try:
             if run.todo:
                 asyncio.run(go(run.journal, run.todo))
         finally:
-            summary = finish(cfg, run.journal, run.stats, started)
+            summary = finish(cfg, run.journal, run.stats, started, units=units)
     summary["batches_created"] = created
     return summary
 
@@ -146,12 +152,16 @@ def collect(cfg: SynthConfig) -> dict[str, Any]:
         finally:
             await client.close()
 
-    with Journal(cfg.cache_path, what=WHAT, lock=exclusive_lock) as journal:
+    out = cfg.output_path
+    with (
+        exclusive_lock(lock_path_for(out), target=out, what=WHAT),
+        Journal(cfg.cache_path, what=WHAT, lock=exclusive_lock) as journal,
+    ):
         try:
             if journal.batches:
                 asyncio.run(go(journal))
         finally:
-            summary = finish(cfg, journal, stats, started)
+            summary = finish(cfg, journal, stats, started, units=units)
         summary["batches"] = report
         summary["batches_open"] = sum(1 for b in journal.batches.values() if not b.get("done"))
     return summary

@@ -18,18 +18,34 @@ from personadlg.errors import ConfigError
 from personadlg.llm.config import ClientConfig, LimitsConfig
 from personadlg.llm.paths import cache_dir
 
+PRICE_KEYS = ("input", "output")
+
 
 def request_problems(
-    attributes: dict[str, dict[str, Any]], completion_tokens_estimate: int
+    attributes: dict[str, dict[str, Any]],
+    completion_tokens_estimate: int,
+    prices: dict[str, dict[str, float]] | None = None,
 ) -> list[str]:
-    """The checks every API recipe shares: each declared attribute has aspects, the estimate is positive."""
+    """The checks every API recipe shares: each declared attribute has aspects, the estimate is
+    positive, each price is a known key with a value >= 0."""
     problems = [
         f"attributes.{attr}: expected at least one aspect"
         for attr, aspects in attributes.items()
         if not aspects
     ]
     if completion_tokens_estimate < 1:
-        problems.append("completion_tokens_estimate must be >= 1")
+        problems.append(
+            f"completion_tokens_estimate: expected a number of tokens >= 1, got {completion_tokens_estimate}"
+        )
+    for model, p in (prices or {}).items():
+        for key, usd in p.items():
+            if key not in PRICE_KEYS:
+                problems.append(
+                    f"prices.{model}.{key}: unknown price; expected {' or '.join(PRICE_KEYS)} "
+                    "(USD per million tokens)"
+                )
+            elif not usd >= 0:
+                problems.append(f"prices.{model}.{key}: expected USD >= 0, got {usd}")
     return problems
 
 
@@ -66,6 +82,8 @@ class TurnsConfig:
 
 @dataclass
 class BatchConfig:
+    """How `--mode batch` splits its requests into files and waits for them."""
+
     max_requests: int = field(
         default=50_000, metadata={"help": "requests per batch file (the API allows 50,000)"}
     )
@@ -79,6 +97,24 @@ class BatchConfig:
         default=0.0,
         metadata={"help": "--collect waits at most this long for running batches (0 = check once)"},
     )
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.max_requests <= 50_000:
+            problems.append(f"batch.max_requests: expected 1 to 50,000, got {self.max_requests}")
+        if not 1_000 <= self.max_bytes <= 200_000_000:
+            problems.append(
+                f"batch.max_bytes: expected 1,000 to 200,000,000 bytes, got {self.max_bytes}"
+            )
+        if not 0 < self.poll_interval <= 3600:
+            problems.append(
+                f"batch.poll_interval: expected seconds > 0 and at most 3600, got {self.poll_interval}"
+            )
+        if not 0 <= self.collect_timeout <= 7 * 86400:
+            problems.append(
+                f"batch.collect_timeout: expected 0 to 604,800 seconds, got {self.collect_timeout}"
+            )
+        check(problems)
 
 
 @dataclass
@@ -141,6 +177,13 @@ class SynthConfig:
                 problems.append(f"attributes.{attr}: expected at least one aspect")
         if self.per_target < 1:
             problems.append(f"per_target must be >= 1, got {self.per_target}")
+        if self.max_topics < 0:
+            problems.append(
+                f"max_topics: expected 0 (all) or a number of topics, got {self.max_topics}"
+            )
+        if not self.output.strip():
+            problems.append("output: expected a file path, got an empty string")
+        problems += request_problems({}, self.completion_tokens_estimate, self.prices)
         try:
             self.target_list()
         except ConfigError as err:

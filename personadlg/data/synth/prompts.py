@@ -16,7 +16,7 @@ from string import Template
 from typing import Any
 
 from personadlg.data.attributes import target_key
-from personadlg.data.jsonl import Bad, check_nonempty, iter_text_lines
+from personadlg.data.jsonl import Bad, JsonValueError, check_nonempty, iter_text_lines, parse_json
 from personadlg.data.synth.config import SynthConfig
 from personadlg.errors import DataError
 from personadlg.llm.config import request_params
@@ -69,9 +69,13 @@ def load_topics(path: str | Path | None) -> list[Topic]:
             continue
         if text.lstrip().startswith("{"):
             try:
-                obj = json.loads(text)
+                obj = parse_json(text)
+            except JsonValueError as err:
+                raise DataError(str(err), path=str(p), line=line) from None
             except json.JSONDecodeError as err:
                 raise DataError(f"not valid JSON: {err.msg}", path=str(p), line=line) from None
+            except ValueError as err:
+                raise DataError(f"not valid JSON: {err}", path=str(p), line=line) from None
             topic = obj.get("topic") if isinstance(obj, dict) else None
             if not isinstance(topic, str) or not topic.strip():
                 raise DataError(field="topic", expected="a non-empty string", got=topic).at(
@@ -112,13 +116,23 @@ def render_prompt(
 
 
 def unit_key(
-    model: str, messages: tuple[dict[str, str], ...], params: dict[str, Any], index: int
+    model: str,
+    messages: tuple[dict[str, str], ...],
+    params: dict[str, Any],
+    index: int,
+    persona: tuple[str, ...] = (),
 ) -> str:
-    blob = json.dumps(
-        {"model": model, "messages": messages, "params": params, "index": index},
-        sort_keys=True,
-        ensure_ascii=False,
-    )
+    """The unit's journal key: a hash of its request, its index and (when given) the persona its
+    record carries (two topics with one prompt and different personas are two units)."""
+    fields: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "params": params,
+        "index": index,
+    }
+    if persona:
+        fields["persona"] = list(persona)
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -130,6 +144,5 @@ def iter_units(cfg: SynthConfig, template: Template, topics: list[Topic]) -> Ite
             prompt = render_prompt(cfg, template, topic, target)
             messages = ({"role": "user", "content": prompt},)
             for i in range(cfg.per_target):
-                yield Unit(
-                    unit_key(cfg.client.model, messages, params, i), ti, topic, target, i, messages
-                )
+                key = unit_key(cfg.client.model, messages, params, i, topic.persona)
+                yield Unit(key, ti, topic, target, i, messages)

@@ -17,13 +17,14 @@ from typing import Any
 
 from personadlg import __version__
 from personadlg.data.jsonl import atomic_outputs, dumps
-from personadlg.data.lock import exclusive_lock
+from personadlg.data.lock import exclusive_lock, lock_path_for
 from personadlg.data.paths import check_outputs
 from personadlg.data.synth.config import SynthConfig
 from personadlg.data.synth.parse import check_dialogue, parse_reply
 from personadlg.data.synth.prompts import Unit, iter_units, load_template, load_topics
+from personadlg.errors import UsageError
 from personadlg.llm import paths
-from personadlg.llm.client import Reply
+from personadlg.llm.client import Reply, api_key
 from personadlg.llm.cost import estimate
 from personadlg.llm.journal import Journal
 from personadlg.llm.resume import resume, still_to_send
@@ -32,6 +33,8 @@ from personadlg.llm.runner import Progress, Stats
 logger = logging.getLogger(__name__)
 
 WHAT = "synth"
+JOURNAL_FILE = "journal.jsonl"
+SUMMARY_FILE = "last_run.json"
 
 
 def record_for(
@@ -67,13 +70,48 @@ def record_for(
 
 
 def plan(cfg: SynthConfig) -> tuple[list[Unit], str]:
-    """Every unit of the recipe and the template's tag (outputs checked against the inputs first)."""
+    """Every unit of the recipe and the template's tag (outputs checked against the inputs and the
+    journal first)."""
     check_outputs(
-        {"output": cfg.output_path, "the failures file": failed_file(cfg)},
+        {
+            "output": cfg.output_path,
+            "the failures file": failed_file(cfg),
+            "the journal": cfg.cache_path / JOURNAL_FILE,
+            "the run summary": cfg.cache_path / SUMMARY_FILE,
+        },
         {"topics": cfg.topics, "template": cfg.template},
     )
     template, tag = load_template(cfg.template)
-    return list(iter_units(cfg, template, load_topics(cfg.topics))), tag
+    units = list(iter_units(cfg, template, load_topics(cfg.topics)))
+    check_distinct(units)
+    return units, tag
+
+
+def check_distinct(units: list[Unit]) -> None:
+    """Refuse (exit 2) two units that would send the same request: they would share one journal
+    entry, so one reply would be paid for twice and written once."""
+    seen: dict[str, Unit] = {}
+    for u in units:
+        other = seen.setdefault(u.key, u)
+        if other is not u:
+            raise UsageError(
+                f"units {other.name} and {u.name} send the same request (topic {other.topic.text!r} "
+                f"and topic {u.topic.text!r} give the same prompt): remove repeated topics, or use "
+                "per_target for more dialogues of one topic; a template must use $topic"
+            )
+
+
+def check_fresh_output(cfg: SynthConfig) -> None:
+    """Refuse (exit 2) an output file that exists while the journal it would be rewritten from does
+    not: it was not written by this recipe's runs, and rewriting it would lose it."""
+    journal = cfg.cache_path / JOURNAL_FILE
+    for name, path in (("output", cfg.output_path), ("the failures file", failed_file(cfg))):
+        if path.is_file() and path.stat().st_size > 0 and not journal.is_file():
+            raise UsageError(
+                f"{name} {path}: exists, and there is no journal {journal} it was written from; "
+                "synth rewrites its output from its journal, so choose another output (or move "
+                "this file away)"
+            )
 
 
 def dry_run(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
@@ -102,6 +140,8 @@ def synthesize(
         FatalAPIError: authentication or quota errors (completed units stay in the journal).
     """
     units, tag = plan(cfg)
+    check_fresh_output(cfg)
+    api_key(cfg.client)  # a missing key stops the run before anything is created
 
     def accept(unit: Unit, reply: Reply, attempts: int) -> dict[str, Any]:
         messages = parse_reply(reply.text)
@@ -109,9 +149,13 @@ def synthesize(
         return {"record": record_for(cfg, unit, messages, tag, reply, attempts)}
 
     started = time.perf_counter()
-    with resume(
-        units, cfg.cache_path, what=WHAT, lock=exclusive_lock, retry_failed=retry_failed
-    ) as run:
+    out = cfg.output_path
+    with (
+        exclusive_lock(lock_path_for(out), target=out, what=WHAT),
+        resume(
+            units, cfg.cache_path, what=WHAT, lock=exclusive_lock, retry_failed=retry_failed
+        ) as run,
+    ):
         try:
             run.send(
                 cfg,
@@ -120,32 +164,49 @@ def synthesize(
                 on_progress=on_progress,
             )
         finally:
-            summary = finish(cfg, run.journal, run.stats, started)
+            summary = finish(cfg, run.journal, run.stats, started, units=units)
     return summary
 
 
-def write_outputs(journal: Journal, output: Path, failed: Path) -> tuple[int, int]:
-    """Rewrite OUTPUT (dialogue records of units whose state is ok) and FAILED, atomically; return their sizes."""
-    ok_written: set[str] = set()
-    failed_last: dict[str, dict[str, Any]] = {}
+def write_outputs(
+    journal: Journal, output: Path, failed: Path, *, units: list[Unit]
+) -> tuple[int, int, int]:
+    """Rewrite OUTPUT (the dialogue records of UNITS answered ok) and FAILED (those of UNITS whose
+    last answer failed), atomically, in the units' order; return their sizes and how many other
+    units the journal holds answers of (another configuration's: kept in the journal, not written)."""
+    final = journal.final(u.key for u in units)
+    n_ok = n_failed = 0
     with atomic_outputs(output, failed) as (f_ok, f_fail):
         assert f_ok is not None and f_fail is not None
-        for entry in journal.entries():
-            unit = str(entry.get("unit", ""))
-            if entry["status"] == "ok" and unit not in ok_written:
+        for unit in units:
+            entry = final.get(unit.key)
+            if entry is None:
+                continue
+            if entry["status"] == "ok":
                 f_ok.write(dumps(entry["record"]) + "\n")
-                ok_written.add(unit)
-            elif entry["status"] == "failed" and journal.state.get(unit) == "failed":
-                failed_last[unit] = entry
-        for entry in failed_last.values():
-            f_fail.write(dumps({k: v for k, v in entry.items() if k != "status"}) + "\n")
-    return len(ok_written), len(failed_last)
+                n_ok += 1
+            else:
+                f_fail.write(dumps({k: v for k, v in entry.items() if k != "status"}) + "\n")
+                n_failed += 1
+    others = sum(
+        1 for key, state in journal.state.items() if key not in final and state != "submitted"
+    )
+    return n_ok, n_failed, others
 
 
-def finish(cfg: SynthConfig, journal: Journal, stats: Stats, started: float) -> dict[str, Any]:
+def finish(
+    cfg: SynthConfig, journal: Journal, stats: Stats, started: float, *, units: list[Unit]
+) -> dict[str, Any]:
     """Rewrite the outputs from the journal and write the run summary beside it."""
     failed_path = failed_file(cfg)
-    n_ok, n_failed = write_outputs(journal, cfg.output_path, failed_path)
+    n_ok, n_failed, others = write_outputs(journal, cfg.output_path, failed_path, units=units)
+    if others:
+        logger.warning(
+            "%s: %d answered units are not in this recipe (an earlier configuration: other topics, "
+            "template, model or parameters); they stay in the journal and are not written",
+            cfg.cache_path / JOURNAL_FILE,
+            others,
+        )
     summary = {
         "version": __version__,
         "model": cfg.client.model,
@@ -166,9 +227,10 @@ def finish(cfg: SynthConfig, journal: Journal, stats: Stats, started: float) -> 
         "failed_file": str(failed_path),
         "failed_units": n_failed,
         "pending": stats.total - n_ok - n_failed,
+        "other_configurations": others,
         "state": journal.counts(),
     }
-    (cfg.cache_path / "last_run.json").write_text(json.dumps(summary, indent=2))
+    (cfg.cache_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -106,7 +106,7 @@ class JudgeConfig(LiveRequests):
     source: str | None = field(default=None, metadata={"help": "(set by the loader)"})
 
     def __post_init__(self) -> None:
-        check(request_problems(self.attributes, self.completion_tokens_estimate))
+        check(request_problems(self.attributes, self.completion_tokens_estimate, self.prices))
 
     def cache_path(self, override: str | Path | None = None) -> Path:
         """OVERRIDE (`--judge-cache`), else `cache_dir`, else the user cache directory."""

@@ -140,7 +140,7 @@ class ApiConfig(LiveRequests):
         problems = []
         if self.method != METHOD:
             problems.append(f"method: expected {METHOD}, got {self.method!r}")
-        problems += request_problems(self.attributes, self.completion_tokens_estimate)
+        problems += request_problems(self.attributes, self.completion_tokens_estimate, self.prices)
         check(problems)
 
     @property
