@@ -2,10 +2,109 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from personadlg.config import check
+from personadlg.errors import describe_value
+
+MAX_CONCURRENCY = 1024
+"""The most requests `limits.concurrency` may keep in flight at once."""
+
+_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
+_NUMBER_PARAMS: dict[str, tuple[float, float] | None] = {  # name -> (min, max); None: any finite
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": None,
+    "frequency_penalty": None,
+}
+
+
+def _as_number(value: Any) -> float | int | None:
+    """VALUE as a number (a numeric string converted: YAML reads `1e3` as text), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() and abs(number) < 2**63 else number
+    return None
+
+
+def _non_finite(value: Any, path: str, depth: int = 0) -> list[tuple[str, Any]]:
+    """(path, value) of each float under PATH that is not finite (NaN, inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if depth > 20:
+        return []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}.{k}", depth + 1)]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}[{i}]", depth + 1)]
+    return []
+
+
+def check_params(params: dict[str, Any]) -> list[str]:
+    """The problems of `client.params`, converting numeric strings of the known parameters in place:
+    max_tokens / max_completion_tokens a positive integer; temperature (0-2), top_p (0-1),
+    presence_penalty, frequency_penalty finite numbers; no NaN or infinity anywhere (null: unset)."""
+    problems = []
+    for name in _TOKEN_PARAMS:
+        value = params.get(name)
+        if value is None:
+            continue
+        number = _as_number(value)
+        if not isinstance(number, int) or number < 1:
+            problems.append(
+                f"client.params.{name}: expected a positive integer, got {describe_value(value)}"
+            )
+        else:
+            params[name] = number
+    for name, bounds in _NUMBER_PARAMS.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        number = _as_number(value)
+        if number is None or not math.isfinite(number):
+            problems.append(
+                f"client.params.{name}: expected a finite number, got {describe_value(value)}"
+            )
+        elif bounds and not bounds[0] <= number <= bounds[1]:
+            problems.append(
+                f"client.params.{name}: expected a number from {bounds[0]:g} to {bounds[1]:g}, got {describe_value(value)}"
+            )
+        else:
+            params[name] = number
+    checked = {f"client.params.{n}" for n in (*_TOKEN_PARAMS, *_NUMBER_PARAMS)}
+    problems += [
+        f"{p}: expected a finite number, got {describe_value(v)}"
+        for p, v in _non_finite(params, "client.params")
+        if p not in checked
+    ]
+    return problems
+
+
+def check_base_url(url: str | None) -> list[str]:
+    """The problems of `client.base_url`: null (OpenAI) or an http(s) URL with a host and a valid port."""
+    if url is None:
+        return []
+    where = f"client.base_url: expected an http:// or https:// URL, got {describe_value(url)}"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # ValueError when not a number from 0 to 65535
+    except ValueError as err:
+        return [f"{where} ({err})"]
+    if url != url.strip() or parts.scheme not in ("http", "https") or not parts.hostname:
+        return [where]
+    if port == 0:
+        return [f"{where} (port 0)"]
+    return []
 
 
 @dataclass
@@ -24,7 +123,10 @@ class ClientConfig:
         },
     )
     timeout: float = field(
-        default=120.0, metadata={"help": "seconds before a request times out (it is then retried)"}
+        default=120.0,
+        metadata={
+            "help": "seconds a request may take in all, a slowly arriving reply included (then it is retried)"
+        },
     )
     max_retries: int = field(
         default=5,
@@ -53,12 +155,18 @@ class ClientConfig:
             problems.append(
                 "client.timeout must be > 0, client.max_retries >= 0, 0 <= client.backoff_base <= client.backoff_max"
             )
+        if not self.model.strip():
+            problems.append("client.model: expected a model name, got an empty string")
+        problems += check_base_url(self.base_url)
+        problems += check_params(self.params)
         check(problems)
 
 
 @dataclass
 class LimitsConfig:
-    concurrency: int = field(default=8, metadata={"help": "requests in flight at once"})
+    concurrency: int = field(
+        default=8, metadata={"help": f"requests in flight at once (1-{MAX_CONCURRENCY})"}
+    )
     rpm: int = field(default=0, metadata={"help": "requests per minute (0 = no limit)"})
     tpm: int = field(
         default=0,
@@ -72,13 +180,14 @@ class LimitsConfig:
     )
 
     def __post_init__(self) -> None:
-        check(
-            []
-            if self.concurrency >= 1 and self.rpm >= 0 and self.tpm >= 0 and self.max_cost >= 0
-            else [
-                "limits.concurrency must be >= 1 and limits.rpm, limits.tpm, limits.max_cost >= 0"
-            ]
-        )
+        problems = []
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            problems.append(
+                f"limits.concurrency: expected 1 to {MAX_CONCURRENCY} requests in flight, got {self.concurrency}"
+            )
+        if not (self.rpm >= 0 and self.tpm >= 0 and self.max_cost >= 0):
+            problems.append("limits.rpm, limits.tpm, limits.max_cost must be >= 0")
+        check(problems)
 
 
 class ApiRecipe(Protocol):

@@ -10,8 +10,11 @@ from personadlg.llm.job import Job
 
 
 def price(cfg: ApiRecipe, prompt_tokens: int, completion_tokens: int) -> float:
-    """USD for the tokens under `prices[model]` (half in batch mode)."""
+    """USD for the tokens under `prices[model]` (half in batch mode); a negative (or NaN) count is
+    charged as 0 tokens, so a cost never lowers the run's total."""
     p = cfg.prices.get(cfg.client.model, {})
+    prompt_tokens = prompt_tokens if prompt_tokens >= 0 else 0
+    completion_tokens = completion_tokens if completion_tokens >= 0 else 0
     usd = (prompt_tokens * p.get("input", 0.0) + completion_tokens * p.get("output", 0.0)) / 1e6
     return usd * (0.5 if cfg.mode == "batch" else 1.0)
 

@@ -4,7 +4,8 @@ Entries: `ok` (the job's result fields, attempts, cost), `failed` (error class a
 `submitted` (the job waits in a batch) and `batch` / `batch-done` (a batch's id and units). The
 last `ok` or `failed` entry of a job is its state (an `ok` is final); a torn last line (kill -9
 during a write) is cut off when the journal is reopened. Every line is flushed at once, so a killed
-process loses at most the job it was writing.
+process loses at most the job it was writing. Any other line that is not an entry (not JSON, not
+UTF-8, no `status` or key) is a DataError naming the journal's FILE:LINE.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+from personadlg.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 JOURNAL = "journal.jsonl"
+
+_KEY_OF = {"ok": "unit", "failed": "unit", "submitted": "unit", "batch": "id", "batch-done": "id"}
 
 
 class Locker(Protocol):
@@ -79,10 +84,37 @@ class Journal:
     def _entries(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             return
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
+        with open(self.path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                if raw.strip():
+                    yield self._entry(raw, n)
+
+    def _entry(self, raw: bytes, n: int) -> dict[str, Any]:
+        """Line N of the journal as an entry; DataError at FILE:N when it is not one."""
+        problem = None
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            problem = "not valid UTF-8"
+        except (ValueError, RecursionError) as err:  # json.JSONDecodeError included
+            problem = f"not valid JSON ({err})"
+        else:
+            status = entry.get("status") if isinstance(entry, dict) else None
+            key = _KEY_OF.get(status) if isinstance(status, str) else None
+            if not isinstance(entry, dict):
+                problem = "not a JSON object"
+            elif key is None:
+                problem = f"no known 'status' (one of {', '.join(_KEY_OF)})"
+            elif not isinstance(entry.get(key), str):
+                problem = f"a '{entry['status']}' entry without its '{key}'"
+        if problem is None:
+            return entry  # type: ignore[no-any-return]
+        raise DataError(
+            f"a corrupted journal entry: {problem}; remove this line (its request is sent again) "
+            f"or the cache directory {self.path.parent} (every request is sent again)",
+            path=str(self.path),
+            line=n,
+        )
 
     def _apply(self, entry: dict[str, Any]) -> None:
         status = entry["status"]

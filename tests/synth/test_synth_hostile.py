@@ -96,8 +96,11 @@ def test_topics_with_one_text_and_different_personas_are_two_units(server, tmp_p
     src = tmp_path / "topics.jsonl"
     write_jsonl(src, [{"topic": "cats", "persona": ["I have a cat."]}, {"topic": "cats"}])
     s = synthesize(recipe(server, tmp_path / "s.jsonl", f"topics={src}"))
-    assert s["units"] == s["output_dialogues"] == s["requests"] == 2 * len(
-        recipe(server, tmp_path / "x.jsonl").target_list()
+    assert (
+        s["units"]
+        == s["output_dialogues"]
+        == s["requests"]
+        == 2 * len(recipe(server, tmp_path / "x.jsonl").target_list())
     )
 
 
@@ -242,3 +245,41 @@ def test_a_blank_user_id_names_no_one(server, tmp_path):
     recs = {d["id"]: d for d in read_jsonl(tmp_path / "out.jsonl")}
     assert recs["a"]["profile"]["occupation"] == "baker" and not recs["b"].get("profile")
     assert summary["records_without_user"] == 1, summary
+
+
+# -- batch results are read like live replies ------------------------------------------------------
+
+
+def test_batch_result_lines_are_checked_like_live_replies(server, tmp_path):
+    from personadlg.data.lock import exclusive_lock
+    from personadlg.data.synth.batch import _merge_row
+    from personadlg.data.synth.runner import plan
+    from personadlg.llm.journal import Journal
+    from personadlg.llm.runner import Stats
+
+    cfg = recipe(server, tmp_path / "b.jsonl", "max_topics=1", "client.params.max_tokens=500")
+    units, tag = plan(cfg)
+    good = json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "hi?"},
+                {"role": "assistant", "content": "yo."},
+            ]
+            * 4
+        }
+    )
+
+    def row(content, usage):
+        body = {"choices": [{"message": {"content": content}}], "usage": usage}
+        return {"custom_id": "x", "response": {"status_code": 200, "body": body}}
+
+    stats = Stats(total=3)
+    with Journal(tmp_path / "c", what="synth", lock=exclusive_lock) as journal:
+        _merge_row(cfg, journal, stats, tag, units[0], row({"messages": []}, {}))
+        _merge_row(cfg, journal, stats, tag, units[1], row("x\ud800", {}))
+        bad_usage = {"prompt_tokens": -(10**10), "completion_tokens": 1.5}
+        _merge_row(cfg, journal, stats, tag, units[2], row(good, bad_usage))
+        entries = list(journal.entries())
+    assert [e["status"] for e in entries] == ["failed", "failed", "ok"]
+    assert [e.get("class") for e in entries[:2]] == ["malformed_response"] * 2
+    assert stats.cost > 0 and stats.completion_tokens == 500 and stats.prompt_tokens > 0

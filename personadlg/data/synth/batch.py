@@ -21,15 +21,15 @@ from personadlg.data.synth.config import SynthConfig
 from personadlg.data.synth.parse import check_dialogue, parse_reply
 from personadlg.data.synth.prompts import Unit
 from personadlg.data.synth.runner import WHAT, check_fresh_output, finish, plan, record_for
-from personadlg.llm.client import Reply, api_key, make_client
+from personadlg.llm.client import api_key, make_client, reply_from_body
 from personadlg.llm.config import request_params
 from personadlg.llm.cost import price
 from personadlg.llm.journal import Journal
-from personadlg.llm.parse import ParseError
+from personadlg.llm.parse import ParseError, printable
 from personadlg.llm.redact import redact
 from personadlg.llm.resume import resume
 from personadlg.llm.retries import FatalAPIError, classify
-from personadlg.llm.runner import Stats
+from personadlg.llm.runner import Stats, believable_usage, completion_reserve
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,13 @@ async def _merge(
         for line in content.text.splitlines():
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                row = None
+            if not isinstance(row, dict):
+                logger.warning("batch %s: a result line that is not a JSON object, ignored", bid)
+                continue  # its unit, if any, is failed below as having no result
             key = row.get("custom_id")
             unit = by_key.get(key)
             if unit is None or key in seen or journal.state.get(key) == "ok":
@@ -214,57 +220,55 @@ async def _merge(
 def _merge_row(
     cfg: SynthConfig, journal: Journal, stats: Stats, tag: str, unit: Unit, row: dict[str, Any]
 ) -> None:
+    """Journal one result line of a batch for UNIT: its dialogue (ok), or why there is none (failed)."""
     response = row.get("response") or {}
     body = response.get("body") or {}
     error = row.get("error")
     status = response.get("status_code")
-    failure = None
     if error or status != 200:
-        failure = (
-            "batch_error" if error else f"http_{status}",
-            redact(json.dumps(error or body.get("error") or body))[:500],
-        )
-    else:
-        usage = body.get("usage") or {}
-        choice = (body.get("choices") or [{}])[0]
-        reply = Reply(
-            text=(choice.get("message") or {}).get("content"),
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            request_id=response.get("request_id") or body.get("id"),
-        )
-        stats.prompt_tokens += reply.prompt_tokens
-        stats.completion_tokens += reply.completion_tokens
-        stats.cost += price(cfg, reply.prompt_tokens, reply.completion_tokens)
-        try:
-            messages = parse_reply(reply.text)
-            check_dialogue(messages, cfg.turns)
-        except ParseError as err:
-            failure = ("unparseable", str(err))
-        else:
-            journal.append(
-                {
-                    "status": "ok",
-                    "unit": unit.key,
-                    "name": unit.name,
-                    "record": record_for(cfg, unit, messages, tag, reply, 1),
-                    "attempts": 1,
-                    "cost": price(cfg, reply.prompt_tokens, reply.completion_tokens),
-                }
-            )
-            stats.ok += 1
-            return
+        detail = redact(json.dumps(error or body.get("error") or body))[:500]
+        _fail(journal, stats, unit, "batch_error" if error else f"http_{status}", detail)
+        return
+    try:
+        reply = reply_from_body(body, request_id=response.get("request_id"))
+    except ValueError as err:
+        _fail(journal, stats, unit, "malformed_response", str(err))
+        return
+    reply = believable_usage(reply, unit.messages, completion_reserve(cfg))
+    cost = price(cfg, reply.prompt_tokens, reply.completion_tokens)
+    stats.prompt_tokens += reply.prompt_tokens
+    stats.completion_tokens += reply.completion_tokens
+    stats.cost += cost
+    try:
+        messages = parse_reply(reply.text)
+        check_dialogue(messages, cfg.turns)
+    except ParseError as err:
+        _fail(journal, stats, unit, "unparseable", str(err))
+        return
+    journal.append(
+        {
+            "status": "ok",
+            "unit": unit.key,
+            "name": unit.name,
+            "record": record_for(cfg, unit, messages, tag, reply, 1),
+            "attempts": 1,
+            "cost": cost,
+        }
+    )
+    stats.ok += 1
+
+
+def _fail(journal: Journal, stats: Stats, unit: Unit, cls: str, error: str) -> None:
     journal.append(
         {
             "status": "failed",
             "unit": unit.key,
             "name": unit.name,
-            "class": failure[0],
-            "error": failure[1],
+            "class": cls,
+            "error": printable(error),
             "attempts": 1,
             "topic": unit.topic.text,
             "target": unit.target,
         }
     )
-    stats.failed[failure[0]] += 1
+    stats.failed[cls] += 1
