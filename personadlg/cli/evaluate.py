@@ -215,6 +215,7 @@ def evaluate(
     from personadlg.metrics.compare import compare_files
     from personadlg.metrics.evaluate import evaluate_file
     from personadlg.metrics.grouped import check_by, check_min_records
+    from personadlg.metrics.judge.config import check_judge_cache
     from personadlg.metrics.options import EvalOptions
     from personadlg.models.loading import load_policy
 
@@ -247,6 +248,8 @@ def evaluate(
         judge_cache=str(judge_cache) if judge_cache else None,
         judge_overrides=tuple(judge_set or ()),
     )
+    if judge is not None:
+        check_judge_cache(opts.judge_config().cache_path(opts.judge_cache), report, per_example)
     reading: dict[str, Any] = {
         "input_format": from_,
         "format_options": FormatOptions(columns=parse_columns(column), assistant=assistant),

@@ -198,7 +198,16 @@ def generate(
 
 def _api_rows(summary: dict) -> list[list[str]]:
     return [
-        ["in the output", f"{summary['output_records']:,} of {summary['total']:,}"],
+        [
+            "in the output",
+            f"{summary['output_records'] - summary['kept_from_earlier_runs']:,} of "
+            f"{summary['total']:,}"
+            + (
+                f" (+ {summary['kept_from_earlier_runs']:,} of earlier runs: other targets or examples)"
+                if summary["kept_from_earlier_runs"]
+                else ""
+            ),
+        ],
         ["failed", f"{summary['failed']:,}"],
         ["requests sent (with retries)", f"{summary['requests']:,}"],
         [

@@ -50,12 +50,15 @@ def validate(
     from personadlg.data.synth import is_synth_recipe, load_synth_recipe
     from personadlg.metrics.judge import describe_judge_recipe, is_judge_recipe
     from personadlg.models.api import is_api_recipe, load_api_recipe
+    from personadlg.models.api.config import recipe_overrides
 
     raw = read_yaml(resolve_recipe(recipe))
     if is_api_recipe(raw):
         from personadlg.models.api.prompt import load_template
 
-        acfg = load_api_recipe(recipe, overrides or [])
+        acfg = load_api_recipe(
+            recipe, recipe_overrides(overrides or [])
+        )  # as `generate` reads them
         _, tag = load_template(acfg)
         data = {k: v for k, v in to_dict(acfg).items() if k != "source"}
         kind = f"method api, {acfg.client.model}, template {tag}, no training (use `personadlg generate`)"

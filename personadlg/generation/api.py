@@ -267,11 +267,18 @@ def _write(
     journal: Journal,
     kept: dict[tuple[str, str], str],
 ) -> dict[str, int]:
-    """Rewrite OUT and its failures file from the journal (and records kept from OUT), in input order."""
+    """Rewrite OUT and its failures file from the journal and the records already in OUT: first the
+    records of OUT that this run does not ask for (an earlier run's other targets, or examples past
+    another `--limit`: appending never drops a record), in their order; then this run's, in input order."""
     final = journal.final(j.key for j in jobs)
-    counts = {"ok": 0, "failed": 0, "pending": 0}
+    asked = {(j.example.id, target_key(j.target)) for j in jobs}
+    counts = {"ok": 0, "failed": 0, "pending": 0, "kept": 0}
     with atomic_outputs(out, failed_file(out)) as (f_out, f_failed):
         assert f_out is not None and f_failed is not None
+        for key, earlier in kept.items():
+            if key not in asked:
+                f_out.write(earlier + "\n")
+                counts["kept"] += 1
         for job in jobs:
             done = final.get(job.key)
             line = kept.get((job.example.id, target_key(job.target)))
@@ -324,7 +331,8 @@ def _summary(
         "decoding": {"model": cfg.client.model, **request_params(cfg)},
         "method": "api",
         "template": tag,
-        "output_records": written["ok"],
+        "output_records": written["ok"] + written["kept"],
+        "kept_from_earlier_runs": written["kept"],
         "failed": written["failed"],
         "failed_now": dict(stats.failed),
         "failed_file": str(failed_file(out)),

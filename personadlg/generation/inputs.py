@@ -12,6 +12,7 @@ from personadlg.data.attributes import target_key
 from personadlg.data.formats import FormatOptions, check_table_options, iter_any_examples
 from personadlg.data.jsonl import Bad, check_nonempty
 from personadlg.data.schema import Example
+from personadlg.data.unique import IdTracker
 from personadlg.errors import UsageError
 from personadlg.registry import did_you_mean
 
@@ -72,8 +73,12 @@ def load_examples(
     check_nonempty(path)
     check_table_options([path], fmt, opts)
     out = []
+    ids = IdTracker()  # outputs are keyed by (id, target): two examples of one id would be one
     for item in iter_any_examples(path, fmt=fmt, opts=opts, turns=turns):
         if isinstance(item, Bad):
             raise item.error
-        out.append(item[1])
+        line, ex = item
+        ids.add(ex.id, str(path), line)
+        out.append(ex)
+    ids.check()
     return out

@@ -15,7 +15,7 @@ from typing import Any
 from personadlg.errors import UsageError
 from personadlg.llm.config import ClientConfig
 from personadlg.llm.parse import has_lone_surrogate, printable
-from personadlg.llm.redact import remember_secret
+from personadlg.llm.redact import redact_keys, remember_secret
 
 MAX_USAGE_TOKENS = 10**9
 """The most tokens a reply's `usage` may report per count; more is not believed (`Reply.bad_usage`)."""
@@ -160,6 +160,8 @@ def reply_from_body(data: Any, *, request_id: Any = None) -> Reply:
         raise ValueError(f"the reply's content is {type(text).__name__}, not a string")
     if text is not None and has_lone_surrogate(text):
         raise ValueError("the reply's content holds a lone surrogate (not valid Unicode text)")
+    if text is not None:
+        text = redact_keys(text)
     usage = data.get("usage") or {}
     bad: list[str] = []
     if not isinstance(usage, dict):

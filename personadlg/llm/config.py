@@ -17,8 +17,8 @@ _TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 _NUMBER_PARAMS: dict[str, tuple[float, float] | None] = {  # name -> (min, max); None: any finite
     "temperature": (0.0, 2.0),
     "top_p": (0.0, 1.0),
-    "presence_penalty": None,
-    "frequency_penalty": None,
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
 }
 
 
@@ -146,14 +146,21 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if (
-            self.timeout <= 0
-            or self.max_retries < 0
-            or self.backoff_base < 0
-            or self.backoff_max < self.backoff_base
-        ):
+        if not 0 < self.timeout <= 3600:
             problems.append(
-                "client.timeout must be > 0, client.max_retries >= 0, 0 <= client.backoff_base <= client.backoff_max"
+                f"client.timeout: expected seconds > 0 and at most 3600, got {self.timeout}"
+            )
+        if not 0 <= self.max_retries <= 100:
+            problems.append(f"client.max_retries: expected 0 to 100, got {self.max_retries}")
+        if not 0 <= self.backoff_base <= self.backoff_max <= 3600:
+            problems.append(
+                "client.backoff_base and client.backoff_max: expected 0 <= backoff_base <= "
+                f"backoff_max <= 3600 seconds, got {self.backoff_base} and {self.backoff_max}"
+            )
+        if self.api_key_env is not None and not self.api_key_env.strip():
+            problems.append(
+                "client.api_key_env: expected the name of an environment variable, or null for an "
+                "endpoint that needs no key; got an empty string"
             )
         if not self.model.strip():
             problems.append("client.model: expected a model name, got an empty string")

@@ -21,9 +21,17 @@ def remember_secret(value: str) -> None:
         _SECRETS.add(value)
 
 
+def redact_keys(text: str) -> str:
+    """TEXT without any API key read by this process (for replies: a proxy that echoes the request's
+    Authorization header into a completion must not get the key into an output)."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 def redact(text: str) -> str:
     """TEXT without any API key read by this process, Authorization / api-key values or bearer tokens."""
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+    text = redact_keys(text)
     text = _AUTH.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}{REDACTED}", text)
     return _BEARER.sub(f"Bearer {REDACTED}", text)

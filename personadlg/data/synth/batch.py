@@ -193,10 +193,10 @@ async def _merge(
                 logger.warning("batch %s: a result line that is not a JSON object, ignored", bid)
                 continue  # its unit, if any, is failed below as having no result
             key = row.get("custom_id")
-            unit = by_key.get(key)
-            if unit is None or key in seen or journal.state.get(key) == "ok":
+            unit = by_key.get(key) if isinstance(key, str) else None
+            if unit is None or key in seen or journal.state.get(unit.key) == "ok":
                 continue
-            seen.add(key)
+            seen.add(unit.key)
             _merge_row(cfg, journal, stats, tag, unit, row)
     for key in journal.batches[bid].get("units", []):
         if key not in seen and journal.state.get(key) == "submitted" and key in by_key:

@@ -22,7 +22,7 @@ from typing import Any
 
 from personadlg.config import apply_overrides, build_config, check, read_yaml, resolve_recipe
 from personadlg.data.synth.config import AspectSpec, request_problems
-from personadlg.errors import ConfigError
+from personadlg.errors import ConfigError, UsageError
 from personadlg.llm.config import ClientConfig, LimitsConfig, LiveRequests
 
 DEFAULT_RECIPE = "judge/default"
@@ -115,6 +115,27 @@ class JudgeConfig(LiveRequests):
         if self.cache_dir:
             return Path(self.cache_dir)
         return default_cache_dir()
+
+
+def check_judge_cache(cache: Path, *outputs: str | Path | None) -> None:
+    """Refuse (exit 2, before any request) a judge cache that is a file, and OUTPUTS that are the
+    cache folder or its journal: writing them would destroy judgements already paid for."""
+    from personadlg.data.paths import same_file
+    from personadlg.llm.journal import JOURNAL
+
+    if cache.exists() and not cache.is_dir():
+        raise UsageError(
+            f"--judge-cache {cache}: is a file; expected a folder for the judge's journal"
+        )
+    for out in outputs:
+        if out is None:
+            continue
+        for what, path in (("the judge cache", cache), ("the judge's journal", cache / JOURNAL)):
+            if same_file(out, path):
+                raise UsageError(
+                    f"{out} is {what} ({path}); writing it would lose the judgements already "
+                    "paid for — choose another output"
+                )
 
 
 def default_cache_dir() -> Path:
