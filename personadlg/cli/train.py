@@ -113,15 +113,23 @@ def plot(
     out_path: Annotated[
         Optional[Path],
         typer.Option(
-            "--out", "-o", help="PNG path [default: RUN_DIR/loss.png, or the method's name]."
+            "--out",
+            "-o",
+            help="The image: a .png, .svg or .pdf file (a path without a suffix gets .png added; "
+            "the line `wrote PATH` names the file written) \\[default: RUN_DIR/loss.png, or the "
+            "method's name].",
         ),
     ] = None,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
 ) -> None:
-    """Draw a run's curves to PNG: every logged term (train and valid) on a grid grouped by kind —
-    losses, accuracies, diagnostics, optimization; or, with a method's option, that method's picture
-    of a model on any data (cvae: --latent, its latent space).
+    """Draw a run's curves to PNG (or SVG / PDF): every logged term (train and valid) on a grid
+    grouped by kind — losses, accuracies, diagnostics, optimization; or, with a method's option,
+    that method's picture of a model on any data (cvae: --latent, its latent space).
+
+    At most 32 panels are drawn (a term shares its panel with its prior_ / _raw variants): with
+    more, the first 32 in that order, and a warning names the ones left out. NaN, infinite and
+    absurd values (beyond ±1e100) are left out of the curves, with a note.
 
     [bold]Examples[/]
 
@@ -139,6 +147,7 @@ def plot(
         from personadlg.generation.generate import load_examples
         from personadlg.models.loading import load_policy
         from personadlg.training.checkpoint import load_config, load_model
+        from personadlg.training.logging import plot_path
 
         (flag, data), *more = flags.items()
         if more:
@@ -147,29 +156,31 @@ def plot(
         checkpoint = run_dir / "final" if (run_dir / "final").is_dir() else run_dir
         cfg = load_config(checkpoint)
         check_method("plot", flags, cfg.method)
-        target = out_path or run_dir / (spec.output or "plot.png")
+        target = plot_path(out_path or run_dir / (spec.output or "plot.png"))
         check_outputs({"--out": target}, {flag: data})
         examples = load_examples(Path(data), "all")
         assert spec.action is not None, f"{flag} declares no action"
         with load_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle):
             model = load_model(checkpoint, cfg)
-        out.print(f"wrote {spec.action(model, examples, Path(target))}")
+        out.print(f"wrote {spec.action(model, examples, Path(target))}", markup=False)
         return
     from personadlg.training.logging import plot_run
 
-    out.print(f"wrote {plot_run(run_dir, out_path)}")
+    out.print(f"wrote {plot_run(run_dir, out_path)}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
+    import inspect
+
     from personadlg.cli._method_flags import help_text
 
     app.command(
         rich_help_panel="Models",
-        help=(train.__doc__ or "") + help_text("train"),
+        help=inspect.cleandoc(train.__doc__ or "") + help_text("train"),
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(train)
     app.command(
         rich_help_panel="Models",
-        help=(plot.__doc__ or "") + help_text("plot"),
+        help=inspect.cleandoc(plot.__doc__ or "") + help_text("plot"),
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(plot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from personadlg.errors import ConfigError
@@ -25,14 +26,23 @@ def bundled_recipes() -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
+_LABEL = re.compile(r"^[A-Z][A-Za-z ]{0,30}:\s")
+"""`Run:  ...`, `Data: ...`, `Local vLLM: ...`: a header line that starts another paragraph."""
+
+
 def recipe_summary(path: Path) -> str:
-    """The first comment line of a recipe: what it reproduces."""
+    """What a recipe reproduces: its header's first paragraph, the leading `# ` comment lines up to
+    a blank or non-comment line, an indented comment line (an example) or a labelled one
+    (`# Run:  ...`, `# Data: ...`), joined into one line."""
+    parts: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("#").strip()
-        if line.strip():
+        if not line.startswith("#"):
             break
-    return ""
+        text = line[1:].removeprefix(" ")
+        if not text.strip() or (parts and (text[0].isspace() or _LABEL.match(text))):
+            break
+        parts.append(text.strip())
+    return " ".join(parts)
 
 
 def resolve_recipe(recipe: str | Path) -> Path:

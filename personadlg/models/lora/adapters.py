@@ -43,13 +43,67 @@ def adapter_name(user_id: str) -> str:
     return f"{prefix}-{digest}" if prefix else f"user-{digest}"
 
 
+_NUMBERS = ("examples", "steps", "valid_loss_before", "valid_loss_after")
+"""Fields every user's entry has (train_user writes them; `ls adapters` and the summary read them)."""
+
+
 def read_index(adapters_dir: str | Path) -> dict[str, Any]:
-    """The index of ADAPTERS_DIR ({"version", "base", "lora", "users": {}} when there is none)."""
+    """The index of ADAPTERS_DIR ({"version", "base", "lora", "users": {}} when there is none).
+
+    A damaged index (not UTF-8 JSON, not an object, `base` or `users` of the wrong type, a user's
+    entry that is not an object, lacks a safe `dir` or a number of `_NUMBERS`) is a DataError
+    naming the file and the entry."""
+    from personadlg.errors import DataError
+
     path = Path(adapters_dir) / INDEX_FILE
     if not path.is_file():
         return {"version": INDEX_VERSION, "base": None, "lora": None, "users": {}}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data.setdefault("users", {})
+    where = str(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text (byte {err.start})", path=where) from None
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"not JSON ({err.msg}, column {err.colno}); the index of the adapters is damaged",
+            path=where,
+            line=err.lineno,
+        ) from None
+    except (ValueError, RecursionError):
+        raise DataError("not JSON; the index of the adapters is damaged", path=where) from None
+    if not isinstance(data, dict):
+        raise DataError(path=where, expected="a JSON object {version, base, lora, users}", got=data)
+    for key in ("base", "lora"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise DataError(path=where, field=key, expected="an object or null", got=data[key])
+    users = data.setdefault("users", {})
+    if not isinstance(users, dict):
+        raise DataError(path=where, field="users", expected="an object {user id: entry}", got=users)
+    for uid, entry in users.items():
+        field = f"users.{uid}"
+        if not isinstance(entry, dict):
+            raise DataError(
+                path=where, field=field, expected="an object (the user's entry)", got=entry
+            )
+        name = entry.get("dir")
+        if not isinstance(name, str) or not _SAFE.match(name):
+            raise DataError(
+                path=where,
+                field=f"{field}.dir",
+                expected="the adapter's directory name (letters, digits, _ and -)",
+                got=name,
+                got_text="nothing (no 'dir')" if "dir" not in entry else None,
+            )
+        for key in _NUMBERS:
+            value = entry.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DataError(
+                    path=where,
+                    field=f"{field}.{key}",
+                    expected="a number",
+                    got=value,
+                    got_text=f"nothing (no '{key}')" if key not in entry else None,
+                )
     return data
 
 
@@ -140,6 +194,11 @@ def _what_it_is(path: Path) -> str:
     return "a directory that holds no personadlg run (no config.yaml, no final/)"
 
 
+def _kib(size: Any) -> str:
+    ok = isinstance(size, (int, float)) and not isinstance(size, bool)
+    return f"{size / 1024:,.0f}" if ok else "?"
+
+
 def list_adapters(run: Path) -> Table:
     """`personadlg ls adapters RUN`: one row per user of RUN's adapters/index.json."""
     from personadlg.errors import UsageError
@@ -158,7 +217,7 @@ def list_adapters(run: Path) -> Table:
             e["steps"],
             f"{e['valid_loss_before']:.4f}",
             f"{e['valid_loss_after']:.4f}",
-            f"{e.get('size_bytes', 0) / 1024:,.0f}",
+            _kib(e.get("size_bytes")),
         ]
         for uid, e in users.items()
     ]
