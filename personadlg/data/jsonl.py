@@ -11,7 +11,6 @@ import contextlib
 import glob
 import json
 import logging
-import math
 import os
 import re
 import secrets
@@ -20,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from personadlg.data.paths import check_writable_file
 from personadlg.errors import DataError, UsageError
+from personadlg.json_values import (  # noqa: F401  (re-exported: the readers' API)
+    WS,
+    JsonValueError,
+    Parser,
+    check_json_value,
+    parse_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,125 +127,7 @@ def iter_text_lines(
             yield lineno, text.rstrip("\r\n")
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _BAD_BYTE = re.compile("[\udc80-\udcff]")  # an invalid UTF-8 byte, decoded with surrogateescape
-_WS = " \t\r\n"
-
-
-class JsonValueError(ValueError):
-    """A parsed JSON value that cannot be kept (NaN, a number out of range, a lone surrogate)."""
-
-    def __init__(self, detail: str, field: str | None = None) -> None:
-        super().__init__(f"field '{field}': {detail}" if field else detail)
-        self.detail, self.field = detail, field
-
-
-class _Unfit:
-    """Stands in for a number JSON text may spell but no record can hold, so parsing goes on."""
-
-    __slots__ = ("problem",)
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-
-class _Parser:
-    """A JSON decoder that parses NaN, Infinity and out-of-range numbers as `_Unfit` markers, and
-    counts them, so a strict caller can refuse the value (naming its field) yet find its end."""
-
-    def __init__(self) -> None:
-        self.unfit = 0
-        self.decoder = json.JSONDecoder(
-            parse_constant=self._constant, parse_float=self._float, parse_int=self._int
-        )
-
-    def _mark(self, problem: str) -> _Unfit:
-        self.unfit += 1
-        return _Unfit(problem)
-
-    def _constant(self, name: str) -> Any:
-        return self._mark(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
-
-    def _float(self, text: str) -> Any:
-        value = float(text)
-        if math.isfinite(value):
-            return value
-        return self._mark(f"{text[:40]} is a number out of range (beyond a 64-bit float)")
-
-    def _int(self, text: str) -> Any:
-        try:
-            return int(text)
-        except ValueError:  # more digits than int() converts
-            return self._mark(f"a number out of range (an integer of {len(text)} digits)")
-
-    def decode(self, text: str, pos: int = 0) -> tuple[Any, int]:
-        """(value, end) of the JSON value at POS; json.JSONDecodeError when it is not JSON."""
-        self.unfit = 0
-        return self.decoder.raw_decode(text, pos)
-
-    def parse(self, text: str) -> Any:
-        """TEXT as one JSON value, refused (ValueError) as `parse_json` says."""
-        value, end = self.decode(text, len(text) - len(text.lstrip(_WS)))
-        rest = text[end:]
-        if rest.strip(_WS):
-            raise json.JSONDecodeError("Extra data", text, len(text) - len(rest.lstrip(_WS)))
-        self.check(text, value)
-        return value
-
-    def check(self, raw: str, value: Any) -> None:
-        """Raise JsonValueError for a marker or a lone surrogate in VALUE (parsed from RAW)."""
-        if self.unfit:
-            field, marker = _first_unfit(value)
-            raise JsonValueError(marker.problem, field)
-        check_json_value(raw, value)
-
-
-def _first_unfit(value: Any) -> tuple[str | None, _Unfit]:
-    """The first `_Unfit` marker in VALUE (document order) and the field path to it."""
-    stack: list[tuple[str, Any]] = [("", value)]
-    while stack:
-        path, v = stack.pop()
-        if isinstance(v, _Unfit):
-            return path or None, v
-        if isinstance(v, dict):
-            stack.extend((f"{path}.{k}" if path else str(k), x) for k, x in reversed(v.items()))
-        elif isinstance(v, list):
-            stack.extend((f"{path}[{i}]", v[i]) for i in range(len(v) - 1, -1, -1))
-    raise AssertionError("no _Unfit marker")
-
-
-def _lone_surrogate(value: Any) -> str | None:
-    """The first lone surrogate in any string of VALUE (JSON escapes can encode them; UTF-8 cannot)."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            m = _SURROGATE.search(v)
-            if m:
-                return m.group()
-        elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return None
-
-
-def check_json_value(raw: str, value: Any) -> None:
-    """Raise ValueError when VALUE (parsed from RAW) holds text that cannot be written as UTF-8."""
-    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
-        bad = _lone_surrogate(value)
-        if bad is not None:
-            raise JsonValueError(
-                f"not valid Unicode: the escape \\u{ord(bad):04x} is a lone surrogate, which no UTF-8 text can hold"
-            )
-
-
-def parse_json(text: str) -> Any:
-    """json.loads that refuses NaN / Infinity, numbers out of range and lone surrogate escapes
-    (ValueError; JsonValueError names the field)."""
-    return _Parser().parse(text)
 
 
 def iter_json_lines(
@@ -246,7 +135,7 @@ def iter_json_lines(
 ) -> Iterator[tuple[int, str, Any] | Bad]:
     """Yield (line number, raw text, parsed JSON value) or Bad for each non-blank line of a JSONL file."""
     name = str(path)
-    parser = _Parser()
+    parser = Parser()
     for item in iter_text_lines(path, max_line_bytes=max_line_bytes):
         if isinstance(item, Bad):
             yield item
@@ -307,7 +196,7 @@ def iter_json_array(
     """
     name = str(path)
     limit = max_record_bytes or MAX_LINE_BYTES
-    parser = _Parser()
+    parser = Parser()
     # surrogateescape: an invalid UTF-8 byte becomes one character, so it spoils only its element
     with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
         buf, pos, eof = "", 0, False
@@ -330,7 +219,7 @@ def iter_json_array(
         def skip_ws() -> None:
             nonlocal pos
             while True:
-                while pos < len(buf) and buf[pos] in _WS:
+                while pos < len(buf) and buf[pos] in WS:
                     pos += 1
                 if pos < len(buf) or not more():
                     return
@@ -501,14 +390,7 @@ class AtomicWriter:
         self._f: IO[Any] | None = None
 
     def open(self) -> IO[Any]:
-        if self.path.is_dir():
-            raise UsageError(f"{self.path}: is a directory; expected a file to write")
-        if self.path.exists() and not self.path.is_file():
-            # a FIFO, a device (/dev/null): the rename would replace it by a regular file
-            raise UsageError(
-                f"{self.path}: exists and is not a regular file (a device, a FIFO or a socket); "
-                "expected a file to write"
-            )
+        check_writable_file(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
         if "b" in self.mode:

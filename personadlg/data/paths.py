@@ -31,6 +31,20 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     return pa == pb or (ia is not None and ia == ib)
 
 
+def check_writable_file(path: Path, name: str = "") -> None:
+    """Refuse (exit 2) PATH as a file to write when it is a directory, or a device, FIFO or socket
+    (an atomic rename would replace it by a regular file: as root, /dev/null itself). NAME: what
+    the user calls it (`--out`)."""
+    label = f"{name} {path}" if name else str(path)
+    if path.is_dir():
+        raise UsageError(f"{label}: is a directory; expected a file to write")
+    if path.exists() and not path.is_file():
+        raise UsageError(
+            f"{label}: exists and is not a regular file (a device, a FIFO or a socket); "
+            "expected a file to write"
+        )
+
+
 def check_outputs(outputs: PathMap, inputs: PathMap | None = None) -> None:
     """Refuse (exit 2) outputs that are directories, devices or FIFOs (a write would replace them by a
     regular file), the same file as another output, or an input.
@@ -41,13 +55,7 @@ def check_outputs(outputs: PathMap, inputs: PathMap | None = None) -> None:
     outs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
     ins = [(name, Path(p)) for name, p in (inputs or {}).items() if p is not None]
     for name, path in outs:
-        if path.is_dir():
-            raise UsageError(f"{name} {path}: is a directory; expected a file to write")
-        if path.exists() and not path.is_file():
-            raise UsageError(
-                f"{name} {path}: exists and is not a regular file (a device, a FIFO or a socket); "
-                "expected a file to write"
-            )
+        check_writable_file(path, name)
     for i, (name_a, a) in enumerate(outs):
         for name_b, b in outs[i + 1 :]:
             if same_file(a, b):

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from personadlg.errors import UsageError
+from personadlg.json_values import has_lone_surrogate
 from personadlg.llm.config import ClientConfig
-from personadlg.llm.parse import has_lone_surrogate, printable
+from personadlg.llm.parse import printable
 from personadlg.llm.redact import redact_keys, remember_secret
 
 MAX_USAGE_TOKENS = 10**9

@@ -3,15 +3,13 @@ the JSON values a reply may hold."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
+from personadlg.json_values import has_lone_surrogate, parse_json
+
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ParseError(ValueError):
@@ -20,49 +18,18 @@ class ParseError(ValueError):
     kind = "unparseable"  # the class retries and failures are counted under
 
 
-def has_lone_surrogate(text: str) -> bool:
-    """Whether TEXT holds a lone surrogate (`\\ud800`), which cannot be written as UTF-8."""
-    return _SURROGATE.search(text) is not None
-
-
 def printable(text: str) -> str:
     """TEXT with each lone surrogate replaced by `?`, so it can be written as UTF-8 (a journal)."""
     return text.encode("utf-8", "replace").decode("utf-8") if has_lone_surrogate(text) else text
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:20]} is beyond a float")
-    return value
-
-
-def _float_sized_int(text: str) -> int:
-    value = int(text)  # more than 4300 digits: ValueError
-    if abs(value) > sys.float_info.max:
-        raise ValueError(f"the number {text[:20]}... is beyond a float")
-    return value
-
-
 def _loads(text: str) -> Any:
-    """Strict JSON: no NaN / Infinity, no number beyond a float, no lone surrogate in a string,
-    nesting within the interpreter's recursion limit; ValueError otherwise."""
+    """Strict JSON, as every reader of the project takes it (`parse_json`: no NaN / Infinity, no
+    number beyond a float, no lone surrogate), and nesting within the recursion limit; ValueError."""
     try:
-        value = json.loads(
-            text,
-            parse_constant=_no_constant,
-            parse_float=_finite_float,
-            parse_int=_float_sized_int,
-        )
-        # every string (keys too) must encode as UTF-8: a lone surrogate cannot be journalled
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (RecursionError, UnicodeEncodeError) as err:
-        raise ValueError(str(err)) from None
-    return value
+        return parse_json(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
 
 
 def json_candidates(text: str) -> Iterator[Any]:

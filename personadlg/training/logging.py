@@ -7,13 +7,13 @@ import contextlib
 import json
 import logging
 import math
-import os
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from personadlg.data.jsonl import AtomicWriter
 from personadlg.errors import DataError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -362,12 +362,7 @@ def _draw(
                     ax.set_xlabel("step", fontsize=8)
         fig.suptitle(_label(title))
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            fig.savefig(tmp, format=path.suffix.lower().removeprefix("."), dpi=100)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with AtomicWriter(path, mode="wb") as f:  # no half-drawn image under PATH
+            fig.savefig(f, format=path.suffix.lower().removeprefix("."), dpi=100)
     finally:
         plt.close(fig)

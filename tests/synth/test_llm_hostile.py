@@ -10,8 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
@@ -22,33 +21,16 @@ from personadlg.data.profile.validate import parse_profile
 from personadlg.data.synth.parse import parse_reply
 from personadlg.errors import ConfigError, DataError, UsageError
 from personadlg.llm.client import api_key
-from personadlg.llm.config import ClientConfig, LimitsConfig, LiveRequests
+from personadlg.llm.config import ClientConfig, LimitsConfig
 from personadlg.llm.cost import price
 from personadlg.llm.journal import Journal
 from personadlg.llm.parse import ParseError, json_candidates
 from personadlg.llm.retries import _retry_after, backoff
 from personadlg.llm.runner import Stats, run_jobs
 from personadlg.llm.template import load_template, parse_template
+from tests.synth.test_engine import Job, Recipe, jobs
 
 KEY = "sk-hostile-NEVER-PRINT-ME-7777"
-
-
-class Job(NamedTuple):
-    key: str
-    name: str
-    messages: tuple[dict[str, str], ...]
-
-
-@dataclass
-class Recipe(LiveRequests):
-    client: ClientConfig
-    limits: LimitsConfig
-    prices: dict[str, dict[str, float]]
-    completion_tokens_estimate: int = 10
-
-
-def jobs(n: int) -> list[Job]:
-    return [Job(f"k{i}", f"job {i}", ({"role": "user", "content": f"say {i}"},)) for i in range(n)]
 
 
 def recipe(base_url: str, *, concurrency: int = 1, max_cost: float = 0.0, **client: Any) -> Recipe:
@@ -263,7 +245,6 @@ def test_json_nested_too_deep_is_unparseable_not_a_crash():
         '{"age": "20s", "occupation": Infinity}',
         '{"age": "20s", "occupation": -Infinity}',
         '{"age": "20s", "occupation": 1e400}',
-        '{"age": "20s", "occupation": 1' + "0" * 400 + "}",
     ],
 )
 def test_json_that_is_not_strict_json_is_refused(text):

@@ -16,18 +16,25 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from personadlg.data.lock import exclusive_lock, lock_path_for
+from personadlg.data.lock import exclusive_lock
 from personadlg.data.synth.config import SynthConfig
 from personadlg.data.synth.parse import check_dialogue, parse_reply
 from personadlg.data.synth.prompts import Unit
-from personadlg.data.synth.runner import WHAT, check_fresh_output, finish, plan, record_for
-from personadlg.llm.client import api_key, make_client, reply_from_body
+from personadlg.data.synth.runner import (
+    WHAT,
+    finish,
+    held,
+    output_lock,
+    plan,
+    record_for,
+    start,
+)
+from personadlg.llm.client import make_client, reply_from_body
 from personadlg.llm.config import request_params
 from personadlg.llm.cost import price
 from personadlg.llm.journal import Journal
 from personadlg.llm.parse import ParseError, printable
 from personadlg.llm.redact import redact
-from personadlg.llm.resume import resume
 from personadlg.llm.retries import FatalAPIError, classify
 from personadlg.llm.runner import Stats, believable_usage, completion_reserve
 
@@ -72,9 +79,7 @@ async def _call(coro: Any) -> Any:
 
 def submit(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
     """Upload request files for the pending units and create batches; record them in the journal."""
-    units, _ = plan(cfg)
-    check_fresh_output(cfg)
-    api_key(cfg.client)  # a missing key stops the run before anything is created
+    units, _ = start(cfg)
     started = time.perf_counter()
     created = []
 
@@ -108,13 +113,7 @@ def submit(cfg: SynthConfig, *, retry_failed: bool = False) -> dict[str, Any]:
         finally:
             await client.close()
 
-    out = cfg.output_path
-    with (
-        exclusive_lock(lock_path_for(out), target=out, what=WHAT),
-        resume(
-            units, cfg.cache_path, what=WHAT, lock=exclusive_lock, retry_failed=retry_failed
-        ) as run,
-    ):
+    with held(cfg, units, retry_failed=retry_failed) as run:
         try:
             if run.todo:
                 asyncio.run(go(run.journal, run.todo))
@@ -152,11 +151,7 @@ def collect(cfg: SynthConfig) -> dict[str, Any]:
         finally:
             await client.close()
 
-    out = cfg.output_path
-    with (
-        exclusive_lock(lock_path_for(out), target=out, what=WHAT),
-        Journal(cfg.cache_path, what=WHAT, lock=exclusive_lock) as journal,
-    ):
+    with output_lock(cfg), Journal(cfg.cache_path, what=WHAT, lock=exclusive_lock) as journal:
         try:
             if journal.batches:
                 asyncio.run(go(journal))

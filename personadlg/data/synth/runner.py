@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from personadlg.llm import paths
 from personadlg.llm.client import Reply, api_key
 from personadlg.llm.cost import estimate
 from personadlg.llm.journal import Journal
-from personadlg.llm.resume import resume, still_to_send
+from personadlg.llm.resume import Resumed, resume, still_to_send
 from personadlg.llm.runner import Progress, Stats
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,33 @@ def plan(cfg: SynthConfig) -> tuple[list[Unit], str]:
     return units, tag
 
 
+def start(cfg: SynthConfig) -> tuple[list[Unit], str]:
+    """`plan`, then what must hold before a run creates anything: the output is fresh or this
+    journal's, and the key is set."""
+    units, tag = plan(cfg)
+    check_fresh_output(cfg)
+    api_key(cfg.client)
+    return units, tag
+
+
+def output_lock(cfg: SynthConfig) -> AbstractContextManager[None]:
+    """The output's lock: one run writes an output at a time, whatever its `cache_dir`."""
+    out = cfg.output_path
+    return exclusive_lock(lock_path_for(out), target=out, what=WHAT)
+
+
+@contextmanager
+def held(cfg: SynthConfig, units: list[Unit], *, retry_failed: bool) -> Iterator[Resumed[Unit]]:
+    """The output locked and the journal resumed for UNITS, for the block."""
+    with (
+        output_lock(cfg),
+        resume(
+            units, cfg.cache_path, what=WHAT, lock=exclusive_lock, retry_failed=retry_failed
+        ) as run,
+    ):
+        yield run
+
+
 def check_distinct(units: list[Unit]) -> None:
     """Refuse (exit 2) two units that would send the same request: they would share one journal
     entry, so one reply would be paid for twice and written once."""
@@ -139,9 +168,7 @@ def synthesize(
     Raises:
         FatalAPIError: authentication or quota errors (completed units stay in the journal).
     """
-    units, tag = plan(cfg)
-    check_fresh_output(cfg)
-    api_key(cfg.client)  # a missing key stops the run before anything is created
+    units, tag = start(cfg)
 
     def accept(unit: Unit, reply: Reply, attempts: int) -> dict[str, Any]:
         messages = parse_reply(reply.text)
@@ -149,13 +176,7 @@ def synthesize(
         return {"record": record_for(cfg, unit, messages, tag, reply, attempts)}
 
     started = time.perf_counter()
-    out = cfg.output_path
-    with (
-        exclusive_lock(lock_path_for(out), target=out, what=WHAT),
-        resume(
-            units, cfg.cache_path, what=WHAT, lock=exclusive_lock, retry_failed=retry_failed
-        ) as run,
-    ):
+    with held(cfg, units, retry_failed=retry_failed) as run:
         try:
             run.send(
                 cfg,
